@@ -1,0 +1,99 @@
+//! Command-line definitions only. Help text, the man-style `--help` and shell completions all
+//! come from these; `config` turns them into validated options.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "faultline",
+    version,
+    about = "Chaos drills for LLM inference stacks: inject faults, drive load, judge failover against budgets"
+)]
+pub struct Opts {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run an experiment: start its services, drive load, inject faults, judge the budgets.
+    Run(RunArgs),
+    /// Check experiment files without running anything.
+    Validate(ValidateArgs),
+    /// Serve a simulated inference host (OpenAI- and Anthropic-compatible).
+    Simulate(SimulateArgs),
+    /// Print a shell completion script.
+    Completions(CompletionsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The experiment file.
+    pub file: PathBuf,
+    /// Seed for every fault decision (overrides the file's `seed`).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Directory for the reports [default: runs/<time>-<name>/].
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Also write the JSON report to this path.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+    /// Print only the verdict table.
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ValidateArgs {
+    /// Experiment files to check.
+    #[arg(required = true)]
+    pub files: Vec<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct SimulateArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:9001")]
+    pub listen: SocketAddr,
+    /// Model id the host reports.
+    #[arg(long, default_value = "sim")]
+    pub model: String,
+    /// Time to first token, e.g. 50ms.
+    #[arg(long, default_value = "20ms")]
+    pub ttft: String,
+    /// Tokens streamed per second.
+    #[arg(long, default_value_t = 200.0)]
+    pub tokens_per_second: f64,
+    /// Tokens in every completion.
+    #[arg(long, default_value_t = 16)]
+    pub completion_tokens: u32,
+    /// Requests served at once; unlimited when absent.
+    #[arg(long)]
+    pub capacity: Option<u32>,
+    /// What a full host does with another request.
+    #[arg(long, value_enum, default_value_t = OverflowArg::Queue)]
+    pub overflow: OverflowArg,
+    /// Status answered when rejecting.
+    #[arg(long, default_value_t = 429)]
+    pub reject_status: u16,
+    /// Value of the x-served-by header.
+    #[arg(long, default_value = "sim")]
+    pub served_by: String,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum OverflowArg {
+    Queue,
+    Reject,
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}

@@ -1,0 +1,330 @@
+//! The experiment file's shape, as serde reads it. Field types are already the typed values
+//! (durations, rates, addresses), so nothing downstream re-parses text. Unknown keys are rejected
+//! everywhere. `Spanned` marks the values that cross-checks may need to point at.
+
+use std::net::SocketAddr;
+
+use indexmap::IndexMap;
+use serde::{Deserialize, Serialize};
+use serde_saphyr::Spanned;
+
+use super::units::{Dur, Percent, Rate};
+use crate::fault::FaultSpec;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExperimentFile {
+    pub version: Spanned<u32>,
+    pub name: String,
+    #[serde(default)]
+    pub description: Option<String>,
+    /// Seeds every fault decision; `--seed` overrides it. A file without one gets seed 0.
+    #[serde(default)]
+    pub seed: Option<u64>,
+    #[serde(default)]
+    pub services: IndexMap<String, Spanned<ServiceSpec>>,
+    #[serde(default)]
+    pub proxies: IndexMap<String, Spanned<ProxySpec>>,
+    pub load: IndexMap<String, Spanned<LoadStreamSpec>>,
+    pub timeline: Vec<Spanned<StepSpec>>,
+    #[serde(default = "no_budgets")]
+    pub expect: Spanned<Budgets>,
+    #[serde(default)]
+    pub measure: MeasureSpec,
+}
+
+fn no_budgets() -> Spanned<Budgets> {
+    let nowhere = serde_saphyr::Location::UNKNOWN;
+    Spanned::new(Budgets::default(), nowhere, nowhere)
+}
+
+/// Something faultline starts for the drill and stops afterwards.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum ServiceSpec {
+    /// A simulated inference host.
+    Simulate(SimulateSpec),
+    /// The reference gateway, a stand-in for the user's own.
+    Gateway(GatewaySpec),
+}
+
+impl ServiceSpec {
+    pub fn listen(&self) -> SocketAddr {
+        match self {
+            ServiceSpec::Simulate(s) => s.listen,
+            ServiceSpec::Gateway(g) => g.listen,
+        }
+    }
+}
+
+/// What a simulated host does when every slot is busy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Overflow {
+    /// Wait for a slot.
+    #[default]
+    Queue,
+    /// Answer at once with `reject_status`.
+    Reject,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SimulateSpec {
+    pub listen: SocketAddr,
+    /// The model id it reports; requests for other models are served anyway.
+    #[serde(default = "default_model")]
+    pub model: String,
+    /// Time to first token.
+    #[serde(default = "default_ttft")]
+    pub ttft: Dur,
+    #[serde(default = "default_tps")]
+    pub tokens_per_second: f64,
+    /// Tokens in every completion (a request's smaller `max_tokens` wins).
+    #[serde(default = "default_completion_tokens")]
+    pub completion_tokens: u32,
+    /// Concurrent requests served at once; unlimited when absent.
+    #[serde(default)]
+    pub capacity: Option<u32>,
+    #[serde(default)]
+    pub overflow: Overflow,
+    #[serde(default = "default_reject_status")]
+    pub reject_status: u16,
+    /// The value of the `x-served-by` header; the service's name when absent.
+    #[serde(default)]
+    pub served_by: Option<String>,
+}
+
+fn default_model() -> String {
+    "sim".into()
+}
+fn default_ttft() -> Dur {
+    Dur::from_millis(20)
+}
+fn default_tps() -> f64 {
+    200.0
+}
+fn default_completion_tokens() -> u32 {
+    16
+}
+fn default_reject_status() -> u16 {
+    429
+}
+
+/// How the reference gateway picks an upstream.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Strategy {
+    /// The first healthy upstream in the list takes everything.
+    #[default]
+    Failover,
+    /// Healthy upstreams take turns.
+    RoundRobin,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewaySpec {
+    pub listen: SocketAddr,
+    pub upstreams: Vec<SocketAddr>,
+    #[serde(default)]
+    pub strategy: Strategy,
+    /// Further upstreams tried after a failed attempt.
+    #[serde(default = "default_retries")]
+    pub retries: u32,
+    /// Statuses that count as a failed attempt (connection errors always do).
+    #[serde(default = "default_retry_on")]
+    pub retry_on: Vec<u16>,
+    /// Consecutive failures after which an upstream is taken out of rotation.
+    #[serde(default = "default_eject_after")]
+    pub eject_after: u32,
+    /// How long an ejected upstream stays out.
+    #[serde(default = "default_cooldown")]
+    pub cooldown: Dur,
+    /// Longest wait for an upstream's response headers.
+    #[serde(default = "default_upstream_timeout")]
+    pub timeout: Dur,
+}
+
+fn default_retries() -> u32 {
+    1
+}
+fn default_retry_on() -> Vec<u16> {
+    vec![429, 500, 502, 503, 504, 529]
+}
+fn default_eject_after() -> u32 {
+    3
+}
+fn default_cooldown() -> Dur {
+    Dur::from_secs(5)
+}
+fn default_upstream_timeout() -> Dur {
+    Dur::from_secs(10)
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum ProxyMode {
+    #[default]
+    Http,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProxySpec {
+    pub listen: SocketAddr,
+    pub upstream: SocketAddr,
+    #[serde(default)]
+    pub mode: ProxyMode,
+}
+
+/// The API a load stream speaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Api {
+    OpenaiChat,
+    AnthropicMessages,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RequestSpec {
+    pub api: Api,
+    #[serde(default = "yes")]
+    pub stream: bool,
+    #[serde(default = "default_model")]
+    pub model: String,
+    #[serde(default = "default_prompt")]
+    pub prompt: String,
+    #[serde(default)]
+    pub max_tokens: Option<u32>,
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_prompt() -> String {
+    "ping".into()
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServedBy {
+    pub header: String,
+}
+
+impl Default for ServedBy {
+    fn default() -> Self {
+        ServedBy {
+            header: "x-served-by".into(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoadStreamSpec {
+    pub url: Spanned<String>,
+    pub rate: Rate,
+    pub request: RequestSpec,
+    #[serde(default = "default_timeout")]
+    pub timeout: Dur,
+    /// Longest silence between body bytes before the request counts as stalled.
+    #[serde(default = "default_stall_timeout")]
+    pub stall_timeout: Dur,
+    /// Requests allowed in flight at once; a send that finds it full is recorded as dropped.
+    #[serde(default = "default_max_in_flight")]
+    pub max_in_flight: u32,
+    #[serde(default)]
+    pub served_by: ServedBy,
+}
+
+fn default_timeout() -> Dur {
+    Dur::from_secs(10)
+}
+fn default_stall_timeout() -> Dur {
+    Dur::from_secs(3)
+}
+fn default_max_in_flight() -> u32 {
+    512
+}
+
+/// One timeline entry, as written; `check` turns it into a typed `Step`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StepSpec {
+    pub at: Spanned<Dur>,
+    #[serde(default)]
+    pub inject: Option<Spanned<InjectSpec>>,
+    #[serde(default)]
+    pub lift: Option<Spanned<String>>,
+    #[serde(default)]
+    pub end: Option<Spanned<bool>>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InjectSpec {
+    pub proxy: Spanned<String>,
+    pub fault: Spanned<FaultSpec>,
+    /// A name for `lift:`; defaults to `<proxy>/<fault kind>`.
+    #[serde(default)]
+    pub id: Option<Spanned<String>>,
+    /// Lifts the fault by itself after this long.
+    #[serde(default)]
+    pub duration: Option<Spanned<Dur>>,
+}
+
+/// The budgets: each one set here becomes one row of the verdict.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Budgets {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failover_within: Option<Dur>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_error_rate: Option<Percent>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_errors: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_truncated: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_p50_latency: Option<Dur>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_p99_latency: Option<Dur>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recover_within: Option<Dur>,
+    /// Share of fault-phase successes that a given backend must have served.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_served_by: Option<IndexMap<String, Percent>>,
+    /// Budgets for single streams (one model or route), e.g. an isolation budget.
+    #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
+    pub streams: IndexMap<String, Spanned<Budgets>>,
+}
+
+/// How metrics are computed.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct MeasureSpec {
+    /// Width of the windows in which success is judged (failover and recovery time).
+    #[serde(default = "default_window")]
+    pub window: Dur,
+    /// How far below the baseline success rate a window may fall and still count as steady.
+    #[serde(default = "default_tolerance")]
+    pub tolerance: Percent,
+}
+
+impl Default for MeasureSpec {
+    fn default() -> Self {
+        MeasureSpec {
+            window: default_window(),
+            tolerance: default_tolerance(),
+        }
+    }
+}
+
+fn default_window() -> Dur {
+    Dur::from_secs(1)
+}
+fn default_tolerance() -> Percent {
+    Percent::from_fraction(0.02).unwrap_or(Percent::ZERO)
+}

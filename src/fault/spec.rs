@@ -1,0 +1,193 @@
+//! What each HTTP fault is, as the experiment file states it. Defined once here; the proxy applies
+//! them, the timeline schedules them, the reports name them.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::experiment::units::{Dur, Percent};
+
+/// One fault, written as a single-key map: `{ http_error: { status: 503 } }`.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum FaultSpec {
+    Latency(LatencyFault),
+    HttpError(HttpErrorFault),
+    TruncateStream(TruncateFault),
+    StreamError(StreamErrorFault),
+    Reset(ResetFault),
+    Blackhole(BlackholeFault),
+}
+
+impl FaultSpec {
+    /// The name used in the file, the reports and the logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            FaultSpec::Latency(_) => "latency",
+            FaultSpec::HttpError(_) => "http_error",
+            FaultSpec::TruncateStream(_) => "truncate_stream",
+            FaultSpec::StreamError(_) => "stream_error",
+            FaultSpec::Reset(_) => "reset",
+            FaultSpec::Blackhole(_) => "blackhole",
+        }
+    }
+
+    /// Which requests the fault touches: a probability per request, or on/off bursts.
+    pub fn selection(&self) -> Selection {
+        let (probability, burst) = match self {
+            FaultSpec::Latency(f) => (f.probability, None),
+            FaultSpec::HttpError(f) => (f.probability, f.burst),
+            FaultSpec::TruncateStream(f) => (f.probability, None),
+            FaultSpec::StreamError(f) => (f.probability, None),
+            FaultSpec::Reset(f) => (f.probability, None),
+            FaultSpec::Blackhole(f) => (f.probability, None),
+        };
+        Selection { probability, burst }
+    }
+}
+
+/// Which requests a fault applies to.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Selection {
+    pub probability: Percent,
+    pub burst: Option<Burst>,
+}
+
+fn all() -> Percent {
+    Percent::ALL
+}
+
+/// Where in the exchange a latency fault waits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum LatencyPoint {
+    /// Before the request is forwarded upstream (like a slow network or a queue).
+    #[default]
+    BeforeForward,
+    /// After the upstream answered, before the first byte reaches the client (slow TTFT).
+    FirstByte,
+    /// Before every streamed body frame (slow tokens).
+    PerChunk,
+}
+
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LatencyFault {
+    pub delay: Dur,
+    /// Uniform extra delay in `[0, jitter]`, drawn from the seeded generator.
+    #[serde(default)]
+    pub jitter: Dur,
+    #[serde(default, rename = "where")]
+    pub point: LatencyPoint,
+    #[serde(default = "all")]
+    pub probability: Percent,
+}
+
+/// The error body shape of a provider, so gateways that parse errors see the real thing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorShape {
+    #[default]
+    Openai,
+    Anthropic,
+    Vllm,
+    Empty,
+}
+
+/// On/off periods: the fault acts for `on`, rests for `off`, and repeats, from its injection.
+#[derive(Clone, Copy, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Burst {
+    pub on: Dur,
+    pub off: Dur,
+}
+
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpErrorFault {
+    pub status: u16,
+    #[serde(default)]
+    pub body: ErrorShape,
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    #[serde(default = "all")]
+    pub probability: Percent,
+    #[serde(default)]
+    pub burst: Option<Burst>,
+}
+
+/// How a truncated stream ends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum CutStyle {
+    /// The body ends early; the connection closes cleanly (a FIN).
+    #[default]
+    Close,
+    /// The connection is reset (a RST).
+    Reset,
+    /// Nothing more is sent; the connection stays open until the client gives up.
+    Stall,
+}
+
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TruncateFault {
+    #[serde(default)]
+    pub after_bytes: Option<u64>,
+    #[serde(default)]
+    pub after_events: Option<u64>,
+    #[serde(default)]
+    pub how: CutStyle,
+    #[serde(default = "all")]
+    pub probability: Percent,
+}
+
+impl TruncateFault {
+    /// Where the cut falls; a file that gives neither cuts after the first event.
+    pub fn cut_point(&self) -> CutPoint {
+        match (self.after_bytes, self.after_events) {
+            (Some(b), _) => CutPoint::Bytes(b),
+            (None, Some(e)) => CutPoint::Events(e),
+            (None, None) => CutPoint::Events(1),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CutPoint {
+    Bytes(u64),
+    Events(u64),
+}
+
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct StreamErrorFault {
+    /// SSE events passed through before the error event replaces the rest of the stream.
+    #[serde(default = "one")]
+    pub after_events: u64,
+    #[serde(default = "anthropic")]
+    pub shape: ErrorShape,
+    #[serde(default = "all")]
+    pub probability: Percent,
+}
+
+fn one() -> u64 {
+    1
+}
+fn anthropic() -> ErrorShape {
+    ErrorShape::Anthropic
+}
+
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResetFault {
+    #[serde(default = "all")]
+    pub probability: Percent,
+}
+
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct BlackholeFault {
+    #[serde(default = "all")]
+    pub probability: Percent,
+}

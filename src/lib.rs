@@ -1,0 +1,39 @@
+//! faultline: chaos drills for LLM inference stacks.
+//!
+//! The pipeline, one module per stage: `experiment` (file -> typed experiment) -> `run` (the
+//! orchestrator: services, proxies, load, timeline, rollback) -> `load` (request records) ->
+//! `measure` (records -> metrics -> verdict) -> `report` (table, JSON, CSV).
+
+pub mod cli;
+pub mod commands;
+pub mod exit;
+pub mod experiment;
+pub mod fault;
+pub mod load;
+pub mod measure;
+pub mod net;
+pub mod proxy;
+pub mod report;
+pub mod run;
+pub mod simulate;
+
+use clap::Parser;
+
+pub use exit::ExitCode;
+
+/// Parses the command line and runs the chosen command.
+pub fn run_cli() -> anyhow::Result<ExitCode> {
+    let opts = match cli::Opts::try_parse() {
+        Ok(opts) => opts,
+        Err(e) => {
+            let code = if e.use_stderr() {
+                ExitCode::BadInput
+            } else {
+                ExitCode::Success
+            };
+            let _ = e.print();
+            return Ok(code);
+        }
+    };
+    commands::dispatch(opts)
+}

@@ -1,0 +1,3 @@
+//! Simulated inference hosts and the reference gateway.
+
+pub mod content;
