@@ -144,6 +144,10 @@ pub struct GatewaySpec {
     /// Longest wait for an upstream's response headers.
     #[serde(default = "default_upstream_timeout")]
     pub timeout: Dur,
+    /// Ends a client's stream with a synthetic `finish_reason: "stop"` and `[DONE]` when the
+    /// upstream's stream is cut, as some gateways do; that hides the cut from protocol checks.
+    #[serde(default)]
+    pub reterminate_cut_streams: bool,
 }
 
 fn default_retries() -> u32 {

@@ -1,1 +1,80 @@
-//! TODO
+//! The load generator: named open-loop streams, each with its own target, rate and request,
+//! recording every request it means to send.
+
+pub mod client;
+pub mod record;
+mod schedule;
+mod sse;
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+
+use crate::experiment::LoadStream;
+pub use record::{Outcome, RequestRecord};
+
+/// Load running in the background.
+pub struct LoadRun {
+    pacers: Vec<std::thread::JoinHandle<()>>,
+    stop: Arc<AtomicBool>,
+    outstanding: Arc<AtomicUsize>,
+    records: mpsc::UnboundedReceiver<RequestRecord>,
+}
+
+/// Starts every stream's schedule at `origin`; sends stop at `until` (offset from `origin`).
+pub fn start(streams: &[LoadStream], origin: Instant, until: Duration) -> anyhow::Result<LoadRun> {
+    let runtime = tokio::runtime::Handle::current();
+    let stop = Arc::new(AtomicBool::new(false));
+    let outstanding = Arc::new(AtomicUsize::new(0));
+    let (tx, rx) = mpsc::unbounded_channel();
+    let mut pacers = Vec::new();
+    for stream in streams {
+        let max_in_flight = stream.spec.max_in_flight as usize;
+        let pacer = schedule::Pacer {
+            plan: Arc::new(client::StreamPlan::new(stream)?),
+            client: client::http_client(max_in_flight),
+            rate_per_second: stream.spec.rate.as_per_second(),
+            max_in_flight,
+            origin,
+            until,
+            stop: stop.clone(),
+            outstanding: outstanding.clone(),
+            records: tx.clone(),
+            runtime: runtime.clone(),
+        };
+        let handle = std::thread::Builder::new().name(format!("pacer-{}", stream.name)).spawn(move || pacer.run())?;
+        pacers.push(handle);
+    }
+    Ok(LoadRun { pacers, stop, outstanding, records: rx })
+}
+
+impl LoadRun {
+    /// No new sends from now on (an abort); requests in flight still finish.
+    pub fn stop_sending(&self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+
+    /// Waits for the schedules to end and for requests in flight, at most `grace` after the
+    /// schedules end, and returns every record sorted by intended time. Requests still in flight
+    /// after `grace` are left out and counted in the second value.
+    pub async fn finish(mut self, grace: Duration) -> (Vec<RequestRecord>, usize) {
+        let pacers = std::mem::take(&mut self.pacers);
+        let _ = tokio::task::spawn_blocking(move || pacers.into_iter().for_each(|p| drop(p.join()))).await;
+        let mut records = Vec::new();
+        let deadline = tokio::time::Instant::now() + grace;
+        loop {
+            match tokio::time::timeout_at(deadline, self.records.recv()).await {
+                Ok(Some(r)) => records.push(r),
+                Ok(None) | Err(_) => break,
+            }
+        }
+        while let Ok(r) = self.records.try_recv() {
+            records.push(r);
+        }
+        let unfinished = self.outstanding.load(Ordering::Relaxed);
+        records.sort_by(|a, b| a.intended.cmp(&b.intended).then_with(|| a.stream.cmp(&b.stream)));
+        (records, unfinished)
+    }
+}

@@ -1,0 +1,181 @@
+//! One request, start to finish, turned into a `RequestRecord`.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::header::{HeaderValue, CONTENT_TYPE, HOST};
+use hyper::{Method, Request};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use serde_json::json;
+
+use super::record::{Outcome, RequestRecord};
+use super::sse::{DocumentReader, StreamReader};
+use crate::experiment::{Api, LoadStream};
+
+pub type HttpClient = Client<HttpConnector, Full<Bytes>>;
+
+/// A keep-alive pool shared by every request of a stream.
+pub fn http_client(pool_size: usize) -> HttpClient {
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    connector.set_connect_timeout(Some(Duration::from_secs(5)));
+    Client::builder(TokioExecutor::new()).pool_max_idle_per_host(pool_size).pool_idle_timeout(Duration::from_secs(30)).build(connector)
+}
+
+/// What every request of a stream shares: built once, cloned cheaply.
+pub struct StreamPlan {
+    pub name: Arc<str>,
+    pub api: Api,
+    pub stream: bool,
+    pub uri: hyper::Uri,
+    pub host: HeaderValue,
+    pub body: Bytes,
+    pub timeout: Duration,
+    pub stall_timeout: Duration,
+    pub served_by_header: hyper::header::HeaderName,
+}
+
+impl StreamPlan {
+    pub fn new(stream: &LoadStream) -> anyhow::Result<Self> {
+        let spec = &stream.spec;
+        let r = &spec.request;
+        let max_tokens = r.max_tokens.unwrap_or(256);
+        let body = match r.api {
+            Api::OpenaiChat => json!({
+                "model": r.model,
+                "messages": [{ "role": "user", "content": r.prompt }],
+                "stream": r.stream,
+                "max_tokens": max_tokens,
+            }),
+            Api::AnthropicMessages => json!({
+                "model": r.model,
+                "messages": [{ "role": "user", "content": r.prompt }],
+                "stream": r.stream,
+                "max_tokens": max_tokens,
+            }),
+        };
+        let uri = format!("http://{}{}", stream.target.addr, stream.target.path_and_query).parse()?;
+        Ok(StreamPlan {
+            name: Arc::from(stream.name.as_str()),
+            api: r.api,
+            stream: r.stream,
+            uri,
+            host: HeaderValue::from_str(&stream.target.authority)?,
+            body: Bytes::from(serde_json::to_vec(&body)?),
+            timeout: spec.timeout.0,
+            stall_timeout: spec.stall_timeout.0,
+            served_by_header: hyper::header::HeaderName::from_bytes(spec.served_by.header.as_bytes())?,
+        })
+    }
+
+    fn request(&self) -> Request<Full<Bytes>> {
+        let mut req = Request::new(Full::new(self.body.clone()));
+        *req.method_mut() = Method::POST;
+        *req.uri_mut() = self.uri.clone();
+        let h = req.headers_mut();
+        h.insert(HOST, self.host.clone());
+        h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        if self.api == Api::AnthropicMessages {
+            h.insert("anthropic-version", HeaderValue::from_static("2023-06-01"));
+        }
+        req
+    }
+}
+
+/// Sends one request and records how it went. `origin` is the run's start; `intended` is the
+/// schedule's send time as an offset from it. Latencies are measured from `intended`.
+pub async fn execute(client: &HttpClient, plan: &StreamPlan, origin: Instant, seq: u64, intended: Duration) -> RequestRecord {
+    let sent = origin.elapsed();
+    let mut rec = RequestRecord {
+        stream: plan.name.clone(),
+        seq,
+        intended,
+        sent: Some(sent),
+        status: None,
+        outcome: Outcome::Ok,
+        ttfb: None,
+        latency: Duration::ZERO,
+        bytes: 0,
+        events: 0,
+        served_by: None,
+    };
+    let deadline = tokio::time::Instant::now() + plan.timeout;
+    rec.outcome = match tokio::time::timeout_at(deadline, exchange(client, plan, origin, &mut rec)).await {
+        Ok(outcome) => outcome,
+        Err(_) => Outcome::Timeout,
+    };
+    rec.latency = origin.elapsed().saturating_sub(intended);
+    rec
+}
+
+async fn exchange(client: &HttpClient, plan: &StreamPlan, origin: Instant, rec: &mut RequestRecord) -> Outcome {
+    let response = match client.request(plan.request()).await {
+        Ok(r) => r,
+        Err(e) if e.is_connect() => return Outcome::ConnectError,
+        Err(_) => return Outcome::Reset,
+    };
+    rec.status = Some(response.status().as_u16());
+    rec.served_by = response.headers().get(&plan.served_by_header).and_then(|v| v.to_str().ok()).map(Arc::from);
+    let success = response.status().is_success();
+    let is_sse = response
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("text/event-stream"));
+    let mut body = response.into_body();
+    let mut reader = if plan.stream && is_sse { Reader::Stream(StreamReader::new(plan.api)) } else { Reader::Document(DocumentReader::new(plan.api)) };
+    loop {
+        match tokio::time::timeout(plan.stall_timeout, body.frame()).await {
+            Err(_) => return if success { Outcome::Stalled } else { Outcome::HttpError },
+            Ok(None) => break,
+            Ok(Some(Err(_))) => {
+                // The connection died mid-body: whatever had arrived is all the client gets.
+                return if success { Outcome::Truncated } else { Outcome::HttpError };
+            }
+            Ok(Some(Ok(frame))) => {
+                if let Ok(data) = frame.into_data() {
+                    if rec.ttfb.is_none() && !data.is_empty() {
+                        rec.ttfb = Some(origin.elapsed().saturating_sub(rec.intended));
+                    }
+                    rec.bytes += data.len() as u64;
+                    if success {
+                        reader.feed(&data);
+                        rec.events = reader.events();
+                    }
+                }
+            }
+        }
+    }
+    if !success {
+        return Outcome::HttpError;
+    }
+    match reader {
+        Reader::Stream(s) => s.finish(),
+        Reader::Document(d) => d.finish(),
+    }
+}
+
+enum Reader {
+    Stream(StreamReader),
+    Document(DocumentReader),
+}
+
+impl Reader {
+    fn feed(&mut self, data: &[u8]) {
+        match self {
+            Reader::Stream(s) => s.feed(data),
+            Reader::Document(d) => d.feed(data),
+        }
+    }
+
+    fn events(&self) -> u64 {
+        match self {
+            Reader::Stream(s) => s.events,
+            Reader::Document(_) => 0,
+        }
+    }
+}

@@ -1,0 +1,88 @@
+//! How runs end: a signal mid-fault rolls back and exits 3; a taken port is an environment
+//! failure (exit 4) that names the address. Afterwards no port is left held.
+
+mod common;
+
+use std::net::TcpListener;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{free_ports, write};
+
+fn long_drill(ports: &[u16]) -> String {
+    format!(
+        r#"version: 1
+name: long
+services:
+  host: {{ simulate: {{ listen: "127.0.0.1:{h}" }} }}
+proxies:
+  p: {{ listen: "127.0.0.1:{p}", upstream: "127.0.0.1:{h}" }}
+load:
+  s: {{ url: "http://127.0.0.1:{p}/v1/chat/completions", rate: 20/s, request: {{ api: openai-chat }} }}
+timeline:
+  - {{ at: 1s, inject: {{ proxy: p, fault: {{ blackhole: {{}} }} }} }}
+  - {{ at: 60s, end: true }}
+"#,
+        h = ports[0],
+        p = ports[1]
+    )
+}
+
+fn interrupt_mid_fault(signal: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let ports = free_ports(2);
+    let file = write(dir.path(), "long.yaml", &long_drill(&ports));
+    let out = dir.path().join("out");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_faultline"))
+        .arg("run")
+        .arg(&file)
+        .arg("--out")
+        .arg(&out)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(2500));
+    let status = Command::new("kill").args([signal, &child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    let started = Instant::now();
+    let code = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status.code();
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "still running 10 s after {signal}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let stderr = std::io::read_to_string(child.stderr.take().unwrap()).unwrap();
+    assert_eq!(code, Some(3), "{signal}: stderr:\n{stderr}");
+    assert!(stderr.contains("lifted"), "{stderr}");
+    for port in &ports {
+        assert!(TcpListener::bind(("127.0.0.1", *port)).is_ok(), "port {port} still held after {signal}");
+    }
+    let report = common::report(&out);
+    assert_eq!(report["exit_code"], 3);
+}
+
+#[test]
+fn sigint_mid_fault_rolls_back_and_exits_3() {
+    interrupt_mid_fault("-INT");
+}
+
+#[test]
+fn sigterm_mid_fault_rolls_back_and_exits_3() {
+    interrupt_mid_fault("-TERM");
+}
+
+#[test]
+fn a_taken_port_is_an_environment_failure_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let other = free_ports(1)[0];
+    let file = write(dir.path(), "taken.yaml", &long_drill(&[other, port]));
+    let assert = common::faultline().arg("run").arg(&file).arg("--out").arg(dir.path().join("out")).assert().code(4);
+    let stderr = String::from_utf8_lossy(&assert.get_output().stderr).to_string();
+    assert!(stderr.contains(&format!("127.0.0.1:{port}")) && stderr.contains("already in use"), "{stderr}");
+    // The service that did start was stopped again.
+    assert!(TcpListener::bind(("127.0.0.1", other)).is_ok(), "port {other} still held");
+}

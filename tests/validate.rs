@@ -1,0 +1,84 @@
+//! Bad input never panics: every kind of mistake gets a message with file:line:column and
+//! exit code 2, and `validate` runs nothing.
+
+mod common;
+
+use common::faultline;
+use predicates::prelude::*;
+
+/// (fixture, position, words the message must contain)
+const CASES: &[(&str, &str, &str)] = &[
+    ("unknown-key.yaml", ":8:96:", "unknown field `rte`"),
+    ("bad-duration.yaml", ":11:9:", "expected a duration with a unit"),
+    ("bad-rate.yaml", ":8:74:", "expected a rate like 50/s"),
+    ("bad-percentage.yaml", ":14:19:", "between 0% and 100%"),
+    ("unknown-proxy.yaml", ":10:32:", "unknown proxy `primary`; declared proxies: p"),
+    ("step-past-end.yaml", ":11:9:", "past the end of the run at 3s"),
+    ("port-clash.yaml", ":6:6:", "which service `host` already listens on"),
+    ("no-fault.yaml", ":13:3:", "`failover_within` needs a fault"),
+    ("unknown-stream.yaml", ":15:12:", "budgets for unknown load stream `other`"),
+    ("unknown-lift.yaml", ":11:21:", "`lift: nothing-here` names no injected fault"),
+    ("unknown-fault.yaml", ":10:43:", "unknown variant `rest`"),
+    ("yaml-syntax.yaml", ":", "yaml-syntax.yaml"),
+    ("bad-url.yaml", ":8:14:", "only http:// is supported"),
+    ("no-end.yaml", ":10:5:", "needs a final step"),
+];
+
+#[test]
+fn each_kind_of_bad_input_is_reported_with_its_position() {
+    for (file, position, words) in CASES {
+        let path = format!("fixtures/invalid/{file}");
+        let out = faultline().args(["validate", &path]).assert().code(2);
+        let stderr = String::from_utf8_lossy(&out.get_output().stderr).to_string();
+        assert!(stderr.contains(&format!("{path}{position}")), "{file}: no `{path}{position}` in:\n{stderr}");
+        assert!(stderr.contains(words), "{file}: no `{words}` in:\n{stderr}");
+        assert!(!stderr.contains("panicked"), "{file} panicked:\n{stderr}");
+    }
+}
+
+#[test]
+fn run_rejects_bad_input_before_starting_anything() {
+    faultline()
+        .args(["run", "fixtures/invalid/port-clash.yaml", "--out", "target/never-written"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("already listens on"));
+    assert!(!common::repo_root().join("target/never-written").exists());
+}
+
+#[test]
+fn valid_files_pass_and_every_shipped_experiment_validates() {
+    faultline()
+        .args(["validate", "fixtures/invalid/valid.yaml", "experiments/quickstart.yaml", "experiments/gray-failure.yaml"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("quickstart.yaml: ok"));
+}
+
+#[test]
+fn a_missing_file_is_bad_input() {
+    faultline()
+        .args(["validate", "fixtures/invalid/does-not-exist.yaml"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("does-not-exist.yaml: cannot read the experiment file"));
+}
+
+#[test]
+fn several_problems_are_reported_in_one_go() {
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = "version: 2\nname: x\nload: {}\ntimeline:\n  - { at: 5s, inject: { proxy: nope, fault: { reset: {} } } }\n  - { at: 3s, end: true }\n";
+    let path = common::write(dir.path(), "many.yaml", yaml);
+    let out = faultline().arg("validate").arg(&path).assert().code(2);
+    let stderr = String::from_utf8_lossy(&out.get_output().stderr).to_string();
+    for words in ["unsupported version 2", "needs at least one stream", "past the end", "unknown proxy `nope`"] {
+        assert!(stderr.contains(words), "no `{words}` in:\n{stderr}");
+    }
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    faultline().args(["run"]).assert().code(2);
+    faultline().args(["frobnicate"]).assert().code(2);
+    faultline().args(["simulate", "--ttft", "fast"]).assert().code(2).stderr(predicate::str::contains("expected a duration"));
+}
