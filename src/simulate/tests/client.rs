@@ -57,6 +57,8 @@ pub fn gateway_spec(upstreams: Vec<SocketAddr>) -> GatewaySpec {
 pub struct Answer {
     pub status: StatusCode,
     pub headers: HeaderMap,
+    /// When the response headers arrived, since sending.
+    pub headers_at: Duration,
     pub frames: Vec<(Duration, Bytes)>,
     /// Set when the body ended with an error (a cut connection).
     pub body_error: Option<String>,
@@ -103,6 +105,7 @@ async fn exchange(addr: SocketAddr, method: &str, path: &str, body: &str) -> Ans
         .unwrap();
     let sent = Instant::now();
     let resp = sender.send_request(req).await.unwrap();
+    let headers_at = sent.elapsed();
     let (parts, mut incoming) = resp.into_parts();
     let mut frames = Vec::new();
     let mut body_error = None;
@@ -122,9 +125,29 @@ async fn exchange(addr: SocketAddr, method: &str, path: &str, body: &str) -> Ans
     Answer {
         status: parts.status,
         headers: parts.headers,
+        headers_at,
         frames,
         body_error,
     }
+}
+
+/// The status of a POST to the chat endpoint, without waiting for the body; the connection is
+/// dropped afterwards.
+pub async fn status_only(addr: SocketAddr, body: serde_json::Value) -> StatusCode {
+    let exchange = async {
+        let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        let req = Request::post("/v1/chat/completions")
+            .body(Full::new(Bytes::from(body.to_string())))
+            .unwrap();
+        sender.send_request(req).await.unwrap().status()
+    };
+    tokio::time::timeout(EXCHANGE_LIMIT, exchange)
+        .await
+        .unwrap()
 }
 
 /// One server-sent event: its `event:` name, if any, and its `data:`.

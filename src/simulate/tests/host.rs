@@ -122,6 +122,12 @@ async fn ttft_and_token_rate_are_honoured() {
         .map(|(at, _)| *at)
         .collect();
     assert_eq!(token_times.len(), 5);
+    let first_byte = answer.frames[0].0;
+    assert!(
+        first_byte >= Duration::from_millis(100),
+        "first byte after ttft: {first_byte:?}"
+    );
+    assert!(answer.headers_at < first_byte, "headers are not held back");
     assert!(
         token_times[0] >= Duration::from_millis(100),
         "{token_times:?}"
@@ -271,4 +277,37 @@ async fn stop_drops_open_streams() {
     let cut = pending.await.unwrap();
     assert!(cut.body_error.is_some() || cut.frames.is_empty());
     assert!(tokio::net::TcpStream::connect(addr).await.is_err());
+}
+
+#[tokio::test]
+async fn a_client_that_goes_away_frees_its_slot() {
+    for stream in [true, false] {
+        let mut spec = host_spec();
+        spec.capacity = Some(1);
+        spec.overflow = Overflow::Reject;
+        spec.ttft = Dur::from_secs(30);
+        let host = start_host("h", &spec).await.unwrap();
+        let addr = host.addr();
+        let gone =
+            tokio::spawn(
+                async move { post_json(addr, "/v1/chat/completions", chat(stream)).await },
+            );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let full = post_json(addr, "/v1/chat/completions", chat(false)).await;
+        assert_eq!(full.status, StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(full.json()["error"]["type"], "rate_limit_exceeded");
+        // Aborting the task drops its connection.
+        gone.abort();
+        let _ = gone.await;
+        let mut freed = false;
+        for _ in 0..50 {
+            if status_only(addr, chat(true)).await == StatusCode::OK {
+                freed = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(freed, "the slot came back (stream: {stream})");
+        host.stop().await;
+    }
 }
