@@ -1,0 +1,127 @@
+//! The Anthropic Messages dialect of the simulated host: request parsing, the whole `message`
+//! answer, and the named-event stream from `message_start` to `message_stop`.
+
+use hyper::StatusCode;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::body::{self, Body};
+use super::host::{prompt_words, Ask, Reply};
+use super::stream::{named_event, Script};
+
+#[derive(Deserialize)]
+struct MessagesRequest {
+    messages: Vec<Value>,
+    #[serde(default)]
+    system: Option<Value>,
+    #[serde(default)]
+    stream: Option<bool>,
+    /// Required by the real API; optional here so hand-written requests stay short.
+    #[serde(default)]
+    max_tokens: Option<u32>,
+}
+
+pub(crate) fn parse(bytes: &[u8]) -> Result<Ask, String> {
+    let req: MessagesRequest =
+        serde_json::from_slice(bytes).map_err(|e| format!("invalid request body: {e}"))?;
+    Ok(Ask {
+        stream: req.stream.unwrap_or(false),
+        max_tokens: req.max_tokens,
+        prompt_tokens: prompt_words(req.messages.iter().chain(req.system.as_ref())),
+        include_usage: false,
+    })
+}
+
+pub(crate) fn error(status: StatusCode, message: &str) -> hyper::Response<Body> {
+    let kind = match status.as_u16() {
+        404 => "not_found_error",
+        413 => "request_too_large",
+        429 => "rate_limit_error",
+        529 => "overloaded_error",
+        500..=599 => "api_error",
+        _ => "invalid_request_error",
+    };
+    body::json(
+        status,
+        &json!({ "type": "error", "error": { "type": kind, "message": message } }),
+    )
+}
+
+pub(crate) fn whole(reply: &Reply) -> Value {
+    json!({
+        "id": reply.id,
+        "type": "message",
+        "role": "assistant",
+        "model": reply.model,
+        "content": [{ "type": "text", "text": super::content::completion(reply.total) }],
+        "stop_reason": "end_turn",
+        "stop_sequence": null,
+        "usage": { "input_tokens": reply.prompt_tokens, "output_tokens": reply.total },
+    })
+}
+
+/// The streamed answer.
+pub(crate) struct Events(pub(crate) Reply);
+
+impl Script for Events {
+    fn opening(&mut self) -> String {
+        let r = &self.0;
+        let mut out = named_event(
+            "message_start",
+            &json!({
+                "type": "message_start",
+                "message": {
+                    "id": r.id,
+                    "type": "message",
+                    "role": "assistant",
+                    "model": r.model,
+                    "content": [],
+                    "stop_reason": null,
+                    "stop_sequence": null,
+                    "usage": { "input_tokens": r.prompt_tokens, "output_tokens": 1 },
+                },
+            }),
+        );
+        out.push_str(&named_event(
+            "content_block_start",
+            &json!({
+                "type": "content_block_start",
+                "index": 0,
+                "content_block": { "type": "text", "text": "" },
+            }),
+        ));
+        out.push_str(&named_event("ping", &json!({ "type": "ping" })));
+        out
+    }
+
+    fn token(&mut self, index: u32, total: u32) -> String {
+        named_event(
+            "content_block_delta",
+            &json!({
+                "type": "content_block_delta",
+                "index": 0,
+                "delta": { "type": "text_delta", "text": super::content::token(index, total) },
+            }),
+        )
+    }
+
+    fn closing(&mut self) -> String {
+        let mut out = named_event(
+            "content_block_stop",
+            &json!({ "type": "content_block_stop", "index": 0 }),
+        );
+        out.push_str(&named_event(
+            "message_delta",
+            &json!({
+                "type": "message_delta",
+                "delta": { "stop_reason": "end_turn", "stop_sequence": null },
+                "usage": { "output_tokens": self.0.total },
+            }),
+        ));
+        out.push_str(&named_event(
+            "message_stop",
+            &json!({ "type": "message_stop" }),
+        ));
+        out
+    }
+}

@@ -1,0 +1,223 @@
+//! The reference gateway: a stand-in for a user's own gateway (LiteLLM, Envoy and the like) so
+//! a drill can run end to end without one. It forwards every request to an upstream picked by
+//! the strategy, retries failed attempts on other upstreams, ejects failing upstreams for a
+//! cooldown, and streams response bodies through frame by frame.
+//!
+//! Like real gateways, it can only retry before a response has started: a 200 whose stream is
+//! cut halfway reaches the client cut. That gap is what faultline's gray-failure drills expose.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderMap, HeaderName};
+use hyper::{Method, Request, Response, StatusCode, Uri};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+
+use super::body::{self, Body, BoxError};
+use super::health::Pool;
+use super::server::Handler;
+use crate::exit::Failure;
+use crate::experiment::schema::GatewaySpec;
+use crate::experiment::units::human_duration;
+
+/// Request bodies are buffered so that they can be sent again; prompts are small.
+const MAX_REQUEST_BYTES: usize = 16 * 1024 * 1024;
+
+/// Idle pooled connections to upstreams are closed after this long.
+const POOL_IDLE: Duration = Duration::from_secs(30);
+
+struct Gateway {
+    pool: Pool,
+    client: Client<HttpConnector, Full<Bytes>>,
+    retries: u32,
+    retry_on: Vec<u16>,
+    timeout: Duration,
+}
+
+/// Checks the spec and builds the request handler of gateway `name`.
+pub(crate) fn handler(name: &str, spec: &GatewaySpec) -> Result<Handler, Failure> {
+    if spec.upstreams.is_empty() {
+        return Err(Failure::Usage(format!(
+            "gateway `{name}` needs at least one upstream"
+        )));
+    }
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    connector.set_connect_timeout(Some(spec.timeout.0));
+    let client = Client::builder(TokioExecutor::new())
+        .pool_timer(TokioTimer::new())
+        .pool_idle_timeout(POOL_IDLE)
+        .build(connector);
+    let gateway = Arc::new(Gateway {
+        pool: Pool::new(
+            &spec.upstreams,
+            spec.strategy,
+            spec.eject_after,
+            spec.cooldown.0,
+        ),
+        client,
+        retries: spec.retries,
+        retry_on: spec.retry_on.clone(),
+        timeout: spec.timeout.0,
+    });
+    Ok(Arc::new(move |req| {
+        let gateway = gateway.clone();
+        Box::pin(async move { gateway.handle(req).await })
+    }))
+}
+
+impl Gateway {
+    async fn handle(&self, req: Request<Incoming>) -> Response<Body> {
+        if req.method() == Method::GET && req.uri().path() == "/health" {
+            return body::json(StatusCode::OK, &serde_json::json!({ "status": "ok" }));
+        }
+        let (parts, incoming) = req.into_parts();
+        let request_body = match Limited::new(incoming, MAX_REQUEST_BYTES).collect().await {
+            Ok(collected) => collected.to_bytes(),
+            Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
+                return gateway_error(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    &format!("request body is larger than {MAX_REQUEST_BYTES} bytes"),
+                )
+            }
+            Err(e) => {
+                return gateway_error(
+                    StatusCode::BAD_REQUEST,
+                    &format!("could not read the request body: {e}"),
+                )
+            }
+        };
+
+        let mut plan = self.pool.plan();
+        let mut failures = Vec::new();
+        let mut last_response = None;
+        for _ in 0..=self.retries {
+            let Some((index, addr)) = self.pool.next(&mut plan) else {
+                break;
+            };
+            let upstream_req = match upstream_request(&parts, addr, request_body.clone()) {
+                Ok(r) => r,
+                Err(message) => return gateway_error(StatusCode::BAD_REQUEST, &message),
+            };
+            match tokio::time::timeout(self.timeout, self.client.request(upstream_req)).await {
+                Ok(Ok(resp)) if self.retry_on.contains(&resp.status().as_u16()) => {
+                    self.pool.record(index, false);
+                    failures.push(format!("{addr} answered {}", resp.status()));
+                    last_response = Some(resp);
+                }
+                Ok(Ok(resp)) => {
+                    self.pool.record(index, true);
+                    return relay(resp);
+                }
+                Ok(Err(e)) => {
+                    self.pool.record(index, false);
+                    failures.push(format!("{addr}: {}", describe(&e)));
+                    last_response = None;
+                }
+                Err(_) => {
+                    self.pool.record(index, false);
+                    failures.push(format!(
+                        "{addr}: no response headers within {}",
+                        human_duration(self.timeout)
+                    ));
+                    last_response = None;
+                }
+            }
+        }
+        match last_response {
+            Some(resp) => relay(resp),
+            None if failures.is_empty() => {
+                gateway_error(StatusCode::BAD_GATEWAY, "no upstream available")
+            }
+            None => gateway_error(
+                StatusCode::BAD_GATEWAY,
+                &format!("every attempt failed: {}", failures.join("; ")),
+            ),
+        }
+    }
+}
+
+/// The client's request, re-addressed to `addr`.
+fn upstream_request(
+    parts: &hyper::http::request::Parts,
+    addr: SocketAddr,
+    body: Bytes,
+) -> Result<Request<Full<Bytes>>, String> {
+    let path = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
+    let uri: Uri = format!("http://{addr}{path}")
+        .parse()
+        .map_err(|e| format!("cannot forward to {addr}{path}: {e}"))?;
+    let mut req = Request::new(Full::new(body));
+    *req.method_mut() = parts.method.clone();
+    *req.uri_mut() = uri;
+    let headers = req.headers_mut();
+    *headers = parts.headers.clone();
+    strip_hop_by_hop(headers);
+    // The client writes Host for the upstream and the length of the buffered body.
+    headers.remove(header::HOST);
+    headers.remove(header::CONTENT_LENGTH);
+    Ok(req)
+}
+
+/// The upstream's response as the client gets it: same status and headers (`x-served-by`
+/// included), body passed through frame by frame. An upstream error mid-body becomes a body
+/// error, so hyper cuts the client's connection instead of pretending the stream ended well.
+fn relay(resp: Response<Incoming>) -> Response<Body> {
+    let (mut parts, incoming) = resp.into_parts();
+    strip_hop_by_hop(&mut parts.headers);
+    let body = incoming.map_err(|e| Box::new(e) as BoxError).boxed_unsync();
+    Response::from_parts(parts, body)
+}
+
+/// Removes the headers that describe one connection rather than the message (RFC 9110 7.6.1).
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in [
+        header::CONNECTION,
+        header::TE,
+        header::TRAILER,
+        header::TRANSFER_ENCODING,
+        header::UPGRADE,
+        header::PROXY_AUTHENTICATE,
+        header::PROXY_AUTHORIZATION,
+    ] {
+        headers.remove(name);
+    }
+    headers.remove("keep-alive");
+    headers.remove("proxy-connection");
+}
+
+fn gateway_error(status: StatusCode, message: &str) -> Response<Body> {
+    body::json(
+        status,
+        &serde_json::json!({ "error": { "message": message, "type": "gateway_error" } }),
+    )
+}
+
+/// An error and its causes on one line; the client's own message alone ("client error
+/// (Connect)") does not say what happened.
+fn describe(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

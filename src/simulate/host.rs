@@ -1,0 +1,260 @@
+//! The simulated inference host: routes requests to the OpenAI or Anthropic dialect, applies
+//! the capacity model, paces the answer, and labels every response with `x-served-by`.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use hyper::body::Incoming;
+use hyper::header::{HeaderName, HeaderValue, ALLOW, CACHE_CONTROL, CONTENT_TYPE, RETRY_AFTER};
+use hyper::{Method, Request, Response, StatusCode};
+use serde_json::{json, Value};
+
+use super::body::{self, Body};
+use super::capacity::Capacity;
+use super::server::Handler;
+use super::stream::{self, Pace};
+use super::{anthropic, openai};
+use crate::exit::Failure;
+use crate::experiment::schema::SimulateSpec;
+
+/// Requests are prompts, not uploads; anything bigger is a mistake worth a 413.
+const MAX_REQUEST_BYTES: usize = 4 * 1024 * 1024;
+
+pub(crate) const SERVED_BY: HeaderName = HeaderName::from_static("x-served-by");
+
+/// What the dialects read from a completion request.
+pub(crate) struct Ask {
+    pub(crate) stream: bool,
+    pub(crate) max_tokens: Option<u32>,
+    pub(crate) prompt_tokens: u32,
+    /// OpenAI's `stream_options.include_usage`.
+    pub(crate) include_usage: bool,
+}
+
+/// What the dialects need to write an answer.
+pub(crate) struct Reply {
+    pub(crate) id: String,
+    pub(crate) model: String,
+    pub(crate) created: u64,
+    /// Completion tokens.
+    pub(crate) total: u32,
+    pub(crate) prompt_tokens: u32,
+    pub(crate) include_usage: bool,
+}
+
+#[derive(Clone, Copy)]
+enum Api {
+    OpenAi,
+    Anthropic,
+}
+
+impl Api {
+    fn parse(self, bytes: &[u8]) -> Result<Ask, String> {
+        match self {
+            Api::OpenAi => openai::parse(bytes),
+            Api::Anthropic => anthropic::parse(bytes),
+        }
+    }
+
+    fn error(self, status: StatusCode, message: &str) -> Response<Body> {
+        match self {
+            Api::OpenAi => openai::error(status, message),
+            Api::Anthropic => anthropic::error(status, message),
+        }
+    }
+}
+
+struct Host {
+    model: String,
+    served_by: HeaderValue,
+    pace: Pace,
+    completion_tokens: u32,
+    capacity: Capacity,
+    reject_status: StatusCode,
+    full_message: String,
+    next_id: AtomicU64,
+}
+
+/// Checks the spec and builds the request handler of host `name`.
+pub(crate) fn handler(name: &str, spec: &SimulateSpec) -> Result<Handler, Failure> {
+    let label = spec.served_by.as_deref().unwrap_or(name);
+    let served_by = HeaderValue::from_str(label).map_err(|_| {
+        Failure::Usage(format!(
+            "service `{name}`: `{label}` cannot be sent as an x-served-by header value"
+        ))
+    })?;
+    let reject_status = StatusCode::from_u16(spec.reject_status)
+        .ok()
+        .filter(|s| s.is_client_error() || s.is_server_error())
+        .ok_or_else(|| {
+            Failure::Usage(format!(
+                "service `{name}`: reject_status {} is not an HTTP error status",
+                spec.reject_status
+            ))
+        })?;
+    let slots = spec
+        .capacity
+        .map_or_else(|| "unlimited".to_string(), |n| n.to_string());
+    let host = Arc::new(Host {
+        model: spec.model.clone(),
+        served_by,
+        pace: Pace::new(spec),
+        completion_tokens: spec.completion_tokens,
+        capacity: Capacity::new(spec.capacity, spec.overflow),
+        reject_status,
+        full_message: format!("simulated host `{name}` is at capacity ({slots} concurrent)"),
+        next_id: AtomicU64::new(1),
+    });
+    Ok(Arc::new(move |req| {
+        let host = host.clone();
+        Box::pin(async move {
+            let mut resp = route(&host, req).await;
+            resp.headers_mut().insert(SERVED_BY, host.served_by.clone());
+            resp
+        })
+    }))
+}
+
+async fn route(host: &Host, req: Request<Incoming>) -> Response<Body> {
+    let path = req.uri().path().to_string();
+    match (req.method(), path.as_str()) {
+        (&Method::POST, "/v1/chat/completions") => complete(host, Api::OpenAi, req).await,
+        (&Method::POST, "/v1/messages") => complete(host, Api::Anthropic, req).await,
+        (&Method::GET, "/v1/models") => models(host),
+        (&Method::GET, "/health") => body::json(StatusCode::OK, &json!({ "status": "ok" })),
+        (_, "/v1/chat/completions" | "/v1/messages") => wrong_method(req.method(), &path, "POST"),
+        (_, "/v1/models" | "/health") => wrong_method(req.method(), &path, "GET"),
+        (method, _) => body::openai_error(
+            StatusCode::NOT_FOUND,
+            "invalid_request_error",
+            &format!("Invalid URL ({method} {path})"),
+        ),
+    }
+}
+
+fn wrong_method(method: &Method, path: &str, allowed: &'static str) -> Response<Body> {
+    let mut resp = body::openai_error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "invalid_request_error",
+        &format!("{method} is not allowed on {path}; use {allowed}"),
+    );
+    resp.headers_mut()
+        .insert(ALLOW, HeaderValue::from_static(allowed));
+    resp
+}
+
+fn models(host: &Host) -> Response<Body> {
+    body::json(
+        StatusCode::OK,
+        &json!({
+            "object": "list",
+            "data": [{ "id": host.model, "object": "model", "created": 0, "owned_by": "faultline" }],
+        }),
+    )
+}
+
+async fn complete(host: &Host, api: Api, req: Request<Incoming>) -> Response<Body> {
+    let bytes = match read_body(req).await {
+        Ok(b) => b,
+        Err((status, message)) => return api.error(status, &message),
+    };
+    let ask = match api.parse(&bytes) {
+        Ok(ask) => ask,
+        Err(message) => return api.error(StatusCode::BAD_REQUEST, &message),
+    };
+    let Some(slot) = host.capacity.admit().await else {
+        let mut resp = api.error(host.reject_status, &host.full_message);
+        resp.headers_mut()
+            .insert(RETRY_AFTER, HeaderValue::from_static("1"));
+        return resp;
+    };
+    let total = host
+        .completion_tokens
+        .min(ask.max_tokens.unwrap_or(u32::MAX))
+        .max(1);
+    let reply = host.reply(api, &ask, total);
+    if ask.stream {
+        let events = match api {
+            Api::OpenAi => {
+                body::streamed(stream::play(openai::Chunks(reply), host.pace, total, slot))
+            }
+            Api::Anthropic => body::streamed(stream::play(
+                anthropic::Events(reply),
+                host.pace,
+                total,
+                slot,
+            )),
+        };
+        let mut resp = Response::new(events);
+        let headers = resp.headers_mut();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+        headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+        return resp;
+    }
+    tokio::time::sleep(host.pace.whole(total)).await;
+    drop(slot);
+    let answer = match api {
+        Api::OpenAi => openai::whole(&reply),
+        Api::Anthropic => anthropic::whole(&reply),
+    };
+    body::json(StatusCode::OK, &answer)
+}
+
+impl Host {
+    fn reply(&self, api: Api, ask: &Ask, total: u32) -> Reply {
+        let n = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let id = match api {
+            Api::OpenAi => format!("chatcmpl-sim{n:012}"),
+            Api::Anthropic => format!("msg_sim{n:012}"),
+        };
+        let created = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        Reply {
+            id,
+            model: self.model.clone(),
+            created,
+            total,
+            prompt_tokens: ask.prompt_tokens,
+            include_usage: ask.include_usage,
+        }
+    }
+}
+
+async fn read_body(req: Request<Incoming>) -> Result<Bytes, (StatusCode, String)> {
+    match Limited::new(req.into_body(), MAX_REQUEST_BYTES)
+        .collect()
+        .await
+    {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => Err((
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("request body is larger than {MAX_REQUEST_BYTES} bytes"),
+        )),
+        Err(e) => Err((
+            StatusCode::BAD_REQUEST,
+            format!("could not read the request body: {e}"),
+        )),
+    }
+}
+
+/// A rough prompt size for `usage`: words of every text found in the messages, at least 1.
+pub(crate) fn prompt_words<'a>(messages: impl Iterator<Item = &'a Value>) -> u32 {
+    fn words(v: &Value) -> usize {
+        match v {
+            Value::String(s) => s.split_whitespace().count(),
+            Value::Array(items) => items.iter().map(words).sum(),
+            Value::Object(map) => ["content", "text"]
+                .iter()
+                .filter_map(|k| map.get(*k))
+                .map(words)
+                .sum(),
+            _ => 0,
+        }
+    }
+    let n: usize = messages.map(words).sum();
+    u32::try_from(n).unwrap_or(u32::MAX).max(1)
+}

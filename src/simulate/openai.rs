@@ -1,0 +1,126 @@
+//! The OpenAI chat completions dialect of the simulated host: request parsing, the whole
+//! `chat.completion` answer, and the `chat.completion.chunk` stream ending in `[DONE]`.
+
+use hyper::StatusCode;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::body::{self, Body};
+use super::host::{prompt_words, Ask, Reply};
+use super::stream::{data_event, Script};
+
+#[derive(Deserialize)]
+struct ChatRequest {
+    messages: Vec<Value>,
+    #[serde(default)]
+    stream: Option<bool>,
+    #[serde(default)]
+    max_tokens: Option<u32>,
+    /// The newer name of `max_tokens`; clients send one or the other.
+    #[serde(default)]
+    max_completion_tokens: Option<u32>,
+    #[serde(default)]
+    stream_options: Option<StreamOptions>,
+}
+
+#[derive(Deserialize)]
+struct StreamOptions {
+    #[serde(default)]
+    include_usage: bool,
+}
+
+pub(crate) fn parse(bytes: &[u8]) -> Result<Ask, String> {
+    let req: ChatRequest =
+        serde_json::from_slice(bytes).map_err(|e| format!("invalid request body: {e}"))?;
+    Ok(Ask {
+        stream: req.stream.unwrap_or(false),
+        max_tokens: req.max_completion_tokens.or(req.max_tokens),
+        prompt_tokens: prompt_words(req.messages.iter()),
+        include_usage: req.stream_options.is_some_and(|o| o.include_usage),
+    })
+}
+
+pub(crate) fn error(status: StatusCode, message: &str) -> hyper::Response<Body> {
+    let kind = match status.as_u16() {
+        429 => "rate_limit_exceeded",
+        529 => "overloaded_error",
+        500..=599 => "server_error",
+        _ => "invalid_request_error",
+    };
+    body::openai_error(status, kind, message)
+}
+
+fn usage(reply: &Reply) -> Value {
+    json!({
+        "prompt_tokens": reply.prompt_tokens,
+        "completion_tokens": reply.total,
+        "total_tokens": reply.prompt_tokens.saturating_add(reply.total),
+    })
+}
+
+pub(crate) fn whole(reply: &Reply) -> Value {
+    json!({
+        "id": reply.id,
+        "object": "chat.completion",
+        "created": reply.created,
+        "model": reply.model,
+        "choices": [{
+            "index": 0,
+            "message": { "role": "assistant", "content": super::content::completion(reply.total) },
+            "logprobs": null,
+            "finish_reason": "stop",
+        }],
+        "usage": usage(reply),
+    })
+}
+
+/// The streamed answer.
+pub(crate) struct Chunks(pub(crate) Reply);
+
+impl Chunks {
+    fn chunk(&self, choices: Value) -> Value {
+        json!({
+            "id": self.0.id,
+            "object": "chat.completion.chunk",
+            "created": self.0.created,
+            "model": self.0.model,
+            "choices": choices,
+        })
+    }
+}
+
+impl Script for Chunks {
+    fn opening(&mut self) -> String {
+        data_event(&self.chunk(json!([{
+            "index": 0,
+            "delta": { "role": "assistant", "content": "" },
+            "logprobs": null,
+            "finish_reason": null,
+        }])))
+    }
+
+    fn token(&mut self, index: u32, total: u32) -> String {
+        data_event(&self.chunk(json!([{
+            "index": 0,
+            "delta": { "content": super::content::token(index, total) },
+            "logprobs": null,
+            "finish_reason": null,
+        }])))
+    }
+
+    fn closing(&mut self) -> String {
+        let mut out = data_event(&self.chunk(json!([{
+            "index": 0,
+            "delta": {},
+            "logprobs": null,
+            "finish_reason": "stop",
+        }])));
+        if self.0.include_usage {
+            let mut last = self.chunk(json!([]));
+            last["usage"] = usage(&self.0);
+            out.push_str(&data_event(&last));
+        }
+        out.push_str("data: [DONE]\n\n");
+        out
+    }
+}

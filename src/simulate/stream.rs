@@ -1,0 +1,147 @@
+//! Paced server-sent events: the time model of a simulated host (time to first token, then a
+//! steady token rate) and the stream that plays an API's event script on that clock.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::Stream;
+use tokio::time::Instant;
+
+use super::capacity::Slot;
+use crate::experiment::schema::SimulateSpec;
+
+/// Longest single wait the pacing will schedule; absurd configurations are clamped here
+/// rather than overflowing an `Instant`.
+const LONGEST_WAIT: Duration = Duration::from_secs(24 * 3600);
+
+/// When each token of a completion is due.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Pace {
+    ttft: Duration,
+    per_token: Duration,
+}
+
+impl Pace {
+    pub(crate) fn new(spec: &SimulateSpec) -> Self {
+        let tps = spec.tokens_per_second;
+        // Validation rejects a rate at or below zero; should one slip through (a hand-built
+        // spec), tokens come as fast as possible instead of panicking in `Duration`.
+        let per_token = if tps.is_finite() && tps > 0.0 {
+            Duration::try_from_secs_f64(1.0 / tps).unwrap_or(Duration::ZERO)
+        } else {
+            Duration::ZERO
+        };
+        Pace {
+            ttft: spec.ttft.0,
+            per_token,
+        }
+    }
+
+    /// Offset from the start at which token `index` (0-based) is emitted.
+    pub(crate) fn token_offset(&self, index: u32) -> Duration {
+        self.ttft
+            .saturating_add(self.per_token.saturating_mul(index))
+            .min(LONGEST_WAIT)
+    }
+
+    /// How long a non-streaming answer of `total` tokens takes.
+    pub(crate) fn whole(&self, total: u32) -> Duration {
+        self.token_offset(total)
+    }
+}
+
+/// One API's event script for a streamed completion.
+pub(crate) trait Script: Send + 'static {
+    /// Events that open the stream (role chunk, `message_start`...).
+    fn opening(&mut self) -> String;
+    /// The event carrying token `index` of `total`.
+    fn token(&mut self, index: u32, total: u32) -> String;
+    /// Events after the last token, up to and including the terminator.
+    fn closing(&mut self) -> String;
+}
+
+/// A `data:` line event.
+pub(crate) fn data_event(data: &serde_json::Value) -> String {
+    format!("data: {data}\n\n")
+}
+
+/// A named event, as Anthropic writes them.
+pub(crate) fn named_event(name: &str, data: &serde_json::Value) -> String {
+    format!("event: {name}\ndata: {data}\n\n")
+}
+
+enum Step {
+    Opening,
+    Token(u32),
+    Closing,
+    Done,
+}
+
+struct Player<S> {
+    script: S,
+    pace: Pace,
+    start: Instant,
+    total: u32,
+    step: Step,
+    /// Held while the stream plays; dropping the stream (the client went away) frees it too.
+    _slot: Option<Slot>,
+}
+
+/// Plays `script` for a `total`-token completion: each event is its own frame, sent when due.
+///
+/// The opening events go out together with the first token, after the time to first token, as
+/// vLLM does; so a client's time to first byte measures the simulated prefill. Response
+/// headers are not held back.
+pub(crate) fn play<S: Script>(
+    script: S,
+    pace: Pace,
+    total: u32,
+    slot: Slot,
+) -> impl Stream<Item = Bytes> + Send + 'static {
+    let player = Player {
+        script,
+        pace,
+        start: Instant::now(),
+        total,
+        step: Step::Opening,
+        _slot: Some(slot),
+    };
+    futures_util::stream::unfold(player, |mut p| async move {
+        let chunk = match p.step {
+            Step::Opening => {
+                tokio::time::sleep_until(p.due(0)).await;
+                p.step = if p.total == 0 {
+                    Step::Closing
+                } else {
+                    Step::Token(0)
+                };
+                p.script.opening()
+            }
+            Step::Token(i) => {
+                tokio::time::sleep_until(p.due(i)).await;
+                p.step = if i + 1 >= p.total {
+                    Step::Closing
+                } else {
+                    Step::Token(i + 1)
+                };
+                p.script.token(i, p.total)
+            }
+            Step::Closing => {
+                p.step = Step::Done;
+                // The answer is complete: the slot is free for the next request even if the
+                // client is slow to read the last bytes.
+                p._slot = None;
+                p.script.closing()
+            }
+            Step::Done => return None,
+        };
+        Some((Bytes::from(chunk), p))
+    })
+}
+
+impl<S> Player<S> {
+    fn due(&self, index: u32) -> Instant {
+        let offset = self.pace.token_offset(index);
+        self.start.checked_add(offset).unwrap_or(self.start)
+    }
+}
