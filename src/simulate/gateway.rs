@@ -38,6 +38,7 @@ struct Gateway {
     retries: u32,
     retry_on: Vec<u16>,
     timeout: Duration,
+    reterminate: bool,
 }
 
 /// Checks the spec and builds the request handler of gateway `name`.
@@ -65,6 +66,7 @@ pub(crate) fn handler(name: &str, spec: &GatewaySpec) -> Result<Handler, Failure
         retries: spec.retries,
         retry_on: spec.retry_on.clone(),
         timeout: spec.timeout.0,
+        reterminate: spec.reterminate_cut_streams,
     });
     Ok(Arc::new(move |req| {
         let gateway = gateway.clone();
@@ -113,7 +115,7 @@ impl Gateway {
                 }
                 Ok(Ok(resp)) => {
                     self.pool.record(index, true);
-                    return relay(resp);
+                    return relay(resp, self.reterminate);
                 }
                 Ok(Err(e)) => {
                     self.pool.record(index, false);
@@ -131,7 +133,7 @@ impl Gateway {
             }
         }
         match last_response {
-            Some(resp) => relay(resp),
+            Some(resp) => relay(resp, false),
             None if failures.is_empty() => {
                 gateway_error(StatusCode::BAD_GATEWAY, "no upstream available")
             }
@@ -168,11 +170,59 @@ fn upstream_request(
 /// The upstream's response as the client gets it: same status and headers (`x-served-by`
 /// included), body passed through frame by frame. An upstream error mid-body becomes a body
 /// error, so hyper cuts the client's connection instead of pretending the stream ended well.
-fn relay(resp: Response<Incoming>) -> Response<Body> {
+fn relay(resp: Response<Incoming>, reterminate: bool) -> Response<Body> {
     let (mut parts, incoming) = resp.into_parts();
     strip_hop_by_hop(&mut parts.headers);
-    let body = incoming.map_err(|e| Box::new(e) as BoxError).boxed_unsync();
+    let is_sse = parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("text/event-stream"));
+    let body = if reterminate && is_sse && parts.status.is_success() {
+        reterminated(incoming)
+    } else {
+        incoming.map_err(|e| Box::new(e) as BoxError).boxed_unsync()
+    };
     Response::from_parts(parts, body)
+}
+
+/// The synthetic ending some gateways write when an upstream stream breaks: the client's
+/// stream looks finished, which is exactly the gray failure faultline must still catch.
+const SYNTHETIC_END: &[u8] =
+    b"data: {\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]}\n\ndata: [DONE]\n\n";
+
+/// Passes an SSE body through; if it breaks or ends without `[DONE]`, ends it cleanly with
+/// `SYNTHETIC_END` instead of cutting the client's connection.
+fn reterminated(incoming: Incoming) -> Body {
+    struct State {
+        body: Incoming,
+        tail: Vec<u8>,
+        done: bool,
+    }
+    let state = State { body: incoming, tail: Vec::new(), done: false };
+    let frames = futures_util::stream::unfold(state, |mut st| async move {
+        if st.done {
+            return None;
+        }
+        match st.body.frame().await {
+            Some(Ok(frame)) => {
+                if let Some(data) = frame.data_ref() {
+                    // Keep a short tail so a `[DONE]` split across frames is still seen.
+                    st.tail.extend_from_slice(data);
+                    let keep = st.tail.len().saturating_sub(32);
+                    st.tail.drain(..keep);
+                }
+                Some((Ok::<_, BoxError>(frame), st))
+            }
+            Some(Err(_)) | None => {
+                st.done = true;
+                let finished = st.tail.windows(6).any(|w| w == b"[DONE]");
+                let ending = if finished { Bytes::new() } else { Bytes::from_static(SYNTHETIC_END) };
+                Some((Ok(hyper::body::Frame::data(ending)), st))
+            }
+        }
+    });
+    http_body_util::StreamBody::new(frames).boxed_unsync()
 }
 
 /// Removes the headers that describe one connection rather than the message (RFC 9110 7.6.1).

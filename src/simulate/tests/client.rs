@@ -49,6 +49,7 @@ pub fn gateway_spec(upstreams: Vec<SocketAddr>) -> GatewaySpec {
         eject_after: 3,
         cooldown: Dur::from_secs(60),
         timeout: Dur::from_secs(5),
+        reterminate_cut_streams: false,
     }
 }
 

@@ -12,6 +12,7 @@ use super::client::*;
 use crate::experiment::schema::Strategy;
 use crate::experiment::units::Dur;
 use crate::simulate::body;
+use crate::simulate::RunningServer;
 use crate::simulate::content::{self, Verification};
 use crate::simulate::{start_gateway, start_host};
 
@@ -205,8 +206,8 @@ async fn response_bodies_stream_through() {
     upstream.stop().await;
 }
 
-#[tokio::test]
-async fn a_stream_cut_after_200_reaches_the_client_cut() {
+/// An upstream that answers 200, sends one SSE event, then breaks.
+async fn cutter() -> RunningServer {
     let (cutter, _) = stub(|| {
         // The cut comes a little after the first chunk, so the head and the chunk are on the
         // wire first, as with a backend dying mid-stream.
@@ -226,9 +227,17 @@ async fn a_stream_cut_after_200_reaches_the_client_cut() {
         let mut resp = Response::new(http_body_util::BodyExt::boxed_unsync(body));
         resp.headers_mut()
             .insert("x-served-by", "cutter".parse().unwrap());
+        resp.headers_mut()
+            .insert("content-type", "text/event-stream".parse().unwrap());
         resp
     })
     .await;
+    cutter
+}
+
+#[tokio::test]
+async fn a_stream_cut_after_200_reaches_the_client_cut() {
+    let cutter = cutter().await;
     let good = named_host("good").await;
     let gw = start_gateway("gw", &gateway_spec(vec![cutter.addr(), good.addr()]))
         .await
@@ -244,6 +253,23 @@ async fn a_stream_cut_after_200_reaches_the_client_cut() {
     gw.stop().await;
     cutter.stop().await;
     good.stop().await;
+}
+
+#[tokio::test]
+async fn reterminating_gateways_hide_the_cut_behind_a_synthetic_done() {
+    let cutter = cutter().await;
+    let mut spec = gateway_spec(vec![cutter.addr()]);
+    spec.reterminate_cut_streams = true;
+    let gw = start_gateway("gw", &spec).await.unwrap();
+    let answer = post_json(gw.addr(), "/v1/chat/completions", chat(true)).await;
+    assert_eq!(answer.status, StatusCode::OK);
+    assert!(answer.body_error.is_none(), "the stream ends cleanly");
+    let text = answer.text();
+    assert!(text.starts_with("data: partial"));
+    assert!(text.ends_with("data: [DONE]\n\n"), "{text}");
+    assert!(text.contains("\"finish_reason\":\"stop\""));
+    gw.stop().await;
+    cutter.stop().await;
 }
 
 #[tokio::test]
