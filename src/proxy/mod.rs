@@ -3,6 +3,20 @@
 //! request as it arrives. Faults come and go while traffic flows (`FaultControl`); the same seed
 //! and file give the same decisions for the k-th request through a proxy.
 //!
+//! What each fault does on the wire:
+//! - `latency`: waits before forwarding, after the upstream's headers (and before an injected
+//!   error's), or before each forwarded body frame. Several latency faults add up.
+//! - `http_error`: answers at once with the status, headers and a provider-shaped JSON body; the
+//!   upstream never sees the request.
+//! - `truncate_stream` (2xx only): passes exactly the allowed bytes or SSE events, then `close`
+//!   ends the connection with a FIN once those bytes are written: a chunked body lacks its
+//!   terminating chunk and a sized body is short of its `content-length`, so every HTTP client
+//!   sees an incomplete message. `reset` does the same with a RST; `stall` keeps the connection
+//!   open and silent. A body that ends exactly at the cut point is left whole.
+//! - `stream_error` (2xx `text/event-stream` only): passes the events, sends one error event in
+//!   place of the rest and ends the body properly (`content-length` is dropped).
+//! - `reset`: the connection gets a RST instead of an answer. `blackhole`: no answer, ever.
+//!
 //! Split by concern: `server` (accept loop), `conn` (connections that can end by FIN or RST),
 //! `control` (the live fault table), `apply` (one request's plan), `body` (streaming body
 //! wrappers), `errors` (provider-shaped error bodies).
