@@ -1,0 +1,324 @@
+//! One request through the proxy: decide which faults touch it, then forward it (or not) and
+//! shape the response accordingly.
+
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper::header::{HeaderMap, HeaderValue, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE};
+use hyper::{Request, Response, Uri, Version};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use tokio::time::Instant;
+
+use super::body::{proxy_header, PerChunkDelay, ProxyBody, StreamError, Truncate};
+use super::conn::ConnControl;
+use super::control::{FaultControl, Snapshot};
+use super::errors;
+use crate::fault::{
+    selects, FaultSpec, HttpErrorFault, LatencyPoint, StreamErrorFault, TruncateFault,
+};
+
+pub(crate) type UpstreamClient = Client<HttpConnector, Incoming>;
+
+/// What every request of one proxy shares.
+pub(crate) struct Shared {
+    pub(crate) name: String,
+    pub(crate) upstream: String,
+    pub(crate) client: UpstreamClient,
+    pub(crate) faults: FaultControl,
+    /// The k-th request draws stream k of each fault's generator, whatever the timing.
+    pub(crate) next_index: AtomicU64,
+}
+
+/// What happens instead of a plain forward, when a fault says so.
+#[derive(Debug, Clone, PartialEq)]
+enum Outcome {
+    Forward,
+    Error(HttpErrorFault),
+    Reset,
+    Blackhole,
+}
+
+/// The faults one request meets, decided once on arrival.
+#[derive(Debug, Clone, PartialEq)]
+struct Plan {
+    before_forward: Duration,
+    first_byte: Duration,
+    per_chunk: Duration,
+    outcome: Outcome,
+    truncate: Option<TruncateFault>,
+    stream_error: Option<StreamErrorFault>,
+}
+
+impl Plan {
+    /// Every fault decides independently, from its own generator. Latencies add up; among the
+    /// faults that replace the answer (`http_error`, `reset`, `blackhole`) the earliest
+    /// injected wins, and likewise for one `truncate_stream` and one `stream_error`.
+    fn decide(faults: &Snapshot, index: u64, now: Instant) -> Plan {
+        let mut plan = Plan {
+            before_forward: Duration::ZERO,
+            first_byte: Duration::ZERO,
+            per_chunk: Duration::ZERO,
+            outcome: Outcome::Forward,
+            truncate: None,
+            stream_error: None,
+        };
+        for fault in faults.iter() {
+            let mut draw = fault.decider.draw(index);
+            let since = now.saturating_duration_since(fault.injected_at);
+            if !selects(fault.spec.selection(), &mut draw, since) {
+                continue;
+            }
+            let replaces = plan.outcome == Outcome::Forward;
+            match &fault.spec {
+                FaultSpec::Latency(l) => {
+                    let wait = l.delay.0.saturating_add(draw.jitter(l.jitter.0));
+                    let slot = match l.point {
+                        LatencyPoint::BeforeForward => &mut plan.before_forward,
+                        LatencyPoint::FirstByte => &mut plan.first_byte,
+                        LatencyPoint::PerChunk => &mut plan.per_chunk,
+                    };
+                    *slot = slot.saturating_add(wait);
+                }
+                FaultSpec::HttpError(e) if replaces => plan.outcome = Outcome::Error(e.clone()),
+                FaultSpec::Reset(_) if replaces => plan.outcome = Outcome::Reset,
+                FaultSpec::Blackhole(_) if replaces => plan.outcome = Outcome::Blackhole,
+                FaultSpec::TruncateStream(t) if plan.truncate.is_none() => {
+                    plan.truncate = Some(t.clone());
+                }
+                FaultSpec::StreamError(s) if plan.stream_error.is_none() => {
+                    plan.stream_error = Some(s.clone());
+                }
+                _ => {}
+            }
+        }
+        plan
+    }
+}
+
+pub(crate) async fn handle(
+    shared: Arc<Shared>,
+    conn: Arc<ConnControl>,
+    request: Request<Incoming>,
+) -> Result<Response<ProxyBody>, Infallible> {
+    let index = shared.next_index.fetch_add(1, Ordering::Relaxed);
+    let faults = shared.faults.snapshot();
+    let plan = Plan::decide(&faults, index, Instant::now());
+    drop(faults);
+
+    pause(plan.before_forward).await;
+    match &plan.outcome {
+        Outcome::Forward => {}
+        Outcome::Error(fault) => {
+            // A made-up answer has no upstream headers to wait for; its first byte is now.
+            pause(plan.first_byte).await;
+            return Ok(errors::http_error(&shared.name, fault));
+        }
+        Outcome::Reset => {
+            conn.close_now(true);
+            return std::future::pending().await;
+        }
+        // Answered never: the connection task drops this when the client or the proxy leaves.
+        Outcome::Blackhole => return std::future::pending().await,
+    }
+
+    let upstream_request = match to_upstream(&shared.upstream, request) {
+        Ok(r) => r,
+        Err(why) => return Ok(errors::bad_request(&shared.name, &why)),
+    };
+    let response = match shared.client.request(upstream_request).await {
+        Ok(r) => r,
+        Err(e) => {
+            return Ok(errors::bad_gateway(
+                &shared.name,
+                &shared.upstream,
+                &chain(&e),
+            ))
+        }
+    };
+    pause(plan.first_byte).await;
+    Ok(shape_response(&shared.name, &plan, &conn, response))
+}
+
+async fn pause(wait: Duration) {
+    if !wait.is_zero() {
+        tokio::time::sleep(wait).await;
+    }
+}
+
+/// The same request, addressed to the upstream, without the headers that belong to one hop.
+fn to_upstream(upstream: &str, request: Request<Incoming>) -> Result<Request<Incoming>, String> {
+    let (mut parts, body) = request.into_parts();
+    let path = parts
+        .uri
+        .path_and_query()
+        .map_or("/", |pq| pq.as_str())
+        .to_string();
+    parts.uri = Uri::builder()
+        .scheme("http")
+        .authority(upstream)
+        .path_and_query(path)
+        .build()
+        .map_err(|e| format!("cannot address the upstream: {e}"))?;
+    // The upstream client speaks HTTP/1.1 whatever the client spoke.
+    parts.version = Version::HTTP_11;
+    strip_hop_by_hop(&mut parts.headers);
+    Ok(Request::from_parts(parts, body))
+}
+
+fn shape_response(
+    proxy: &str,
+    plan: &Plan,
+    conn: &Arc<ConnControl>,
+    response: Response<Incoming>,
+) -> Response<ProxyBody> {
+    let (mut parts, body) = response.into_parts();
+    strip_hop_by_hop(&mut parts.headers);
+    if let Ok(value) = HeaderValue::from_str(proxy) {
+        parts.headers.insert(proxy_header(), value);
+    }
+    let mut body: ProxyBody = body.map_err(Into::into).boxed_unsync();
+    let success = parts.status.is_success();
+    if let Some(fault) = plan
+        .stream_error
+        .as_ref()
+        .filter(|_| success && is_sse(&parts.headers))
+    {
+        // The stream changes length, so any length the upstream announced would be wrong.
+        parts.headers.remove(CONTENT_LENGTH);
+        let event = errors::stream_error_event(fault.shape);
+        body = StreamError::new(body, fault.after_events, event).boxed_unsync();
+    }
+    if !plan.per_chunk.is_zero() {
+        body = PerChunkDelay::new(body, plan.per_chunk).boxed_unsync();
+    }
+    // Applied last, so the cut comes exactly when the last allowed byte goes to the client; any
+    // announced length is kept, so a client counting bytes sees the body is short.
+    if let Some(fault) = plan.truncate.as_ref().filter(|_| success) {
+        body = Truncate::new(body, fault.cut_point(), fault.how, Arc::clone(conn)).boxed_unsync();
+    }
+    Response::from_parts(parts, body)
+}
+
+fn is_sse(headers: &HeaderMap) -> bool {
+    headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.trim_start()
+                .to_ascii_lowercase()
+                .starts_with("text/event-stream")
+        })
+}
+
+/// RFC 9110 section 7.6.1: these describe one connection, not the message.
+const HOP_BY_HOP: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "upgrade",
+];
+
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<String> = headers
+        .get_all(CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|name| name.trim().to_ascii_lowercase())
+        .filter(|name| !name.is_empty())
+        .collect();
+    for name in HOP_BY_HOP
+        .iter()
+        .copied()
+        .chain(named.iter().map(String::as_str))
+    {
+        headers.remove(name);
+    }
+    // hyper frames each hop itself (chunked or by length) from the body it is given.
+    headers.remove(hyper::header::TRANSFER_ENCODING);
+}
+
+/// An error with its causes, since the client's top-level message ("client error (Connect)")
+/// says little on its own.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    // Bounded: error chains are short, but a cyclic one must not loop forever.
+    for _ in 0..8 {
+        let Some(s) = source else { break };
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(v: serde_json::Value) -> FaultSpec {
+        serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn latencies_add_up_and_the_first_replacement_wins() {
+        let control = FaultControl::new("p", 9);
+        control.inject(
+            "l1",
+            spec(serde_json::json!({"latency": {"delay": "100ms"}})),
+        );
+        control.inject(
+            "l2",
+            spec(serde_json::json!({"latency": {"delay": "50ms"}})),
+        );
+        control.inject(
+            "e",
+            spec(serde_json::json!({"http_error": {"status": 503}})),
+        );
+        control.inject("r", spec(serde_json::json!({"reset": {}})));
+        let plan = Plan::decide(&control.snapshot(), 0, Instant::now());
+        assert_eq!(plan.before_forward, Duration::from_millis(150));
+        assert!(matches!(plan.outcome, Outcome::Error(ref e) if e.status == 503));
+    }
+
+    #[test]
+    fn jitter_stays_within_bounds_and_repeats() {
+        let control = FaultControl::new("p", 9);
+        let l = serde_json::json!({"latency": {"delay": "10ms", "jitter": "5ms", "where": "per_chunk"}});
+        control.inject("l", spec(l));
+        let now = Instant::now();
+        for i in 0..100 {
+            let a = Plan::decide(&control.snapshot(), i, now);
+            let b = Plan::decide(&control.snapshot(), i, now);
+            assert_eq!(a, b);
+            assert!(a.per_chunk >= Duration::from_millis(10));
+            assert!(a.per_chunk <= Duration::from_millis(15));
+        }
+    }
+
+    #[test]
+    fn hop_by_hop_headers_are_dropped() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            "connection",
+            HeaderValue::from_static("keep-alive, x-private"),
+        );
+        h.insert("x-private", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert("transfer-encoding", HeaderValue::from_static("chunked"));
+        h.insert("x-kept", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key("x-kept"));
+    }
+}

@@ -1,0 +1,104 @@
+use std::time::Duration;
+
+use http_body_util::BodyExt;
+use tokio::time::Instant;
+
+use super::support::*;
+use crate::exit::Failure;
+use crate::proxy::start;
+
+#[tokio::test]
+async fn forwards_status_headers_and_body_unchanged() {
+    let up = upstream().await;
+    let proxy = proxy_to(&up, 1).await;
+
+    let direct = get(up.addr, "/json").await.unwrap();
+    let proxied = get(proxy.addr(), "/json").await.unwrap();
+    assert_eq!(proxied.status(), direct.status());
+    for name in ["content-type", "content-length", "x-upstream"] {
+        assert_eq!(
+            proxied.headers().get(name),
+            direct.headers().get(name),
+            "{name}"
+        );
+    }
+    assert_eq!(proxied.headers()["x-faultline-proxy"], "test-proxy");
+    let a = direct.into_body().collect().await.unwrap().to_bytes();
+    let b = proxied.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(a, b);
+
+    let mut conn = connect(proxy.addr()).await;
+    let echo = conn
+        .send("POST", "/v1/chat?x=1&y=%20z", "hello body")
+        .await
+        .unwrap();
+    assert_eq!(echo.headers()["x-path"], "/v1/chat?x=1&y=%20z");
+    assert_eq!(echo.headers()["x-method"], "POST");
+    assert_eq!(read_all(echo).await.text(), "hello body");
+    // The same connection keeps working for the next request.
+    let again = conn.get("/json").await.unwrap();
+    assert_eq!(again.status(), 200);
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn streams_events_as_they_come() {
+    let up = upstream().await;
+    let proxy = proxy_to(&up, 1).await;
+    let start = Instant::now();
+    let response = get(proxy.addr(), "/sse?n=5&gap=100").await.unwrap();
+    assert_eq!(response.headers()["content-type"], "text/event-stream");
+    let body = read_body(response, start, Duration::from_secs(5)).await;
+    assert!(matches!(body.end, End::Complete), "{:?}", body.end);
+    assert_eq!(body.text(), events(0..5));
+    let first = body.frames[0].0;
+    let last = body.frames.last().unwrap().0;
+    assert!(
+        last >= Duration::from_millis(400),
+        "upstream takes 400ms, last at {last:?}"
+    );
+    assert!(
+        first + Duration::from_millis(300) <= last,
+        "first {first:?} last {last:?}"
+    );
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn unreachable_upstream_is_a_502_with_a_json_body() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead = taken.local_addr().unwrap();
+    drop(taken);
+    let proxy = start("down", &spec(dead), 1).await.unwrap();
+    let response = get(proxy.addr(), "/json").await.unwrap();
+    assert_eq!(response.status(), 502);
+    assert_eq!(response.headers()["content-type"], "application/json");
+    let body: serde_json::Value = serde_json::from_str(&read_all(response).await.text()).unwrap();
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(message.contains(&dead.to_string()), "{message}");
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn a_taken_port_is_an_environment_failure() {
+    let up = upstream().await;
+    let holder = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let mut s = spec(up.addr);
+    s.listen = holder.local_addr().unwrap();
+    let err = start("clash", &s, 1).await.unwrap_err();
+    assert!(matches!(err, Failure::Environment(_)), "{err:?}");
+    assert!(err.to_string().contains("proxy `clash`"), "{err}");
+}
+
+#[tokio::test]
+async fn stop_releases_the_port() {
+    let up = upstream().await;
+    let proxy = proxy_to(&up, 1).await;
+    let addr = proxy.addr();
+    proxy.stop().await;
+    let mut s = spec(up.addr);
+    s.listen = addr;
+    let again = start("again", &s, 1).await.unwrap();
+    assert_eq!(get(again.addr(), "/json").await.unwrap().status(), 200);
+    again.stop().await;
+}
