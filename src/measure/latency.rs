@@ -8,11 +8,10 @@ use serde::Serialize;
 
 /// Percentiles of one set of durations.
 ///
-/// A quantile is the lower edge of its histogram bucket (buckets are under 0.1% wide), clamped
-/// to the exact smallest and largest sample; `max` is exact. The lower edge, rather than
-/// hdrhistogram's default upper edge, means a percentile equal to a budget within the
-/// histogram's precision passes it instead of failing by a rounding hair, and a run whose
-/// samples are all one value reports exactly that value.
+/// A quantile is hdrhistogram's own answer, the upper edge of its bucket: never below the true
+/// value and above it by less than 0.1% (the bucket width), so a gate errs strict. It is
+/// clamped to the exact smallest and largest sample; `max` is exact. The clamp makes a run whose
+/// samples are all one value report exactly that value, so it passes a budget equal to it.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize)]
 pub struct Distribution {
     pub count: u64,
@@ -65,9 +64,7 @@ impl Recorder {
         let h = self.hist.as_ref().filter(|h| !h.is_empty())?;
         let max_us = u64::try_from(self.max.as_micros()).unwrap_or(u64::MAX);
         let at = |q: f64| {
-            let us = h
-                .lowest_equivalent(h.value_at_quantile(q))
-                .clamp(self.min_us, max_us);
+            let us = h.value_at_quantile(q).clamp(self.min_us, max_us);
             Duration::from_micros(us)
         };
         Some(Distribution {

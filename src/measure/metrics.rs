@@ -151,7 +151,7 @@ impl PhaseAcc {
     }
 
     fn finish(self) -> PhaseMetrics {
-        let errors = self.requests - self.ok;
+        let errors = self.requests.saturating_sub(self.ok);
         let errors_by_class = Outcome::ALL
             .iter()
             .zip(self.by_class)
@@ -160,7 +160,7 @@ impl PhaseAcc {
             .collect();
         let mut served: Vec<(String, u64)> = self.served.into_iter().collect();
         // Most first; the BTreeMap already ordered ties by name.
-        served.sort_by(|a, b| b.1.cmp(&a.1));
+        served.sort_by_key(|s| std::cmp::Reverse(s.1));
         let served_by = served
             .into_iter()
             .map(|(name, ok)| {

@@ -120,9 +120,8 @@ fn scope_rows(scope: &str, m: &Metrics, b: &Budgets, rows: &mut Vec<VerdictRow>)
     if let Some(limit) = b.max_truncated {
         let in_phase = |p: &PhaseMetrics| p.errors_by_class.get("truncated").copied().unwrap_or(0);
         let detail = format!(
-            "{} truncated responses reached clients over the whole run \
-             (baseline {}, fault {}, recovery {})",
-            m.truncated,
+            "{} reached clients over the whole run (baseline {}, fault {}, recovery {})",
+            plural(m.truncated, "truncated response"),
             in_phase(&m.phases.baseline),
             in_phase(fault),
             in_phase(&m.phases.recovery),
@@ -154,7 +153,11 @@ fn scope_rows(scope: &str, m: &Metrics, b: &Budgets, rows: &mut Vec<VerdictRow>)
                 };
                 let dropped = phase.errors_by_class.get("dropped").copied().unwrap_or(0);
                 let unsent = if dropped > 0 {
-                    format!("; {dropped} dropped requests never left and are not included")
+                    format!(
+                        "; {} never left and {} not included",
+                        plural(dropped, "dropped request"),
+                        if dropped == 1 { "is" } else { "are" }
+                    )
                 } else {
                     String::new()
                 };
@@ -238,7 +241,7 @@ fn errors_detail(m: &Metrics) -> String {
         return "no requests were scheduled while a fault was active (0%)".to_string();
     }
     let mut classes: Vec<(&String, &u64)> = p.errors_by_class.iter().collect();
-    classes.sort_by(|a, b| b.1.cmp(a.1));
+    classes.sort_by_key(|c| std::cmp::Reverse(*c.1));
     let classes = if classes.is_empty() {
         String::new()
     } else {
@@ -249,6 +252,15 @@ fn errors_detail(m: &Metrics) -> String {
         "{} of {} requests failed while a fault was active{classes}",
         p.errors, p.requests
     )
+}
+
+/// "1 truncated response", "2 truncated responses".
+fn plural(n: u64, noun: &str) -> String {
+    if n == 1 {
+        format!("{n} {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
 }
 
 /// "primary 40, fallback 10".
@@ -319,7 +331,7 @@ fn settle_detail(m: &Metrics, side: Side) -> String {
         Side::Recovery => (
             format!("after the lift at {from}"),
             "the lift",
-            format!("{until}"),
+            until.clone(),
         ),
     };
     let threshold = threshold_text(&m.steady_state);
@@ -331,11 +343,17 @@ fn settle_detail(m: &Metrics, side: Side) -> String {
         return text;
     }
     match worst.steady {
-        Settling::After(d) => text.push_str(&format!(
-            "{subject}: success at or above {threshold} in every {window} window from {} \
-             after {since} on",
-            human_duration(d)
-        )),
+        Settling::After(d) => {
+            let from = if d.is_zero() {
+                since.to_string()
+            } else {
+                format!("{} after {since}", human_duration(d))
+            };
+            text.push_str(&format!(
+                "{subject}: success at or above {threshold} in every {window} window from \
+                 {from} on"
+            ))
+        }
         Settling::Never => text.push_str(&format!(
             "{subject}: success did not stay at or above {threshold} before {ended}"
         )),

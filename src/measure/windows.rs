@@ -98,7 +98,7 @@ impl Judgement {
 pub fn judge(records: &[&RequestRecord], span: Span, width: Duration, threshold: f64) -> Judgement {
     // A zero width would make every window empty; judge the span as one window instead.
     let width_ns = match width.as_nanos() {
-        0 => (span.end - span.start).as_nanos().max(1),
+        0 => span.end.saturating_sub(span.start).as_nanos().max(1),
         w => w,
     };
     // Sparse: only windows that hold requests are stored, so a tiny width over a long span
@@ -108,7 +108,7 @@ pub fn judge(records: &[&RequestRecord], span: Span, width: Duration, threshold:
         if r.intended < span.start || r.intended >= span.end {
             continue;
         }
-        let idx = (r.intended - span.start).as_nanos() / width_ns;
+        let idx = r.intended.saturating_sub(span.start).as_nanos() / width_ns;
         let bin = bins.entry(idx).or_default();
         bin.0 += 1;
         if r.outcome.is_ok() {
@@ -144,7 +144,9 @@ pub fn judge(records: &[&RequestRecord], span: Span, width: Duration, threshold:
     Judgement {
         from: span.start,
         until: span.end,
-        steady: settled_from.map_or(Settling::Never, |t| Settling::After(t - span.start)),
+        steady: settled_from.map_or(Settling::Never, |t| {
+            Settling::After(t.saturating_sub(span.start))
+        }),
         windows,
     }
 }
