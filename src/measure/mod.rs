@@ -1,1 +1,108 @@
-//! TODO
+//! Request records -> metrics -> verdict.
+//!
+//! This stage knows nothing about proxies or processes: it reads the records the load generator
+//! wrote and a few facts about the run (its length, when faults were active). Every request is
+//! placed by its *intended* send time (open loop), so a stall cannot hide by delaying sends.
+
+mod latency;
+mod metrics;
+pub mod ms;
+mod phase;
+mod verdict;
+mod windows;
+
+#[cfg(test)]
+pub(crate) mod testutil;
+
+use std::time::Duration;
+
+use indexmap::IndexMap;
+use serde::Serialize;
+
+use crate::experiment::{Budgets, MeasureSpec};
+use crate::load::record::RequestRecord;
+
+pub use latency::Distribution;
+pub use metrics::{Episode, Metrics, PhaseMetrics, Phases, ServedShare, SteadyState};
+pub use phase::Phase;
+pub use verdict::{percent_text, Verdict, VerdictRow};
+pub use windows::{Judgement, Settling, WindowStat};
+
+/// One fault as it really happened. Offsets are from the run's start.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct FaultWindow {
+    pub id: String,
+    /// What the fault was applied to (a proxy, a service, a device).
+    pub target: String,
+    /// The fault type, e.g. `http_error`.
+    pub kind: String,
+    #[serde(rename = "start_ms", serialize_with = "ms::serialize")]
+    pub start: Duration,
+    /// The lift time, or the run's end if it was still active then.
+    #[serde(rename = "end_ms", serialize_with = "ms::serialize")]
+    pub end: Duration,
+}
+
+/// What the orchestrator knows about the run, besides the records.
+#[derive(Clone, Debug, Default)]
+pub struct RunFacts {
+    pub duration: Duration,
+    pub windows: Vec<FaultWindow>,
+    /// The load streams, in the experiment's order; the per-stream metrics follow it.
+    pub streams: Vec<String>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Evaluation {
+    pub overall: Metrics,
+    pub streams: IndexMap<String, Metrics>,
+    pub verdict: Verdict,
+}
+
+/// Computes the metrics of the whole run and of each stream, and judges the budgets.
+pub fn evaluate(
+    records: &[RequestRecord],
+    facts: &RunFacts,
+    budgets: &Budgets,
+    spec: &MeasureSpec,
+) -> Evaluation {
+    let timeline = phase::Timeline::new(&facts.windows, facts.duration);
+
+    // Streams in the experiment's order, then any the records or budgets name that the facts
+    // did not, so no record and no stream budget goes unmeasured.
+    let mut by_stream: IndexMap<String, Vec<&RequestRecord>> = facts
+        .streams
+        .iter()
+        .map(|s| (s.clone(), Vec::new()))
+        .collect();
+    for r in records {
+        match by_stream.get_mut(&*r.stream) {
+            Some(v) => v.push(r),
+            None => {
+                by_stream.insert(r.stream.to_string(), vec![r]);
+            }
+        }
+    }
+    for name in budgets.streams.keys() {
+        by_stream.entry(name.clone()).or_default();
+    }
+
+    let all: Vec<&RequestRecord> = records.iter().collect();
+    let overall = metrics::compute(&all, &timeline, spec);
+    let streams: IndexMap<String, Metrics> = by_stream
+        .into_iter()
+        .map(|(name, recs)| {
+            let m = metrics::compute(&recs, &timeline, spec);
+            (name, m)
+        })
+        .collect();
+    let verdict = verdict::judge(&overall, &streams, budgets);
+    Evaluation {
+        overall,
+        streams,
+        verdict,
+    }
+}
+
+#[cfg(test)]
+mod tests;

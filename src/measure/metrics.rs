@@ -1,0 +1,267 @@
+//! One set of records (the whole run, or one stream) -> its metrics.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use indexmap::IndexMap;
+use serde::Serialize;
+
+use super::latency::{Distribution, Recorder};
+use super::phase::{Phase, Timeline};
+use super::windows::{judge, Judgement, Settling};
+use crate::experiment::MeasureSpec;
+use crate::load::record::{Outcome, RequestRecord};
+
+/// Everything measured over one set of records.
+#[derive(Clone, Debug, Serialize)]
+pub struct Metrics {
+    /// Whether any fault window was recorded; without one, the fault-phase budgets that need a
+    /// population (latency, served-by) judge the whole run instead.
+    pub fault_injected: bool,
+    pub whole_run: PhaseMetrics,
+    pub phases: Phases,
+    pub steady_state: SteadyState,
+    /// Merged fault windows, each with its failover and recovery judgement.
+    pub episodes: Vec<Episode>,
+    /// Worst failover over the episodes; `None` when there were none.
+    pub failover: Option<Settling>,
+    /// Worst recovery over the episodes followed by some time; `None` when there were none.
+    pub recovery: Option<Settling>,
+    /// `Truncated` outcomes over the whole run, whatever the phase.
+    pub truncated: u64,
+    /// Requests never sent because the in-flight limit was full.
+    pub dropped: u64,
+    /// How late requests left against their schedule (sent ones only).
+    pub send_lag: Option<Distribution>,
+}
+
+impl Metrics {
+    /// The population that latency and served-by budgets judge: the fault phase, or the whole
+    /// run when nothing was injected.
+    pub fn judged(&self) -> (&PhaseMetrics, &'static str) {
+        if self.fault_injected {
+            (&self.phases.fault, "while a fault was active")
+        } else {
+            (
+                &self.whole_run,
+                "over the whole run (no fault was injected)",
+            )
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Phases {
+    pub baseline: PhaseMetrics,
+    pub fault: PhaseMetrics,
+    pub recovery: PhaseMetrics,
+}
+
+impl Phases {
+    pub fn get(&self, phase: Phase) -> &PhaseMetrics {
+        match phase {
+            Phase::Baseline => &self.baseline,
+            Phase::Fault => &self.fault,
+            Phase::Recovery => &self.recovery,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct PhaseMetrics {
+    /// Scheduled requests, dropped ones included.
+    pub requests: u64,
+    pub ok: u64,
+    pub errors: u64,
+    /// `errors / requests`, 0 when there were no requests.
+    pub error_rate: f64,
+    /// Error count per outcome class (only classes that occurred), in the classes' fixed order.
+    pub errors_by_class: IndexMap<String, u64>,
+    /// Latency of every sent request, whatever its outcome; a timeout counts at its full wait.
+    pub latency: Option<Distribution>,
+    /// Time to first byte, of the requests that received one.
+    pub ttfb: Option<Distribution>,
+    /// Which backend served the successful requests (`unknown` when none was named), most
+    /// first.
+    pub served_by: IndexMap<String, ServedShare>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct ServedShare {
+    pub ok: u64,
+    /// Share of the phase's successful requests.
+    pub share: f64,
+}
+
+/// The success rate the fault and recovery windows are held to.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct SteadyState {
+    pub baseline_requests: u64,
+    /// Success share of the baseline; 1.0 when the baseline had no requests.
+    pub success_rate: f64,
+    pub tolerance: f64,
+    /// `success_rate - tolerance`: the share a window needs to count as steady.
+    pub threshold: f64,
+    /// Width of the windows in which failover and recovery are judged.
+    #[serde(rename = "window_ms", serialize_with = "super::ms::serialize")]
+    pub window: Duration,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Episode {
+    #[serde(rename = "start_ms", serialize_with = "super::ms::serialize")]
+    pub start: Duration,
+    #[serde(rename = "end_ms", serialize_with = "super::ms::serialize")]
+    pub end: Duration,
+    pub failover: Judgement,
+    /// `None` when no time followed the episode (it lasted to the run's end).
+    pub recovery: Option<Judgement>,
+}
+
+/// Counts of one phase while the records stream past.
+#[derive(Default)]
+struct PhaseAcc {
+    requests: u64,
+    ok: u64,
+    by_class: [u64; Outcome::ALL.len()],
+    latency: Recorder,
+    ttfb: Recorder,
+    served: BTreeMap<String, u64>,
+}
+
+impl PhaseAcc {
+    fn add(&mut self, r: &RequestRecord) {
+        self.requests += 1;
+        if let Some(i) = Outcome::ALL.iter().position(|o| *o == r.outcome) {
+            self.by_class[i] += 1;
+        }
+        if r.outcome.is_ok() {
+            self.ok += 1;
+            let by = r.served_by.as_deref().unwrap_or("unknown");
+            *self.served.entry(by.to_string()).or_default() += 1;
+        }
+        // A dropped request never left, so it has no latency to speak of; every sent one
+        // counts, failures included, or a slow failure would hide from the percentiles.
+        if r.outcome != Outcome::Dropped {
+            self.latency.record(r.latency);
+        }
+        if let Some(t) = r.ttfb {
+            self.ttfb.record(t);
+        }
+    }
+
+    fn finish(self) -> PhaseMetrics {
+        let errors = self.requests.saturating_sub(self.ok);
+        let errors_by_class = Outcome::ALL
+            .iter()
+            .zip(self.by_class)
+            .filter(|(o, n)| !o.is_ok() && *n > 0)
+            .map(|(o, n)| (o.as_str().to_string(), n))
+            .collect();
+        let mut served: Vec<(String, u64)> = self.served.into_iter().collect();
+        // Most first; the BTreeMap already ordered ties by name.
+        served.sort_by_key(|s| std::cmp::Reverse(s.1));
+        let served_by = served
+            .into_iter()
+            .map(|(name, ok)| {
+                let share = ok as f64 / self.ok as f64;
+                (name, ServedShare { ok, share })
+            })
+            .collect();
+        PhaseMetrics {
+            requests: self.requests,
+            ok: self.ok,
+            errors,
+            error_rate: share(errors, self.requests, 0.0),
+            errors_by_class,
+            latency: self.latency.summary(),
+            ttfb: self.ttfb.summary(),
+            served_by,
+        }
+    }
+}
+
+/// `part / whole`, or `empty` when `whole` is 0.
+fn share(part: u64, whole: u64, empty: f64) -> f64 {
+    if whole == 0 {
+        empty
+    } else {
+        part as f64 / whole as f64
+    }
+}
+
+pub fn compute(records: &[&RequestRecord], timeline: &Timeline, spec: &MeasureSpec) -> Metrics {
+    let mut whole = PhaseAcc::default();
+    let mut phases: [PhaseAcc; 3] = Default::default();
+    let mut lag = Recorder::default();
+    let mut truncated = 0;
+    let mut dropped = 0;
+    for r in records {
+        whole.add(r);
+        let i = match timeline.phase_of(r.intended) {
+            Phase::Baseline => 0,
+            Phase::Fault => 1,
+            Phase::Recovery => 2,
+        };
+        phases[i].add(r);
+        if let Some(l) = r.send_lag() {
+            lag.record(l);
+        }
+        match r.outcome {
+            Outcome::Truncated => truncated += 1,
+            Outcome::Dropped => dropped += 1,
+            _ => {}
+        }
+    }
+    let [baseline, fault, recovered] = phases.map(PhaseAcc::finish);
+
+    let success_rate = share(baseline.ok, baseline.requests, 1.0);
+    let tolerance = spec.tolerance.fraction();
+    let steady_state = SteadyState {
+        baseline_requests: baseline.requests,
+        success_rate,
+        tolerance,
+        threshold: (success_rate - tolerance).max(0.0),
+        window: spec.window.0,
+    };
+
+    let width = spec.window.0;
+    let episodes: Vec<Episode> = timeline
+        .episodes
+        .iter()
+        .enumerate()
+        .map(|(i, span)| Episode {
+            start: span.start,
+            end: span.end,
+            failover: judge(records, *span, width, steady_state.threshold),
+            recovery: timeline
+                .after(i)
+                .map(|after| judge(records, after, width, steady_state.threshold)),
+        })
+        .collect();
+    let failover = episodes
+        .iter()
+        .map(|e| e.failover.steady)
+        .reduce(Settling::worse);
+    let recovery = episodes
+        .iter()
+        .filter_map(|e| e.recovery.as_ref().map(|j| j.steady))
+        .reduce(Settling::worse);
+
+    Metrics {
+        fault_injected: timeline.has_faults(),
+        whole_run: whole.finish(),
+        phases: Phases {
+            baseline,
+            fault,
+            recovery: recovered,
+        },
+        steady_state,
+        episodes,
+        failover,
+        recovery,
+        truncated,
+        dropped,
+        send_lag: lag.summary(),
+    }
+}

@@ -1,0 +1,386 @@
+//! Metrics + budgets -> verdict: one row per budget set, each saying in words why it passed or
+//! failed.
+
+use indexmap::IndexMap;
+use serde::Serialize;
+
+use super::metrics::{Metrics, PhaseMetrics, SteadyState};
+use super::windows::{Judgement, Settling, SHARE_EPSILON};
+use crate::experiment::units::{human_duration, Percent};
+use crate::experiment::Budgets;
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Verdict {
+    /// Every row passed (true when no budget was set).
+    pub passed: bool,
+    pub rows: Vec<VerdictRow>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct VerdictRow {
+    /// The budget's key, e.g. `max_error_rate`; `min_served_by.<backend>` for served-by rows.
+    pub budget: String,
+    /// `all`, or `stream <name>`.
+    pub scope: String,
+    pub limit: String,
+    pub measured: String,
+    pub passed: bool,
+    /// Why, in words.
+    pub detail: String,
+}
+
+/// A share as a percentage with at most 2 decimals: `0.42%`, `1%`, `100%`.
+pub fn percent_text(fraction: f64) -> String {
+    let s = format!("{:.2}", fraction * 100.0);
+    let s = s.trim_end_matches('0').trim_end_matches('.');
+    format!("{s}%")
+}
+
+pub(crate) fn judge(
+    overall: &Metrics,
+    streams: &IndexMap<String, Metrics>,
+    budgets: &Budgets,
+) -> Verdict {
+    let mut rows = Vec::new();
+    scope_rows("all", overall, budgets, &mut rows);
+    for (name, stream_budgets) in &budgets.streams {
+        let scope = format!("stream {name}");
+        // `evaluate` measures every stream a budget names, even one without records.
+        if let Some(m) = streams.get(name) {
+            scope_rows(&scope, m, &stream_budgets.value, &mut rows);
+        }
+    }
+    Verdict {
+        passed: rows.iter().all(|r| r.passed),
+        rows,
+    }
+}
+
+/// A share against its limit. Equal passes; the epsilon keeps that true when the limit was
+/// written as a decimal (`0.1%`) whose binary value sits a hair off the measured fraction.
+fn share_within(measured: f64, limit: Percent) -> bool {
+    measured <= limit.fraction() + SHARE_EPSILON
+}
+
+fn scope_rows(scope: &str, m: &Metrics, b: &Budgets, rows: &mut Vec<VerdictRow>) {
+    let mut push = |budget: &str, limit: String, measured: String, passed: bool, detail| {
+        rows.push(VerdictRow {
+            budget: budget.to_string(),
+            scope: scope.to_string(),
+            limit,
+            measured,
+            passed,
+            detail,
+        });
+    };
+    let fault = &m.phases.fault;
+
+    if let Some(limit) = b.failover_within {
+        let (measured, passed, detail) = match m.failover {
+            None => (
+                "no fault".to_string(),
+                false,
+                "no fault window was recorded, so there was nothing to fail over from".to_string(),
+            ),
+            Some(s) => (
+                s.text(),
+                matches!(s, Settling::After(d) if d <= limit.0),
+                settle_detail(m, Side::Failover),
+            ),
+        };
+        push(
+            "failover_within",
+            limit.to_string(),
+            measured,
+            passed,
+            detail,
+        );
+    }
+    if let Some(limit) = b.max_error_rate {
+        let passed = share_within(fault.error_rate, limit);
+        let detail = errors_detail(m);
+        push(
+            "max_error_rate",
+            limit.to_string(),
+            percent_text(fault.error_rate),
+            passed,
+            detail,
+        );
+    }
+    if let Some(limit) = b.max_errors {
+        let detail = errors_detail(m);
+        push(
+            "max_errors",
+            limit.to_string(),
+            fault.errors.to_string(),
+            fault.errors <= limit,
+            detail,
+        );
+    }
+    if let Some(limit) = b.max_truncated {
+        let in_phase = |p: &PhaseMetrics| p.errors_by_class.get("truncated").copied().unwrap_or(0);
+        let detail = format!(
+            "{} reached clients over the whole run (baseline {}, fault {}, recovery {})",
+            plural(m.truncated, "truncated response"),
+            in_phase(&m.phases.baseline),
+            in_phase(fault),
+            in_phase(&m.phases.recovery),
+        );
+        push(
+            "max_truncated",
+            limit.to_string(),
+            m.truncated.to_string(),
+            m.truncated <= limit,
+            detail,
+        );
+    }
+    for (budget, limit, quantile) in [
+        ("max_p50_latency", b.max_p50_latency, Quantile::P50),
+        ("max_p99_latency", b.max_p99_latency, Quantile::P99),
+    ] {
+        let Some(limit) = limit else { continue };
+        let (phase, during) = m.judged();
+        let (measured, passed, detail) = match phase.latency {
+            None => (
+                "n/a".to_string(),
+                true,
+                format!("no request was sent {during}, so there is no latency to judge"),
+            ),
+            Some(d) => {
+                let (value, name) = match quantile {
+                    Quantile::P50 => (d.p50, "p50"),
+                    Quantile::P99 => (d.p99, "p99"),
+                };
+                let dropped = phase.errors_by_class.get("dropped").copied().unwrap_or(0);
+                let unsent = if dropped > 0 {
+                    format!(
+                        "; {} never left and {} not included",
+                        plural(dropped, "dropped request"),
+                        if dropped == 1 { "is" } else { "are" }
+                    )
+                } else {
+                    String::new()
+                };
+                let detail = format!(
+                    "{name} of {} sent requests {during}, failures at their full wait \
+                     (max {}){unsent}",
+                    d.count,
+                    human_duration(d.max)
+                );
+                (human_duration(value), value <= limit.0, detail)
+            }
+        };
+        push(budget, limit.to_string(), measured, passed, detail);
+    }
+    if let Some(limit) = b.recover_within {
+        let (measured, passed, detail) = match m.recovery {
+            None => (
+                "n/a".to_string(),
+                false,
+                "no time followed a fault window, so recovery could not be seen".to_string(),
+            ),
+            Some(s) => (
+                s.text(),
+                matches!(s, Settling::After(d) if d <= limit.0),
+                settle_detail(m, Side::Recovery),
+            ),
+        };
+        push(
+            "recover_within",
+            limit.to_string(),
+            measured,
+            passed,
+            detail,
+        );
+    }
+    if let Some(mins) = &b.min_served_by {
+        let (phase, during) = m.judged();
+        for (backend, min) in mins {
+            let served = phase.served_by.get(backend);
+            let share = served.map_or(0.0, |s| s.share);
+            let detail = if phase.ok == 0 {
+                format!("no request succeeded {during}")
+            } else {
+                format!(
+                    "{backend} served {} of {} successful requests {during} ({})",
+                    served.map_or(0, |s| s.ok),
+                    phase.ok,
+                    served_list(phase)
+                )
+            };
+            push(
+                &format!("min_served_by.{backend}"),
+                min.to_string(),
+                percent_text(share),
+                share + SHARE_EPSILON >= min.fraction(),
+                detail,
+            );
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Quantile {
+    P50,
+    P99,
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Side {
+    Failover,
+    Recovery,
+}
+
+/// "3 of 120 requests failed while a fault was active (2 truncated, 1 http_error)".
+fn errors_detail(m: &Metrics) -> String {
+    let p = &m.phases.fault;
+    if !m.fault_injected {
+        return "no fault was injected, so no request ran under one (0%)".to_string();
+    }
+    if p.requests == 0 {
+        return "no requests were scheduled while a fault was active (0%)".to_string();
+    }
+    let mut classes: Vec<(&String, &u64)> = p.errors_by_class.iter().collect();
+    classes.sort_by_key(|c| std::cmp::Reverse(*c.1));
+    let classes = if classes.is_empty() {
+        String::new()
+    } else {
+        let list: Vec<String> = classes.iter().map(|(c, n)| format!("{n} {c}")).collect();
+        format!(" ({})", list.join(", "))
+    };
+    format!(
+        "{} of {} requests failed while a fault was active{classes}",
+        p.errors, p.requests
+    )
+}
+
+/// "1 truncated response", "2 truncated responses".
+fn plural(n: u64, noun: &str) -> String {
+    if n == 1 {
+        format!("{n} {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
+}
+
+/// "primary 40, fallback 10".
+fn served_list(p: &PhaseMetrics) -> String {
+    let list: Vec<String> = p
+        .served_by
+        .iter()
+        .map(|(name, s)| format!("{name} {}", s.ok))
+        .collect();
+    list.join(", ")
+}
+
+fn threshold_text(s: &SteadyState) -> String {
+    if s.baseline_requests == 0 {
+        format!(
+            "{} (no baseline requests: steady state taken as 100%, minus {} tolerance)",
+            percent_text(s.threshold),
+            percent_text(s.tolerance)
+        )
+    } else {
+        format!(
+            "{} (steady state {} minus {} tolerance)",
+            percent_text(s.threshold),
+            percent_text(s.success_rate),
+            percent_text(s.tolerance)
+        )
+    }
+}
+
+/// Explains the worst episode's failover or recovery.
+fn settle_detail(m: &Metrics, side: Side) -> String {
+    let judgements: Vec<&Judgement> = m
+        .episodes
+        .iter()
+        .filter_map(|e| match side {
+            Side::Failover => Some(&e.failover),
+            Side::Recovery => e.recovery.as_ref(),
+        })
+        .collect();
+    let rank = |j: &Judgement| match j.steady {
+        Settling::After(d) => d.as_nanos(),
+        Settling::Never => u128::MAX,
+    };
+    // The first of the worst, so ties name the earliest episode.
+    let Some(worst) = judgements
+        .iter()
+        .copied()
+        .reduce(|a, b| if rank(b) > rank(a) { b } else { a })
+    else {
+        return String::new();
+    };
+
+    let mut text = String::new();
+    if judgements.len() > 1 {
+        let what = match side {
+            Side::Failover => "fault episodes",
+            Side::Recovery => "recoveries",
+        };
+        text.push_str(&format!("worst of {} {what}; ", judgements.len()));
+    }
+    let (from, until) = (human_duration(worst.from), human_duration(worst.until));
+    let (subject, since, ended) = match side {
+        Side::Failover => (
+            format!("fault {from}–{until}"),
+            "injection",
+            "the fault ended".to_string(),
+        ),
+        Side::Recovery => (
+            format!("after the lift at {from}"),
+            "the lift",
+            until.clone(),
+        ),
+    };
+    let threshold = threshold_text(&m.steady_state);
+    let window = human_duration(m.steady_state.window);
+    if worst.windows.is_empty() {
+        text.push_str(&format!(
+            "{subject}: no requests were scheduled, so a steady state could not be seen"
+        ));
+        return text;
+    }
+    match worst.steady {
+        Settling::After(d) => {
+            let from = if d.is_zero() {
+                since.to_string()
+            } else {
+                format!("{} after {since}", human_duration(d))
+            };
+            text.push_str(&format!(
+                "{subject}: success at or above {threshold} in every {window} window from \
+                 {from} on"
+            ))
+        }
+        Settling::Never => text.push_str(&format!(
+            "{subject}: success did not stay at or above {threshold} before {ended}"
+        )),
+    }
+    if let Some(w) = worst.last_below() {
+        text.push_str(&format!(
+            "; last window below: {}–{}, {} of {} ok",
+            human_duration(w.start),
+            human_duration(w.end),
+            w.ok,
+            w.requests
+        ));
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentages_have_at_most_two_decimals() {
+        assert_eq!(percent_text(0.0042), "0.42%");
+        assert_eq!(percent_text(0.01), "1%");
+        assert_eq!(percent_text(1.0), "100%");
+        assert_eq!(percent_text(0.0), "0%");
+        assert_eq!(percent_text(1.0 / 3.0), "33.33%");
+        assert_eq!(percent_text(0.105), "10.5%");
+    }
+}

@@ -1,0 +1,262 @@
+//! The terminal report: the verdict first (what a person running a game day wants to know),
+//! then why failed budgets failed, then a short per-phase summary.
+
+use comfy_table::presets::UTF8_FULL_CONDENSED;
+use comfy_table::{Cell, CellAlignment, Color, ContentArrangement, Table};
+
+use crate::experiment::units::human_duration;
+use crate::measure::{percent_text, Distribution, Evaluation, Metrics, Phase, PhaseMetrics};
+
+/// Renders the verdict table, the reasons for failures, the per-phase table and, with several
+/// streams, a per-stream table. Colour is applied only when stdout is a terminal.
+pub fn render(eval: &Evaluation) -> String {
+    let mut out = String::new();
+    let verdict = &eval.verdict;
+    if verdict.rows.is_empty() {
+        out.push_str("No budgets set: nothing to judge.\n");
+    } else {
+        let mut t = new_table();
+        t.set_header(["budget", "scope", "limit", "measured", "result"]);
+        for r in &verdict.rows {
+            let result = if r.passed {
+                Cell::new("PASS").fg(Color::Green)
+            } else {
+                Cell::new("FAIL").fg(Color::Red)
+            };
+            t.add_row(vec![
+                Cell::new(&r.budget),
+                Cell::new(&r.scope),
+                Cell::new(&r.limit).set_alignment(CellAlignment::Right),
+                Cell::new(&r.measured).set_alignment(CellAlignment::Right),
+                result,
+            ]);
+        }
+        out.push_str(&t.to_string());
+        out.push('\n');
+        for r in verdict.rows.iter().filter(|r| !r.passed) {
+            out.push_str(&format!("FAIL {} ({}): {}\n", r.budget, r.scope, r.detail));
+        }
+        let passed = verdict.rows.iter().filter(|r| r.passed).count();
+        out.push_str(&format!(
+            "{}: {passed} of {} budgets met\n",
+            if verdict.passed { "PASS" } else { "FAIL" },
+            verdict.rows.len()
+        ));
+    }
+    out.push('\n');
+    out.push_str(&phase_table(&eval.overall).to_string());
+    out.push('\n');
+    out.push_str(&summary_line(&eval.overall));
+    out.push('\n');
+    if eval.streams.len() > 1 {
+        out.push('\n');
+        out.push_str(&stream_table(eval).to_string());
+        out.push('\n');
+    }
+    out
+}
+
+fn new_table() -> Table {
+    let mut t = Table::new();
+    t.load_preset(UTF8_FULL_CONDENSED)
+        .set_content_arrangement(ContentArrangement::Dynamic);
+    t
+}
+
+fn phase_table(m: &Metrics) -> Table {
+    let mut t = new_table();
+    t.set_header([
+        "phase", "requests", "ok", "errors", "p50", "p90", "p99", "max", "ttfb p50",
+    ]);
+    let phases: Vec<(&str, &PhaseMetrics)> = if m.fault_injected {
+        Phase::ALL
+            .iter()
+            .map(|p| (p.as_str(), m.phases.get(*p)))
+            .collect()
+    } else {
+        // Without a fault every request is baseline; one row says so more plainly.
+        vec![("whole run", &m.whole_run)]
+    };
+    for (name, p) in phases {
+        let lat = |f: fn(&Distribution) -> std::time::Duration| {
+            p.latency
+                .as_ref()
+                .map_or("-".into(), |d| human_duration(f(d)))
+        };
+        let ttfb = p
+            .ttfb
+            .as_ref()
+            .map_or("-".into(), |d| human_duration(d.p50));
+        let mut row = vec![
+            Cell::new(name),
+            right(p.requests.to_string()),
+            right(p.ok.to_string()),
+            Cell::new(errors_cell(p)),
+        ];
+        row.extend([
+            right(lat(|d| d.p50)),
+            right(lat(|d| d.p90)),
+            right(lat(|d| d.p99)),
+            right(lat(|d| d.max)),
+            right(ttfb),
+        ]);
+        t.add_row(row);
+    }
+    t
+}
+
+/// "3 (2 truncated, 1 http_error)", or "0".
+fn errors_cell(p: &PhaseMetrics) -> String {
+    if p.errors == 0 {
+        return "0".into();
+    }
+    let classes: Vec<String> = p
+        .errors_by_class
+        .iter()
+        .map(|(class, n)| format!("{n} {class}"))
+        .collect();
+    format!("{} ({})", p.errors, classes.join(", "))
+}
+
+/// One line of the numbers the budgets are built on.
+fn summary_line(m: &Metrics) -> String {
+    let s = &m.steady_state;
+    let mut parts = vec![format!(
+        "steady state {} (threshold {}, {} windows)",
+        percent_text(s.success_rate),
+        percent_text(s.threshold),
+        human_duration(s.window)
+    )];
+    if let Some(f) = m.failover {
+        parts.push(format!("failover {}", f.text()));
+    }
+    if let Some(r) = m.recovery {
+        parts.push(format!("recovery {}", r.text()));
+    }
+    parts.push(format!("truncated {}", m.truncated));
+    parts.push(format!("dropped {}", m.dropped));
+    if let Some(lag) = &m.send_lag {
+        parts.push(format!("send lag p99 {}", human_duration(lag.p99)));
+    }
+    parts.join(" · ")
+}
+
+fn stream_table(eval: &Evaluation) -> Table {
+    let mut t = new_table();
+    t.set_header([
+        "stream",
+        "requests",
+        "fault errors",
+        "failover",
+        "recovery",
+        "fault p99",
+    ]);
+    for (name, m) in &eval.streams {
+        let (judged, _) = m.judged();
+        t.add_row(vec![
+            Cell::new(name),
+            right(m.whole_run.requests.to_string()),
+            right(format!(
+                "{} ({})",
+                m.phases.fault.errors,
+                percent_text(m.phases.fault.error_rate)
+            )),
+            right(m.failover.map_or("-".into(), |s| s.text())),
+            right(m.recovery.map_or("-".into(), |s| s.text())),
+            right(
+                judged
+                    .latency
+                    .as_ref()
+                    .map_or("-".into(), |d| human_duration(d.p99)),
+            ),
+        ]);
+    }
+    t
+}
+
+fn right(text: String) -> Cell {
+    Cell::new(text).set_alignment(CellAlignment::Right)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::experiment::units::Dur;
+    use crate::experiment::{Budgets, MeasureSpec};
+    use crate::measure::testutil::{rec, records_at, RecordExt};
+    use crate::measure::{evaluate, FaultWindow, RunFacts};
+
+    fn eval() -> Evaluation {
+        let mut records = records_at(0..100, |i| {
+            let r = rec("a", i * 100);
+            match i {
+                40..45 => r.truncated(),
+                45..50 => r.http_error(503),
+                _ => r,
+            }
+        });
+        records.extend(records_at(0..100, |i| rec("b", i * 100).latency_ms(250)));
+        let facts = RunFacts {
+            duration: Duration::from_secs(10),
+            windows: vec![FaultWindow {
+                id: "p/http_error".into(),
+                target: "p".into(),
+                kind: "http_error".into(),
+                start: Duration::from_secs(4),
+                end: Duration::from_secs(7),
+            }],
+            streams: vec!["a".into(), "b".into()],
+        };
+        let budgets = Budgets {
+            failover_within: Some(Dur::from_secs(2)),
+            max_truncated: Some(0),
+            max_p99_latency: Some(Dur::from_secs(1)),
+            ..Budgets::default()
+        };
+        evaluate(&records, &facts, &budgets, &MeasureSpec::default())
+    }
+
+    #[test]
+    fn shows_the_verdict_and_the_phases() {
+        let text = render(&eval());
+        for expected in [
+            "budget",
+            "failover_within",
+            "max_truncated",
+            "max_p99_latency",
+            "PASS",
+            "FAIL",
+            // measured values
+            "1s",
+            "250ms",
+            // why the truncated budget failed
+            "FAIL max_truncated (all): 5 truncated responses",
+            "FAIL: 2 of 3 budgets met",
+            "baseline",
+            "fault",
+            "recovery",
+            "10 (5 http_error, 5 truncated)",
+            "failover 1s",
+            "stream",
+        ] {
+            assert!(text.contains(expected), "missing {expected:?} in\n{text}");
+        }
+        // Not a terminal in tests: no colour codes.
+        assert!(!text.contains('\u{1b}'), "{text}");
+    }
+
+    #[test]
+    fn no_budgets_says_so() {
+        let e = evaluate(
+            &[],
+            &RunFacts::default(),
+            &Budgets::default(),
+            &MeasureSpec::default(),
+        );
+        let text = render(&e);
+        assert!(text.contains("No budgets set"), "{text}");
+        assert!(text.contains("whole run"), "{text}");
+    }
+}
