@@ -25,7 +25,10 @@ fn quick() -> bool {
 }
 
 fn free_port() -> u16 {
-    StdListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free loopback port")
+    StdListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
 }
 
 /// One host, one proxy in front of it, one load stream aimed either at the proxy or the host.
@@ -54,8 +57,13 @@ timeline:
 }
 
 fn drive(rt: &tokio::runtime::Runtime, exp: &Experiment) -> Vec<RequestRecord> {
-    let opts = RunOptions { seed: 1, quiet: true };
-    rt.block_on(run::execute(exp, &opts)).map(|r| r.records).expect("the bench run completes")
+    let opts = RunOptions {
+        seed: 1,
+        quiet: true,
+    };
+    rt.block_on(run::execute(exp, &opts))
+        .map(|r| r.records)
+        .expect("the bench run completes")
 }
 
 struct Summary {
@@ -85,7 +93,13 @@ fn summarize(records: &[RequestRecord], skip: Duration) -> Summary {
             latency.saturating_record(r.latency.as_nanos() as u64);
         }
     }
-    Summary { sent, ok, dropped, latency, lag }
+    Summary {
+        sent,
+        ok,
+        dropped,
+        latency,
+        lag,
+    }
 }
 
 fn us(nanos: u64) -> String {
@@ -98,7 +112,9 @@ fn signed_us(nanos: i128) -> String {
 
 /// A server that streams `total` bytes in 64 KiB frames, for the large-body test.
 async fn bulk_server(total: u64) -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind bulk server");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind bulk server");
     let addr = listener.local_addr().expect("addr");
     tokio::spawn(async move {
         let chunk = Bytes::from(vec![b'x'; 64 * 1024]);
@@ -108,9 +124,10 @@ async fn bulk_server(total: u64) -> SocketAddr {
                 let service = hyper::service::service_fn(move |_req| {
                     let chunk = chunk.clone();
                     let frames = (total / chunk.len() as u64) as usize;
-                    let body = StreamBody::new(futures_util::stream::iter(
-                        (0..frames).map(move |_| Ok::<_, std::convert::Infallible>(Frame::data(chunk.clone()))),
-                    ));
+                    let body =
+                        StreamBody::new(futures_util::stream::iter((0..frames).map(move |_| {
+                            Ok::<_, std::convert::Infallible>(Frame::data(chunk.clone()))
+                        })));
                     async move { Ok::<_, std::convert::Infallible>(hyper::Response::new(body)) }
                 });
                 let _ = hyper::server::conn::http1::Builder::new()
@@ -125,11 +142,22 @@ async fn bulk_server(total: u64) -> SocketAddr {
 /// Reads the whole body from `addr`; returns bytes per second.
 async fn fetch_rate(addr: SocketAddr) -> f64 {
     let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await.expect("handshake");
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .expect("handshake");
     tokio::spawn(conn);
-    let req = hyper::Request::builder().uri("/bulk").header("host", addr.to_string()).body(Empty::<Bytes>::new()).expect("request");
+    let req = hyper::Request::builder()
+        .uri("/bulk")
+        .header("host", addr.to_string())
+        .body(Empty::<Bytes>::new())
+        .expect("request");
     let start = Instant::now();
-    let mut body = sender.send_request(req).await.expect("response").into_body();
+    let mut body = sender
+        .send_request(req)
+        .await
+        .expect("response")
+        .into_body();
     let mut n = 0u64;
     while let Some(frame) = body.frame().await {
         if let Ok(data) = frame.expect("frame").into_data() {
@@ -140,17 +168,29 @@ async fn fetch_rate(addr: SocketAddr) -> f64 {
 }
 
 fn main() {
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
     let secs = if quick() { 3 } else { 6 };
     let skip = Duration::from_secs(1);
     let mut table = Table::new();
-    table.load_preset(UTF8_FULL).set_header(vec!["measurement", "direct", "through proxy", "result", "target"]);
+    table.load_preset(UTF8_FULL).set_header(vec![
+        "measurement",
+        "direct",
+        "through proxy",
+        "result",
+        "target",
+    ]);
 
     // 1. Added latency at 1,000 req/s, small non-streaming completions.
     let direct = summarize(&drive(&rt, &experiment(1000, secs, false, 1, false)), skip);
     let proxied = summarize(&drive(&rt, &experiment(1000, secs, false, 1, true)), skip);
     for (label, q, target) in [("p50", 0.5, "< 100 µs"), ("p99", 0.99, "< 1 ms")] {
-        let (d, p) = (direct.latency.value_at_quantile(q), proxied.latency.value_at_quantile(q));
+        let (d, p) = (
+            direct.latency.value_at_quantile(q),
+            proxied.latency.value_at_quantile(q),
+        );
         table.add_row(vec![
             format!("latency at 1,000 req/s, {label}"),
             us(d),
@@ -162,14 +202,26 @@ fn main() {
 
     // 2. Highest rate of small streamed completions the proxy sustains.
     let mut best = 0;
-    let rates: &[u32] = if quick() { &[1000, 2000, 4000] } else { &[1000, 2000, 3000, 4000, 6000, 8000] };
+    let rates: &[u32] = if quick() {
+        &[1000, 2000, 4000]
+    } else {
+        &[1000, 2000, 3000, 4000, 6000, 8000]
+    };
     let mut steps = Vec::new();
     for &rate in rates {
-        let s = summarize(&drive(&rt, &experiment(rate, secs.min(4), true, 4, true)), skip);
+        let s = summarize(
+            &drive(&rt, &experiment(rate, secs.min(4), true, 4, true)),
+            skip,
+        );
         let ok_share = s.ok as f64 / (s.sent + s.dropped).max(1) as f64;
         let p99 = s.latency.value_at_quantile(0.99);
         let sustained = ok_share >= 0.999 && s.dropped == 0 && p99 < 50_000_000;
-        steps.push(format!("{rate}/s: {:.2}% ok, p99 {}{}", ok_share * 100.0, us(p99), if sustained { "" } else { " (not sustained)" }));
+        steps.push(format!(
+            "{rate}/s: {:.2}% ok, p99 {}{}",
+            ok_share * 100.0,
+            us(p99),
+            if sustained { "" } else { " (not sustained)" }
+        ));
         if sustained {
             best = rate;
         } else {
@@ -193,7 +245,9 @@ fn main() {
             upstream: origin,
             mode: Default::default(),
         };
-        let proxy = faultline::proxy::start("bench", &proxy_spec, 1).await.expect("proxy starts");
+        let proxy = faultline::proxy::start("bench", &proxy_spec, 1)
+            .await
+            .expect("proxy starts");
         let mut d = Vec::new();
         let mut p = Vec::new();
         for _ in 0..3 {
@@ -215,13 +269,29 @@ fn main() {
 
     // 4. Load generator send lag (actual minus intended send time).
     for rate in [1000u32, 10_000] {
-        let s = if rate == 1000 { direct.lag.clone() } else { summarize(&drive(&rt, &experiment(rate, secs.min(4), false, 1, false)), skip).lag };
+        let s = if rate == 1000 {
+            direct.lag.clone()
+        } else {
+            summarize(
+                &drive(&rt, &experiment(rate, secs.min(4), false, 1, false)),
+                skip,
+            )
+            .lag
+        };
         table.add_row(vec![
             format!("send lag at {rate} req/s, p50 / p99"),
-            format!("{} / {}", us(s.value_at_quantile(0.5)), us(s.value_at_quantile(0.99))),
+            format!(
+                "{} / {}",
+                us(s.value_at_quantile(0.5)),
+                us(s.value_at_quantile(0.99))
+            ),
             "-".into(),
             format!("max {}", us(s.max())),
-            if rate == 1000 { "p99 < 1 ms".into() } else { "(reported)".into() },
+            if rate == 1000 {
+                "p99 < 1 ms".into()
+            } else {
+                "(reported)".into()
+            },
         ]);
     }
     let _ = (direct.sent, direct.ok, proxied.dropped);

@@ -7,7 +7,9 @@ use std::time::SystemTime;
 use anyhow::Context;
 use clap::CommandFactory;
 
-use crate::cli::{Command, CompletionsArgs, Opts, OverflowArg, RunArgs, SimulateArgs, ValidateArgs};
+use crate::cli::{
+    Command, CompletionsArgs, Opts, OverflowArg, RunArgs, SimulateArgs, ValidateArgs,
+};
 use crate::exit::{ExitCode, Failure};
 use crate::experiment::{self, units::Dur, Overflow, SimulateSpec};
 use crate::{measure, report, run};
@@ -43,17 +45,27 @@ fn validate(args: &ValidateArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the async runtime")
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
 }
 
 fn run_experiment(args: RunArgs) -> anyhow::Result<ExitCode> {
     let exp = experiment::load(&args.file)?;
     let seed = args.seed.unwrap_or(exp.seed);
-    let out_dir = args.out.clone().unwrap_or_else(|| default_out_dir(&exp.name, SystemTime::now()));
-    let opts = run::RunOptions { seed, quiet: args.quiet };
+    let out_dir = args
+        .out
+        .clone()
+        .unwrap_or_else(|| default_out_dir(&exp.name, SystemTime::now()));
+    let opts = run::RunOptions {
+        seed,
+        quiet: args.quiet,
+    };
 
     let outcome = runtime()?.block_on(run::execute(&exp, &opts))?;
-    let evaluation = measure::evaluate(&outcome.records, &outcome.facts, &exp.budgets, &exp.measure);
+    let evaluation =
+        measure::evaluate(&outcome.records, &outcome.facts, &exp.budgets, &exp.measure);
     let code = if outcome.aborted.is_some() {
         ExitCode::Aborted
     } else if evaluation.verdict.passed {
@@ -62,8 +74,12 @@ fn run_experiment(args: RunArgs) -> anyhow::Result<ExitCode> {
         ExitCode::BudgetMissed
     };
 
-    std::fs::create_dir_all(&out_dir).with_context(|| format!("cannot create the report directory {}", out_dir.display()))?;
-    let json = report::json::JsonReport::new(&exp, seed, outcome.started_at, &outcome.facts, &evaluation, code as u8);
+    std::fs::create_dir_all(&out_dir)
+        .with_context(|| format!("cannot create the report directory {}", out_dir.display()))?;
+    let mut info = report::json::ExperimentInfo::from_experiment(&exp);
+    info.seed = seed;
+    let json =
+        report::json::JsonReport::new(info, outcome.started_at, &outcome.facts, &evaluation, code);
     let json_path = out_dir.join("report.json");
     report::json::write(&json_path, &json)?;
     if let Some(extra) = &args.json {
@@ -77,22 +93,38 @@ fn run_experiment(args: RunArgs) -> anyhow::Result<ExitCode> {
     if let Some(reason) = &outcome.aborted {
         eprintln!("aborted: {reason}; every fault was lifted and every service stopped");
         if outcome.unfinished > 0 {
-            eprintln!("{} request(s) were still in flight and are not in the report", outcome.unfinished);
+            eprintln!(
+                "{} request(s) were still in flight and are not in the report",
+                outcome.unfinished
+            );
         }
     }
-    let verdict = match code {
-        ExitCode::Success => "PASS: every budget met",
-        ExitCode::BudgetMissed => "FAIL: at least one budget missed",
-        _ => "ABORTED: the verdict is incomplete",
-    };
-    writeln!(stdout, "{verdict}")?;
+    if code == ExitCode::Aborted {
+        writeln!(
+            stdout,
+            "ABORTED: the verdict covers only the part of the run before the interruption"
+        )?;
+    }
     Ok(code)
 }
 
 /// `runs/<UTC time>-<name>/`, sortable by time.
 fn default_out_dir(name: &str, now: SystemTime) -> PathBuf {
-    let stamp: String = humantime::format_rfc3339_seconds(now).to_string().chars().filter(|c| c.is_ascii_alphanumeric()).collect();
-    let safe: String = name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect();
+    let stamp: String = humantime::format_rfc3339_seconds(now)
+        .to_string()
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .collect();
+    let safe: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
     Path::new("runs").join(format!("{stamp}-{safe}"))
 }
 
@@ -117,7 +149,10 @@ fn simulate(args: SimulateArgs) -> anyhow::Result<ExitCode> {
     };
     runtime()?.block_on(async {
         let server = crate::simulate::start_host("simulate", &spec).await?;
-        eprintln!("simulated inference host on http://{} (Ctrl-C to stop)", server.addr());
+        eprintln!(
+            "simulated inference host on http://{} (Ctrl-C to stop)",
+            server.addr()
+        );
         let _ = tokio::signal::ctrl_c().await;
         server.stop().await;
         Ok::<_, anyhow::Error>(())
@@ -139,6 +174,6 @@ mod tests {
     fn out_dirs_sort_by_time_and_are_path_safe() {
         let t = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_795_000_000);
         let dir = default_out_dir("my drill/1", t);
-        assert_eq!(dir, Path::new("runs/20261018T070640Z-my_drill_1"));
+        assert_eq!(dir, Path::new("runs/20261118T110640Z-my_drill_1"));
     }
 }

@@ -1,11 +1,29 @@
 //! The shipped drills, end to end through the real binary: the quickstart meets its budgets, the
-//! gray-failure drill misses one for a real reason and says why, and the JSON report matches its
-//! published schema.
+//! gray-failure drill misses one for a real reason and says why, and both JSON reports match the
+//! published schema. (The shipped drills use fixed ports, so each runs in one test only.)
 
 mod common;
 
 use common::{faultline, report};
 use predicates::prelude::*;
+
+/// The JSON report validates against the schema published in docs/.
+fn assert_matches_schema(report: &serde_json::Value) {
+    let schema: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(common::repo_root().join("docs/report.schema.json")).unwrap(),
+    )
+    .unwrap();
+    let validator = jsonschema::validator_for(&schema).expect("the schema compiles");
+    let errors: Vec<String> = validator
+        .iter_errors(report)
+        .map(|e| format!("{} at {}", e, e.instance_path))
+        .collect();
+    assert!(
+        errors.is_empty(),
+        "report does not match its schema:\n{}",
+        errors.join("\n")
+    );
+}
 
 fn verdict_row<'a>(report: &'a serde_json::Value, budget: &str) -> &'a serde_json::Value {
     report["evaluation"]["verdict"]["rows"]
@@ -27,18 +45,34 @@ fn quickstart_meets_its_budgets() {
         .code(0)
         .stdout(predicate::str::contains("PASS"));
     let report = report(&out);
+    assert_matches_schema(&report);
     assert_eq!(report["evaluation"]["verdict"]["passed"], true);
     assert_eq!(report["exit_code"], 0);
     assert_eq!(report["experiment"]["seed"], 42);
-    assert!(report["experiment"]["source"].as_str().unwrap().contains("name: quickstart"));
+    assert!(report["experiment"]["source"]
+        .as_str()
+        .unwrap()
+        .contains("name: quickstart"));
     assert_eq!(report["fault_windows"].as_array().unwrap().len(), 2);
-    for budget in ["failover_within", "max_error_rate", "max_truncated", "max_p99_latency", "recover_within"] {
+    for budget in [
+        "failover_within",
+        "max_error_rate",
+        "max_truncated",
+        "max_p99_latency",
+        "recover_within",
+    ] {
         assert_eq!(verdict_row(&report, budget)["passed"], true, "{budget}");
     }
     // The gateway really failed over: the fallback served while the primary answered 503s.
     let csv = std::fs::read_to_string(out.join("requests.csv")).unwrap();
-    assert!(csv.contains(",fallback"), "no request was served by the fallback");
-    assert!(csv.contains(",primary"), "no request was served by the primary");
+    assert!(
+        csv.contains(",fallback"),
+        "no request was served by the fallback"
+    );
+    assert!(
+        csv.contains(",primary"),
+        "no request was served by the primary"
+    );
 }
 
 #[test]
@@ -52,26 +86,18 @@ fn gray_failure_drill_misses_its_truncation_budget_and_says_why() {
         .code(1)
         .stdout(predicate::str::contains("FAIL").and(predicate::str::contains("max_truncated")));
     let report = report(&out);
+    assert_matches_schema(&report);
     assert_eq!(report["evaluation"]["verdict"]["passed"], false);
     assert_eq!(report["exit_code"], 1);
     let row = verdict_row(&report, "max_truncated");
     assert_eq!(row["passed"], false);
     let measured: u64 = row["measured"].as_str().unwrap().parse().unwrap();
     assert!(measured > 10, "only {measured} truncated responses");
-    assert!(row["detail"].as_str().unwrap().contains("truncated"), "detail: {}", row["detail"]);
+    assert!(
+        row["detail"].as_str().unwrap().contains("truncated"),
+        "detail: {}",
+        row["detail"]
+    );
     // Recovery after the lift is fine: the drill fails for the gray failures, nothing else.
     assert_eq!(verdict_row(&report, "recover_within")["passed"], true);
-}
-
-#[test]
-fn the_json_report_matches_its_schema() {
-    let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("gray");
-    faultline().args(["run", "experiments/gray-failure.yaml", "--quiet", "--out"]).arg(&out).assert().code(1);
-    let schema: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(common::repo_root().join("docs/report.schema.json")).unwrap()).unwrap();
-    let validator = jsonschema::validator_for(&schema).expect("the schema compiles");
-    let report = report(&out);
-    let errors: Vec<String> = validator.iter_errors(&report).map(|e| format!("{} at {}", e, e.instance_path)).collect();
-    assert!(errors.is_empty(), "report does not match its schema:\n{}", errors.join("\n"));
 }

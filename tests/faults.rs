@@ -18,19 +18,36 @@ struct Row {
 fn rows(out: &Path) -> Vec<Row> {
     let mut reader = csv::Reader::from_path(out.join("requests.csv")).expect("requests.csv exists");
     let headers = reader.headers().expect("csv header").clone();
-    let col = |name: &str| headers.iter().position(|h| h == name).unwrap_or_else(|| panic!("no column {name}"));
-    let (i, o, s, l) = (col("intended_ms"), col("outcome"), col("status"), col("latency_ms"));
+    let col = |name: &str| {
+        headers
+            .iter()
+            .position(|h| h == name)
+            .unwrap_or_else(|| panic!("no column {name}"))
+    };
+    let (i, o, s, l) = (
+        col("intended_ms"),
+        col("outcome"),
+        col("status"),
+        col("latency_ms"),
+    );
     reader
         .records()
         .map(|r| {
             let r = r.expect("csv row");
-            Row { intended_ms: r[i].parse().unwrap(), outcome: r[o].to_string(), status: r[s].to_string(), latency_ms: r[l].parse().unwrap() }
+            Row {
+                intended_ms: r[i].parse().unwrap(),
+                outcome: r[o].to_string(),
+                status: r[s].to_string(),
+                latency_ms: r[l].parse().unwrap(),
+            }
         })
         .collect()
 }
 
 fn between(rows: &[Row], from_ms: f64, to_ms: f64) -> Vec<&Row> {
-    rows.iter().filter(|r| r.intended_ms >= from_ms && r.intended_ms < to_ms).collect()
+    rows.iter()
+        .filter(|r| r.intended_ms >= from_ms && r.intended_ms < to_ms)
+        .collect()
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -46,7 +63,9 @@ fn share(rows: &[&Row], outcome: &str) -> f64 {
 /// at 4s; the run ends at 5s. Returns the out dir (kept alive by the tempdir).
 fn drill(fault: &str, stream: bool, rate: u32, extra_load: &str) -> (tempfile::TempDir, Vec<Row>) {
     let dir = tempfile::tempdir().unwrap();
-    let [host, proxy] = free_ports(2)[..] else { unreachable!() };
+    let [host, proxy] = free_ports(2)[..] else {
+        unreachable!()
+    };
     let yaml = format!(
         r#"version: 1
 name: fault-test
@@ -69,7 +88,14 @@ timeline:
     );
     let file = write(dir.path(), "drill.yaml", &yaml);
     let out = dir.path().join("out");
-    faultline().arg("run").arg(&file).arg("--out").arg(&out).arg("--quiet").assert().code(0);
+    faultline()
+        .arg("run")
+        .arg(&file)
+        .arg("--out")
+        .arg(&out)
+        .arg("--quiet")
+        .assert()
+        .code(0);
     let rows = rows(&out);
     (dir, rows)
 }
@@ -77,37 +103,95 @@ timeline:
 #[test]
 fn latency_before_forward_adds_its_delay() {
     let (_dir, rows) = drill("{ latency: { delay: 200ms } }", false, 20, "");
-    let before = median(between(&rows, 300.0, 1900.0).iter().map(|r| r.latency_ms).collect());
-    let during = median(between(&rows, 2100.0, 3900.0).iter().map(|r| r.latency_ms).collect());
+    let before = median(
+        between(&rows, 300.0, 1900.0)
+            .iter()
+            .map(|r| r.latency_ms)
+            .collect(),
+    );
+    let during = median(
+        between(&rows, 2100.0, 3900.0)
+            .iter()
+            .map(|r| r.latency_ms)
+            .collect(),
+    );
     let added = during - before;
-    assert!((added - 200.0).abs() <= 5.0, "added {added:.1} ms (before {before:.1}, during {during:.1})");
+    assert!(
+        (added - 200.0).abs() <= 5.0,
+        "added {added:.1} ms (before {before:.1}, during {during:.1})"
+    );
 }
 
 #[test]
 fn per_chunk_latency_slows_every_token() {
     // 8 tokens plus the role, finish and [DONE] events: at least 8 chunks of 20 ms.
-    let (_dir, rows) = drill("{ latency: { delay: 20ms, where: per_chunk } }", true, 10, "");
-    let before = median(between(&rows, 300.0, 1900.0).iter().map(|r| r.latency_ms).collect());
-    let during = median(between(&rows, 2100.0, 3900.0).iter().map(|r| r.latency_ms).collect());
-    assert!(during - before >= 160.0, "added only {:.1} ms", during - before);
+    let (_dir, rows) = drill(
+        "{ latency: { delay: 20ms, where: per_chunk } }",
+        true,
+        10,
+        "",
+    );
+    let before = median(
+        between(&rows, 300.0, 1900.0)
+            .iter()
+            .map(|r| r.latency_ms)
+            .collect(),
+    );
+    let during = median(
+        between(&rows, 2100.0, 3900.0)
+            .iter()
+            .map(|r| r.latency_ms)
+            .collect(),
+    );
+    assert!(
+        during - before >= 160.0,
+        "added only {:.1} ms",
+        during - before
+    );
 }
 
 #[test]
 fn error_probability_is_honoured() {
-    let (_dir, rows) = drill("{ http_error: { status: 503, probability: 30% } }", false, 150, "");
+    let (_dir, rows) = drill(
+        "{ http_error: { status: 503, probability: 30% } }",
+        false,
+        150,
+        "",
+    );
     let during = between(&rows, 2050.0, 3950.0);
     let errors = share(&during, "http_error");
     // 285 requests: 3 standard deviations of a 30% binomial is about 8 points.
-    assert!((errors - 0.30).abs() <= 0.08, "{:.1}% errors over {} requests", errors * 100.0, during.len());
-    assert!(during.iter().filter(|r| r.outcome == "http_error").all(|r| r.status == "503"));
-    assert_eq!(share(&between(&rows, 0.0, 1950.0), "ok"), 1.0, "errors before the fault");
-    assert_eq!(share(&between(&rows, 4100.0, 5000.0), "ok"), 1.0, "errors after the lift");
+    assert!(
+        (errors - 0.30).abs() <= 0.08,
+        "{:.1}% errors over {} requests",
+        errors * 100.0,
+        during.len()
+    );
+    assert!(during
+        .iter()
+        .filter(|r| r.outcome == "http_error")
+        .all(|r| r.status == "503"));
+    assert_eq!(
+        share(&between(&rows, 0.0, 1950.0), "ok"),
+        1.0,
+        "errors before the fault"
+    );
+    assert_eq!(
+        share(&between(&rows, 4100.0, 5000.0), "ok"),
+        1.0,
+        "errors after the lift"
+    );
 }
 
 #[test]
 fn truncation_by_close_and_by_reset_is_classified_truncated() {
     for how in ["close", "reset"] {
-        let (_dir, rows) = drill(&format!("{{ truncate_stream: {{ after_events: 3, how: {how} }} }}"), true, 20, "");
+        let (_dir, rows) = drill(
+            &format!("{{ truncate_stream: {{ after_events: 3, how: {how} }} }}"),
+            true,
+            20,
+            "",
+        );
         let during = between(&rows, 2050.0, 3950.0);
         assert_eq!(share(&during, "truncated"), 1.0, "how: {how}");
         assert_eq!(share(&between(&rows, 0.0, 1950.0), "ok"), 1.0);
@@ -116,7 +200,12 @@ fn truncation_by_close_and_by_reset_is_classified_truncated() {
 
 #[test]
 fn a_stalled_stream_is_classified_stalled() {
-    let (_dir, rows) = drill("{ truncate_stream: { after_events: 2, how: stall } }", true, 10, "stall_timeout: 500ms");
+    let (_dir, rows) = drill(
+        "{ truncate_stream: { after_events: 2, how: stall } }",
+        true,
+        10,
+        "stall_timeout: 500ms",
+    );
     assert_eq!(share(&between(&rows, 2050.0, 3950.0), "stalled"), 1.0);
 }
 

@@ -43,21 +43,30 @@ fn interrupt_mid_fault(signal: &str) {
         .spawn()
         .unwrap();
     std::thread::sleep(Duration::from_millis(2500));
-    let status = Command::new("kill").args([signal, &child.id().to_string()]).status().unwrap();
+    let status = Command::new("kill")
+        .args([signal, &child.id().to_string()])
+        .status()
+        .unwrap();
     assert!(status.success());
     let started = Instant::now();
     let code = loop {
         if let Some(status) = child.try_wait().unwrap() {
             break status.code();
         }
-        assert!(started.elapsed() < Duration::from_secs(10), "still running 10 s after {signal}");
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "still running 10 s after {signal}"
+        );
         std::thread::sleep(Duration::from_millis(50));
     };
     let stderr = std::io::read_to_string(child.stderr.take().unwrap()).unwrap();
     assert_eq!(code, Some(3), "{signal}: stderr:\n{stderr}");
     assert!(stderr.contains("lifted"), "{stderr}");
     for port in &ports {
-        assert!(TcpListener::bind(("127.0.0.1", *port)).is_ok(), "port {port} still held after {signal}");
+        assert!(
+            TcpListener::bind(("127.0.0.1", *port)).is_ok(),
+            "port {port} still held after {signal}"
+        );
     }
     let report = common::report(&out);
     assert_eq!(report["exit_code"], 3);
@@ -80,9 +89,21 @@ fn a_taken_port_is_an_environment_failure_naming_it() {
     let port = taken.local_addr().unwrap().port();
     let other = free_ports(1)[0];
     let file = write(dir.path(), "taken.yaml", &long_drill(&[other, port]));
-    let assert = common::faultline().arg("run").arg(&file).arg("--out").arg(dir.path().join("out")).assert().code(4);
+    let assert = common::faultline()
+        .arg("run")
+        .arg(&file)
+        .arg("--out")
+        .arg(dir.path().join("out"))
+        .assert()
+        .code(4);
     let stderr = String::from_utf8_lossy(&assert.get_output().stderr).to_string();
-    assert!(stderr.contains(&format!("127.0.0.1:{port}")) && stderr.contains("already in use"), "{stderr}");
+    assert!(
+        stderr.contains(&format!("127.0.0.1:{port}")) && stderr.contains("already in use"),
+        "{stderr}"
+    );
     // The service that did start was stopped again.
-    assert!(TcpListener::bind(("127.0.0.1", other)).is_ok(), "port {other} still held");
+    assert!(
+        TcpListener::bind(("127.0.0.1", other)).is_ok(),
+        "port {other} still held"
+    );
 }

@@ -8,19 +8,47 @@ use predicates::prelude::*;
 
 /// (fixture, position, words the message must contain)
 const CASES: &[(&str, &str, &str)] = &[
-    ("unknown-key.yaml", ":8:96:", "unknown field `rte`"),
-    ("bad-duration.yaml", ":11:9:", "expected a duration with a unit"),
-    ("bad-rate.yaml", ":8:74:", "expected a rate like 50/s"),
+    ("unknown-key.yaml", ":8:74:", "unknown field `rte`"),
+    (
+        "bad-duration.yaml",
+        ":11:11:",
+        "expected a duration with a unit",
+    ),
+    ("bad-rate.yaml", ":8:68:", "expected a rate like 50/s"),
     ("bad-percentage.yaml", ":14:19:", "between 0% and 100%"),
-    ("unknown-proxy.yaml", ":10:32:", "unknown proxy `primary`; declared proxies: p"),
-    ("step-past-end.yaml", ":11:9:", "past the end of the run at 3s"),
-    ("port-clash.yaml", ":6:6:", "which service `host` already listens on"),
+    (
+        "unknown-proxy.yaml",
+        ":10:32:",
+        "unknown proxy `primary`; declared proxies: p",
+    ),
+    (
+        "step-past-end.yaml",
+        ":11:11:",
+        "past the end of the run at 3s",
+    ),
+    (
+        "port-clash.yaml",
+        ":6:6:",
+        "which service `host` already listens on",
+    ),
     ("no-fault.yaml", ":13:3:", "`failover_within` needs a fault"),
-    ("unknown-stream.yaml", ":15:12:", "budgets for unknown load stream `other`"),
-    ("unknown-lift.yaml", ":11:21:", "`lift: nothing-here` names no injected fault"),
-    ("unknown-fault.yaml", ":10:43:", "unknown variant `rest`"),
-    ("yaml-syntax.yaml", ":", "yaml-syntax.yaml"),
-    ("bad-url.yaml", ":8:14:", "only http:// is supported"),
+    (
+        "unknown-stream.yaml",
+        ":15:12:",
+        "budgets for unknown load stream `other`",
+    ),
+    (
+        "unknown-lift.yaml",
+        ":11:21:",
+        "`lift: nothing-here` names no injected fault",
+    ),
+    ("unknown-fault.yaml", ":10:44:", "unknown variant `rest`"),
+    (
+        "yaml-syntax.yaml",
+        ":7:1:",
+        "did not find expected ',' or '}'",
+    ),
+    ("bad-url.yaml", ":8:16:", "only http:// is supported"),
     ("no-end.yaml", ":10:5:", "needs a final step"),
 ];
 
@@ -30,7 +58,10 @@ fn each_kind_of_bad_input_is_reported_with_its_position() {
         let path = format!("fixtures/invalid/{file}");
         let out = faultline().args(["validate", &path]).assert().code(2);
         let stderr = String::from_utf8_lossy(&out.get_output().stderr).to_string();
-        assert!(stderr.contains(&format!("{path}{position}")), "{file}: no `{path}{position}` in:\n{stderr}");
+        assert!(
+            stderr.contains(&format!("{path}{position}")),
+            "{file}: no `{path}{position}` in:\n{stderr}"
+        );
         assert!(stderr.contains(words), "{file}: no `{words}` in:\n{stderr}");
         assert!(!stderr.contains("panicked"), "{file} panicked:\n{stderr}");
     }
@@ -39,7 +70,12 @@ fn each_kind_of_bad_input_is_reported_with_its_position() {
 #[test]
 fn run_rejects_bad_input_before_starting_anything() {
     faultline()
-        .args(["run", "fixtures/invalid/port-clash.yaml", "--out", "target/never-written"])
+        .args([
+            "run",
+            "fixtures/invalid/port-clash.yaml",
+            "--out",
+            "target/never-written",
+        ])
         .assert()
         .code(2)
         .stderr(predicate::str::contains("already listens on"));
@@ -49,7 +85,12 @@ fn run_rejects_bad_input_before_starting_anything() {
 #[test]
 fn valid_files_pass_and_every_shipped_experiment_validates() {
     faultline()
-        .args(["validate", "fixtures/invalid/valid.yaml", "experiments/quickstart.yaml", "experiments/gray-failure.yaml"])
+        .args([
+            "validate",
+            "fixtures/invalid/valid.yaml",
+            "experiments/quickstart.yaml",
+            "experiments/gray-failure.yaml",
+        ])
         .assert()
         .success()
         .stdout(predicate::str::contains("quickstart.yaml: ok"));
@@ -61,7 +102,9 @@ fn a_missing_file_is_bad_input() {
         .args(["validate", "fixtures/invalid/does-not-exist.yaml"])
         .assert()
         .code(2)
-        .stderr(predicate::str::contains("does-not-exist.yaml: cannot read the experiment file"));
+        .stderr(predicate::str::contains(
+            "does-not-exist.yaml: cannot read the experiment file",
+        ));
 }
 
 #[test]
@@ -71,7 +114,12 @@ fn several_problems_are_reported_in_one_go() {
     let path = common::write(dir.path(), "many.yaml", yaml);
     let out = faultline().arg("validate").arg(&path).assert().code(2);
     let stderr = String::from_utf8_lossy(&out.get_output().stderr).to_string();
-    for words in ["unsupported version 2", "needs at least one stream", "past the end", "unknown proxy `nope`"] {
+    for words in [
+        "unsupported version 2",
+        "needs at least one stream",
+        "past the end",
+        "unknown proxy `nope`",
+    ] {
         assert!(stderr.contains(words), "no `{words}` in:\n{stderr}");
     }
 }
@@ -80,5 +128,9 @@ fn several_problems_are_reported_in_one_go() {
 fn usage_errors_exit_2() {
     faultline().args(["run"]).assert().code(2);
     faultline().args(["frobnicate"]).assert().code(2);
-    faultline().args(["simulate", "--ttft", "fast"]).assert().code(2).stderr(predicate::str::contains("expected a duration"));
+    faultline()
+        .args(["simulate", "--ttft", "fast"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("expected a duration"));
 }

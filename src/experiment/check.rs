@@ -387,6 +387,20 @@ fn check_fault(c: &mut Checker, fault: &Spanned<FaultSpec>) {
             );
         }
         FaultSpec::HttpError(e) => {
+            for (name, value) in &e.headers {
+                if hyper::header::HeaderName::from_bytes(name.as_bytes()).is_err() {
+                    c.report(
+                        fault.referenced,
+                        format!("`{name}` is not a valid HTTP header name"),
+                    );
+                }
+                if hyper::header::HeaderValue::from_str(value).is_err() {
+                    c.report(
+                        fault.referenced,
+                        format!("the value of header `{name}` is not a valid HTTP header value"),
+                    );
+                }
+            }
             if let Some(b) = e.burst {
                 if b.on.0.is_zero() {
                     c.report(

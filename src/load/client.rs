@@ -23,7 +23,10 @@ pub fn http_client(pool_size: usize) -> HttpClient {
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
     connector.set_connect_timeout(Some(Duration::from_secs(5)));
-    Client::builder(TokioExecutor::new()).pool_max_idle_per_host(pool_size).pool_idle_timeout(Duration::from_secs(30)).build(connector)
+    Client::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(pool_size)
+        .pool_idle_timeout(Duration::from_secs(30))
+        .build(connector)
 }
 
 /// What every request of a stream shares: built once, cloned cheaply.
@@ -58,7 +61,11 @@ impl StreamPlan {
                 "max_tokens": max_tokens,
             }),
         };
-        let uri = format!("http://{}{}", stream.target.addr, stream.target.path_and_query).parse()?;
+        let uri = format!(
+            "http://{}{}",
+            stream.target.addr, stream.target.path_and_query
+        )
+        .parse()?;
         Ok(StreamPlan {
             name: Arc::from(stream.name.as_str()),
             api: r.api,
@@ -68,7 +75,9 @@ impl StreamPlan {
             body: Bytes::from(serde_json::to_vec(&body)?),
             timeout: spec.timeout.0,
             stall_timeout: spec.stall_timeout.0,
-            served_by_header: hyper::header::HeaderName::from_bytes(spec.served_by.header.as_bytes())?,
+            served_by_header: hyper::header::HeaderName::from_bytes(
+                spec.served_by.header.as_bytes(),
+            )?,
         })
     }
 
@@ -88,7 +97,13 @@ impl StreamPlan {
 
 /// Sends one request and records how it went. `origin` is the run's start; `intended` is the
 /// schedule's send time as an offset from it. Latencies are measured from `intended`.
-pub async fn execute(client: &HttpClient, plan: &StreamPlan, origin: Instant, seq: u64, intended: Duration) -> RequestRecord {
+pub async fn execute(
+    client: &HttpClient,
+    plan: &StreamPlan,
+    origin: Instant,
+    seq: u64,
+    intended: Duration,
+) -> RequestRecord {
     let sent = origin.elapsed();
     let mut rec = RequestRecord {
         stream: plan.name.clone(),
@@ -104,22 +119,32 @@ pub async fn execute(client: &HttpClient, plan: &StreamPlan, origin: Instant, se
         served_by: None,
     };
     let deadline = tokio::time::Instant::now() + plan.timeout;
-    rec.outcome = match tokio::time::timeout_at(deadline, exchange(client, plan, origin, &mut rec)).await {
-        Ok(outcome) => outcome,
-        Err(_) => Outcome::Timeout,
-    };
+    rec.outcome =
+        match tokio::time::timeout_at(deadline, exchange(client, plan, origin, &mut rec)).await {
+            Ok(outcome) => outcome,
+            Err(_) => Outcome::Timeout,
+        };
     rec.latency = origin.elapsed().saturating_sub(intended);
     rec
 }
 
-async fn exchange(client: &HttpClient, plan: &StreamPlan, origin: Instant, rec: &mut RequestRecord) -> Outcome {
+async fn exchange(
+    client: &HttpClient,
+    plan: &StreamPlan,
+    origin: Instant,
+    rec: &mut RequestRecord,
+) -> Outcome {
     let response = match client.request(plan.request()).await {
         Ok(r) => r,
         Err(e) if e.is_connect() => return Outcome::ConnectError,
         Err(_) => return Outcome::Reset,
     };
     rec.status = Some(response.status().as_u16());
-    rec.served_by = response.headers().get(&plan.served_by_header).and_then(|v| v.to_str().ok()).map(Arc::from);
+    rec.served_by = response
+        .headers()
+        .get(&plan.served_by_header)
+        .and_then(|v| v.to_str().ok())
+        .map(Arc::from);
     let success = response.status().is_success();
     let is_sse = response
         .headers()
@@ -127,14 +152,28 @@ async fn exchange(client: &HttpClient, plan: &StreamPlan, origin: Instant, rec: 
         .and_then(|v| v.to_str().ok())
         .is_some_and(|ct| ct.starts_with("text/event-stream"));
     let mut body = response.into_body();
-    let mut reader = if plan.stream && is_sse { Reader::Stream(StreamReader::new(plan.api)) } else { Reader::Document(DocumentReader::new(plan.api)) };
+    let mut reader = if plan.stream && is_sse {
+        Reader::Stream(StreamReader::new(plan.api))
+    } else {
+        Reader::Document(DocumentReader::new(plan.api))
+    };
     loop {
         match tokio::time::timeout(plan.stall_timeout, body.frame()).await {
-            Err(_) => return if success { Outcome::Stalled } else { Outcome::HttpError },
+            Err(_) => {
+                return if success {
+                    Outcome::Stalled
+                } else {
+                    Outcome::HttpError
+                }
+            }
             Ok(None) => break,
             Ok(Some(Err(_))) => {
                 // The connection died mid-body: whatever had arrived is all the client gets.
-                return if success { Outcome::Truncated } else { Outcome::HttpError };
+                return if success {
+                    Outcome::Truncated
+                } else {
+                    Outcome::HttpError
+                };
             }
             Ok(Some(Ok(frame))) => {
                 if let Ok(data) = frame.into_data() {

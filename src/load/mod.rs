@@ -44,10 +44,17 @@ pub fn start(streams: &[LoadStream], origin: Instant, until: Duration) -> anyhow
             records: tx.clone(),
             runtime: runtime.clone(),
         };
-        let handle = std::thread::Builder::new().name(format!("pacer-{}", stream.name)).spawn(move || pacer.run())?;
+        let handle = std::thread::Builder::new()
+            .name(format!("pacer-{}", stream.name))
+            .spawn(move || pacer.run())?;
         pacers.push(handle);
     }
-    Ok(LoadRun { pacers, stop, outstanding, records: rx })
+    Ok(LoadRun {
+        pacers,
+        stop,
+        outstanding,
+        records: rx,
+    })
 }
 
 impl LoadRun {
@@ -61,20 +68,23 @@ impl LoadRun {
     /// after `grace` are left out and counted in the second value.
     pub async fn finish(mut self, grace: Duration) -> (Vec<RequestRecord>, usize) {
         let pacers = std::mem::take(&mut self.pacers);
-        let _ = tokio::task::spawn_blocking(move || pacers.into_iter().for_each(|p| drop(p.join()))).await;
+        let _ =
+            tokio::task::spawn_blocking(move || pacers.into_iter().for_each(|p| drop(p.join())))
+                .await;
         let mut records = Vec::new();
         let deadline = tokio::time::Instant::now() + grace;
-        loop {
-            match tokio::time::timeout_at(deadline, self.records.recv()).await {
-                Ok(Some(r)) => records.push(r),
-                Ok(None) | Err(_) => break,
-            }
+        while let Ok(Some(r)) = tokio::time::timeout_at(deadline, self.records.recv()).await {
+            records.push(r);
         }
         while let Ok(r) = self.records.try_recv() {
             records.push(r);
         }
         let unfinished = self.outstanding.load(Ordering::Relaxed);
-        records.sort_by(|a, b| a.intended.cmp(&b.intended).then_with(|| a.stream.cmp(&b.stream)));
+        records.sort_by(|a, b| {
+            a.intended
+                .cmp(&b.intended)
+                .then_with(|| a.stream.cmp(&b.stream))
+        });
         (records, unfinished)
     }
 }

@@ -42,7 +42,12 @@ impl Pacer {
             }
             match in_flight.clone().try_acquire_owned() {
                 Ok(permit) => {
-                    let (client, plan, tx, origin) = (self.client.clone(), self.plan.clone(), self.records.clone(), self.origin);
+                    let (client, plan, tx, origin) = (
+                        self.client.clone(),
+                        self.plan.clone(),
+                        self.records.clone(),
+                        self.origin,
+                    );
                     let outstanding = self.outstanding.clone();
                     outstanding.fetch_add(1, Ordering::Relaxed);
                     self.runtime.spawn(async move {

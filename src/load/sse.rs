@@ -24,7 +24,14 @@ pub struct StreamReader {
 
 impl StreamReader {
     pub fn new(api: Api) -> Self {
-        StreamReader { api, pending: Vec::new(), events: 0, terminated: false, errored: false, text: String::new() }
+        StreamReader {
+            api,
+            pending: Vec::new(),
+            events: 0,
+            terminated: false,
+            errored: false,
+            text: String::new(),
+        }
     }
 
     /// Feeds one body frame; events may span frames.
@@ -37,7 +44,9 @@ impl StreamReader {
     }
 
     fn on_event(&mut self, raw: &[u8]) {
-        let Ok(raw) = std::str::from_utf8(raw) else { return };
+        let Ok(raw) = std::str::from_utf8(raw) else {
+            return;
+        };
         let mut name = None;
         let mut data = String::new();
         for line in raw.lines() {
@@ -62,15 +71,22 @@ impl StreamReader {
             self.terminated = true;
             return;
         }
-        let Ok(json) = serde_json::from_str::<Value>(&data) else { return };
-        if json.get("error").is_some() || json.get("type").and_then(Value::as_str) == Some("error") {
+        let Ok(json) = serde_json::from_str::<Value>(&data) else {
+            return;
+        };
+        if json.get("error").is_some() || json.get("type").and_then(Value::as_str) == Some("error")
+        {
             self.errored = true;
             return;
         }
         let piece = match self.api {
-            Api::OpenaiChat => json.pointer("/choices/0/delta/content").and_then(Value::as_str),
+            Api::OpenaiChat => json
+                .pointer("/choices/0/delta/content")
+                .and_then(Value::as_str),
             Api::AnthropicMessages => {
-                if json.get("type").and_then(Value::as_str) == Some("message_stop") || name.as_deref() == Some("message_stop") {
+                if json.get("type").and_then(Value::as_str) == Some("message_stop")
+                    || name.as_deref() == Some("message_stop")
+                {
                     self.terminated = true;
                 }
                 json.pointer("/delta/text").and_then(Value::as_str)
@@ -98,7 +114,10 @@ impl StreamReader {
 /// Position of the first event's end and the separator's length.
 fn find_event_end(buf: &[u8]) -> Option<(usize, usize)> {
     let lf = buf.windows(2).position(|w| w == b"\n\n").map(|p| (p, 2));
-    let crlf = buf.windows(4).position(|w| w == b"\r\n\r\n").map(|p| (p, 4));
+    let crlf = buf
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|p| (p, 4));
     match (lf, crlf) {
         (Some(a), Some(b)) => Some(if a.0 <= b.0 { a } else { b }),
         (a, b) => a.or(b),
@@ -122,7 +141,11 @@ pub struct DocumentReader {
 
 impl DocumentReader {
     pub fn new(api: Api) -> Self {
-        DocumentReader { api, body: Vec::new(), overflow: false }
+        DocumentReader {
+            api,
+            body: Vec::new(),
+            overflow: false,
+        }
     }
 
     pub fn feed(&mut self, chunk: &[u8]) {
@@ -140,11 +163,14 @@ impl DocumentReader {
         let Ok(json) = serde_json::from_slice::<Value>(&self.body) else {
             return Outcome::Truncated;
         };
-        if json.get("error").is_some() || json.get("type").and_then(Value::as_str) == Some("error") {
+        if json.get("error").is_some() || json.get("type").and_then(Value::as_str) == Some("error")
+        {
             return Outcome::StreamError;
         }
         let text = match self.api {
-            Api::OpenaiChat => json.pointer("/choices/0/message/content").and_then(Value::as_str),
+            Api::OpenaiChat => json
+                .pointer("/choices/0/message/content")
+                .and_then(Value::as_str),
             Api::AnthropicMessages => json.pointer("/content/0/text").and_then(Value::as_str),
         };
         judge_text(text.unwrap_or_default())
@@ -158,7 +184,10 @@ mod tests {
     fn openai_stream(tokens: u32, sent: u32, done: bool) -> String {
         let mut s = String::from("data: {\"choices\":[{\"delta\":{\"role\":\"assistant\"}}]}\n\n");
         for i in 0..sent {
-            s += &format!("data: {{\"choices\":[{{\"delta\":{{\"content\":\"{}\"}}}}]}}\n\n", content::token(i, tokens));
+            s += &format!(
+                "data: {{\"choices\":[{{\"delta\":{{\"content\":\"{}\"}}}}]}}\n\n",
+                content::token(i, tokens)
+            );
         }
         if done {
             s += "data: {\"choices\":[{\"delta\":{},\"finish_reason\":\"stop\"}]}\n\ndata: [DONE]\n\n";
@@ -178,19 +207,28 @@ mod tests {
     #[test]
     fn a_whole_openai_stream_is_ok_whatever_the_framing() {
         for frame in [1, 7, 1000] {
-            assert_eq!(read(Api::OpenaiChat, &openai_stream(5, 5, true), frame), (Outcome::Ok, 7));
+            assert_eq!(
+                read(Api::OpenaiChat, &openai_stream(5, 5, true), frame),
+                (Outcome::Ok, 8)
+            );
         }
     }
 
     #[test]
     fn a_stream_without_terminator_is_truncated() {
-        assert_eq!(read(Api::OpenaiChat, &openai_stream(5, 3, false), 9).0, Outcome::Truncated);
+        assert_eq!(
+            read(Api::OpenaiChat, &openai_stream(5, 3, false), 9).0,
+            Outcome::Truncated
+        );
     }
 
     #[test]
     fn a_re_terminated_cut_stream_is_still_truncated() {
         // A gateway that answers a cut upstream with its own finish_reason and [DONE].
-        assert_eq!(read(Api::OpenaiChat, &openai_stream(5, 3, true), 64).0, Outcome::Truncated);
+        assert_eq!(
+            read(Api::OpenaiChat, &openai_stream(5, 3, true), 64).0,
+            Outcome::Truncated
+        );
     }
 
     #[test]
@@ -206,7 +244,10 @@ mod tests {
             content::token(0, 1)
         );
         assert_eq!(read(Api::AnthropicMessages, &ok, 3).0, Outcome::Ok);
-        let cut = ok.replace("event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n", "");
+        let cut = ok.replace(
+            "event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n",
+            "",
+        );
         assert_eq!(read(Api::AnthropicMessages, &cut, 3).0, Outcome::Truncated);
         let err = "event: message_start\ndata: {}\n\nevent: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\"}}\n\n";
         assert_eq!(read(Api::AnthropicMessages, err, 3).0, Outcome::StreamError);
@@ -220,7 +261,10 @@ mod tests {
 
     #[test]
     fn documents_are_verified() {
-        let whole = format!("{{\"choices\":[{{\"message\":{{\"content\":\"{}\"}}}}]}}", content::completion(4));
+        let whole = format!(
+            "{{\"choices\":[{{\"message\":{{\"content\":\"{}\"}}}}]}}",
+            content::completion(4)
+        );
         let mut r = DocumentReader::new(Api::OpenaiChat);
         r.feed(whole.as_bytes());
         assert_eq!(r.finish(), Outcome::Ok);

@@ -62,10 +62,16 @@ pub async fn execute(exp: &Experiment, opts: &RunOptions) -> Result<RunRecord, F
         Ok(l) => l,
         Err(e) => {
             stack.teardown(&say).await;
-            return Err(Failure::Environment(format!("cannot start the load generator: {e:#}")));
+            return Err(Failure::Environment(format!(
+                "cannot start the load generator: {e:#}"
+            )));
         }
     };
-    say(format!("load: {} stream(s) for {}", exp.streams.len(), crate::experiment::units::human_duration(exp.end)));
+    say(format!(
+        "load: {} stream(s) for {}",
+        exp.streams.len(),
+        crate::experiment::units::human_duration(exp.end)
+    ));
 
     let mut windows = timeline::Windows::default();
     let aborted = timeline::follow(exp, &stack, origin, &mut windows, &mut interrupt, &say).await;
@@ -80,14 +86,33 @@ pub async fn execute(exp: &Experiment, opts: &RunOptions) -> Result<RunRecord, F
     if aborted.is_some() {
         load.stop_sending();
     }
-    let longest_timeout = exp.streams.iter().map(|s| s.spec.timeout.0).max().unwrap_or(Duration::ZERO);
-    let grace = if aborted.is_some() { Duration::from_secs(1) } else { longest_timeout + Duration::from_secs(1) };
+    let longest_timeout = exp
+        .streams
+        .iter()
+        .map(|s| s.spec.timeout.0)
+        .max()
+        .unwrap_or(Duration::ZERO);
+    let grace = if aborted.is_some() {
+        Duration::from_secs(1)
+    } else {
+        longest_timeout + Duration::from_secs(1)
+    };
     let (records, unfinished) = load.finish(grace).await;
     stack.teardown(&say).await;
 
     let duration = if aborted.is_some() { now } else { exp.end };
-    let facts = RunFacts { duration, windows: windows.into_windows(duration), streams: exp.streams.iter().map(|s| s.name.clone()).collect() };
-    Ok(RunRecord { started_at, records, facts, unfinished, aborted })
+    let facts = RunFacts {
+        duration,
+        windows: windows.into_windows(duration),
+        streams: exp.streams.iter().map(|s| s.name.clone()).collect(),
+    };
+    Ok(RunRecord {
+        started_at,
+        records,
+        facts,
+        unfinished,
+        aborted,
+    })
 }
 
 /// Resolves on Ctrl-C or SIGTERM with the signal's name.
@@ -118,6 +143,18 @@ fn fmt_at(d: Duration) -> String {
     format!("{:.2}s", d.as_secs_f64())
 }
 
-pub(crate) fn window(id: &str, target: &str, kind: &str, start: Duration, end: Duration) -> FaultWindow {
-    FaultWindow { id: id.to_string(), target: target.to_string(), kind: kind.to_string(), start, end }
+pub(crate) fn window(
+    id: &str,
+    target: &str,
+    kind: &str,
+    start: Duration,
+    end: Duration,
+) -> FaultWindow {
+    FaultWindow {
+        id: id.to_string(),
+        target: target.to_string(),
+        kind: kind.to_string(),
+        start,
+        end,
+    }
 }

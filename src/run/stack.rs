@@ -16,18 +16,32 @@ pub struct Stack {
 impl Stack {
     /// Starts services in file order, then proxies. Stops at the first failure; what did start
     /// stays in the stack for `teardown`.
-    pub async fn start(&mut self, exp: &Experiment, seed: u64, say: &impl Fn(String)) -> Result<(), Failure> {
+    pub async fn start(
+        &mut self,
+        exp: &Experiment,
+        seed: u64,
+        say: &impl Fn(String),
+    ) -> Result<(), Failure> {
         for svc in &exp.services {
             let running = match &svc.spec {
                 ServiceSpec::Simulate(spec) => simulate::start_host(&svc.name, spec).await?,
                 ServiceSpec::Gateway(spec) => simulate::start_gateway(&svc.name, spec).await?,
             };
-            say(format!("service {} listening on {}", svc.name, running.addr()));
+            say(format!(
+                "service {} listening on {}",
+                svc.name,
+                running.addr()
+            ));
             self.services.push((svc.name.clone(), running));
         }
         for p in &exp.proxies {
             let running = proxy::start(&p.name, &p.spec, seed).await?;
-            say(format!("proxy {} on {} -> {}", p.name, running.addr(), p.spec.upstream));
+            say(format!(
+                "proxy {} on {} -> {}",
+                p.name,
+                running.addr(),
+                p.spec.upstream
+            ));
             self.proxies.insert(p.name.clone(), running);
         }
         Ok(())

@@ -60,13 +60,21 @@ pub async fn follow(
                 return Some(sig);
             }
         }
-        let now = origin.elapsed();
+        // Windows use the scheduled time: the injection lands within microseconds after it, and a
+        // request the schedule meant to send at that very instant must count as faulted.
+        let now = step.at;
         match &step.action {
             Action::Inject(inj) => {
                 if let Some(p) = stack.proxy(&inj.proxy) {
                     p.faults().inject(&inj.id, inj.fault.clone());
                     windows.open(&inj.id, &inj.proxy, inj.fault.kind(), now);
-                    say(format!("[{:>7}] inject {} ({}) on {}", fmt_at(now), inj.id, inj.fault.kind(), inj.proxy));
+                    say(format!(
+                        "[{:>7}] inject {} ({}) on {}",
+                        fmt_at(now),
+                        inj.id,
+                        inj.fault.kind(),
+                        inj.proxy
+                    ));
                 }
             }
             Action::Lift(LiftTarget::All) => {

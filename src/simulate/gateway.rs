@@ -199,7 +199,11 @@ fn reterminated(incoming: Incoming) -> Body {
         tail: Vec<u8>,
         done: bool,
     }
-    let state = State { body: incoming, tail: Vec::new(), done: false };
+    let state = State {
+        body: incoming,
+        tail: Vec::new(),
+        done: false,
+    };
     let frames = futures_util::stream::unfold(state, |mut st| async move {
         if st.done {
             return None;
@@ -217,7 +221,11 @@ fn reterminated(incoming: Incoming) -> Body {
             Some(Err(_)) | None => {
                 st.done = true;
                 let finished = st.tail.windows(6).any(|w| w == b"[DONE]");
-                let ending = if finished { Bytes::new() } else { Bytes::from_static(SYNTHETIC_END) };
+                let ending = if finished {
+                    Bytes::new()
+                } else {
+                    Bytes::from_static(SYNTHETIC_END)
+                };
                 Some((Ok(hyper::body::Frame::data(ending)), st))
             }
         }

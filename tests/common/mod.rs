@@ -18,8 +18,13 @@ pub fn repo_root() -> PathBuf {
 
 /// Ports the OS says are free right now, all distinct.
 pub fn free_ports(n: usize) -> Vec<u16> {
-    let listeners: Vec<TcpListener> = (0..n).map(|_| TcpListener::bind("127.0.0.1:0").expect("bind port 0")).collect();
-    listeners.iter().map(|l| l.local_addr().expect("local addr").port()).collect()
+    let listeners: Vec<TcpListener> = (0..n)
+        .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind port 0"))
+        .collect();
+    listeners
+        .iter()
+        .map(|l| l.local_addr().expect("local addr").port())
+        .collect()
 }
 
 /// Writes `yaml` to `dir/name` and returns the path.

@@ -12,8 +12,8 @@ use super::client::*;
 use crate::experiment::schema::Strategy;
 use crate::experiment::units::Dur;
 use crate::simulate::body;
-use crate::simulate::RunningServer;
 use crate::simulate::content::{self, Verification};
+use crate::simulate::RunningServer;
 use crate::simulate::{start_gateway, start_host};
 
 async fn named_host(name: &str) -> crate::simulate::RunningServer {

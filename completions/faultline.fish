@@ -1,0 +1,56 @@
+# Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
+function __fish_faultline_global_optspecs
+    string join \n h/help V/version
+end
+
+function __fish_faultline_needs_command
+    # Figure out if the current invocation already has a command.
+    set -l cmd (commandline -opc)
+    set -e cmd[1]
+    argparse -s (__fish_faultline_global_optspecs) -- $cmd 2>/dev/null
+    or return
+    if set -q argv[1]
+        # Also print the command, so this can be used to figure out what it is.
+        echo $argv[1]
+        return 1
+    end
+    return 0
+end
+
+function __fish_faultline_using_subcommand
+    set -l cmd (__fish_faultline_needs_command)
+    test -z "$cmd"
+    and return 1
+    contains -- $cmd[1] $argv
+end
+
+complete -c faultline -n "__fish_faultline_needs_command" -s h -l help -d 'Print help'
+complete -c faultline -n "__fish_faultline_needs_command" -s V -l version -d 'Print version'
+complete -c faultline -n "__fish_faultline_needs_command" -f -a "run" -d 'Run an experiment: start its services, drive load, inject faults, judge the budgets'
+complete -c faultline -n "__fish_faultline_needs_command" -f -a "validate" -d 'Check experiment files without running anything'
+complete -c faultline -n "__fish_faultline_needs_command" -f -a "simulate" -d 'Serve a simulated inference host (OpenAI- and Anthropic-compatible)'
+complete -c faultline -n "__fish_faultline_needs_command" -f -a "completions" -d 'Print a shell completion script'
+complete -c faultline -n "__fish_faultline_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c faultline -n "__fish_faultline_using_subcommand run" -l seed -d 'Seed for every fault decision (overrides the file\'s `seed`)' -r
+complete -c faultline -n "__fish_faultline_using_subcommand run" -l out -d 'Directory for the reports [default: runs/<time>-<name>/]' -r -F
+complete -c faultline -n "__fish_faultline_using_subcommand run" -l json -d 'Also write the JSON report to this path' -r -F
+complete -c faultline -n "__fish_faultline_using_subcommand run" -s q -l quiet -d 'Print only the verdict table'
+complete -c faultline -n "__fish_faultline_using_subcommand run" -s h -l help -d 'Print help'
+complete -c faultline -n "__fish_faultline_using_subcommand validate" -s h -l help -d 'Print help'
+complete -c faultline -n "__fish_faultline_using_subcommand simulate" -l listen -d 'Address to listen on' -r
+complete -c faultline -n "__fish_faultline_using_subcommand simulate" -l model -d 'Model id the host reports' -r
+complete -c faultline -n "__fish_faultline_using_subcommand simulate" -l ttft -d 'Time to first token, e.g. 50ms' -r
+complete -c faultline -n "__fish_faultline_using_subcommand simulate" -l tokens-per-second -d 'Tokens streamed per second' -r
+complete -c faultline -n "__fish_faultline_using_subcommand simulate" -l completion-tokens -d 'Tokens in every completion' -r
+complete -c faultline -n "__fish_faultline_using_subcommand simulate" -l capacity -d 'Requests served at once; unlimited when absent' -r
+complete -c faultline -n "__fish_faultline_using_subcommand simulate" -l overflow -d 'What a full host does with another request' -r -f -a "queue\t''
+reject\t''"
+complete -c faultline -n "__fish_faultline_using_subcommand simulate" -l reject-status -d 'Status answered when rejecting' -r
+complete -c faultline -n "__fish_faultline_using_subcommand simulate" -l served-by -d 'Value of the x-served-by header' -r
+complete -c faultline -n "__fish_faultline_using_subcommand simulate" -s h -l help -d 'Print help'
+complete -c faultline -n "__fish_faultline_using_subcommand completions" -s h -l help -d 'Print help'
+complete -c faultline -n "__fish_faultline_using_subcommand help; and not __fish_seen_subcommand_from run validate simulate completions help" -f -a "run" -d 'Run an experiment: start its services, drive load, inject faults, judge the budgets'
+complete -c faultline -n "__fish_faultline_using_subcommand help; and not __fish_seen_subcommand_from run validate simulate completions help" -f -a "validate" -d 'Check experiment files without running anything'
+complete -c faultline -n "__fish_faultline_using_subcommand help; and not __fish_seen_subcommand_from run validate simulate completions help" -f -a "simulate" -d 'Serve a simulated inference host (OpenAI- and Anthropic-compatible)'
+complete -c faultline -n "__fish_faultline_using_subcommand help; and not __fish_seen_subcommand_from run validate simulate completions help" -f -a "completions" -d 'Print a shell completion script'
+complete -c faultline -n "__fish_faultline_using_subcommand help; and not __fish_seen_subcommand_from run validate simulate completions help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
