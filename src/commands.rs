@@ -62,6 +62,9 @@ fn run_experiment(args: RunArgs) -> anyhow::Result<ExitCode> {
         seed,
         quiet: args.quiet,
     };
+    // Before the run, so an unwritable directory costs no drill.
+    std::fs::create_dir_all(&out_dir)
+        .with_context(|| format!("cannot create the report directory {}", out_dir.display()))?;
 
     let outcome = runtime()?.block_on(run::execute(&exp, &opts))?;
     let evaluation =
@@ -74,8 +77,6 @@ fn run_experiment(args: RunArgs) -> anyhow::Result<ExitCode> {
         ExitCode::BudgetMissed
     };
 
-    std::fs::create_dir_all(&out_dir)
-        .with_context(|| format!("cannot create the report directory {}", out_dir.display()))?;
     let mut info = report::json::ExperimentInfo::from_experiment(&exp);
     info.seed = seed;
     let json =

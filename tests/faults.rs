@@ -61,7 +61,13 @@ fn share(rows: &[&Row], outcome: &str) -> f64 {
 
 /// A host, a proxy in front of it, load through the proxy; `fault` is injected at 2s and lifted
 /// at 4s; the run ends at 5s. Returns the out dir (kept alive by the tempdir).
-fn drill(fault: &str, stream: bool, rate: u32, extra_load: &str) -> (tempfile::TempDir, Vec<Row>) {
+fn drill_api(
+    fault: &str,
+    api: &str,
+    stream: bool,
+    rate: u32,
+    extra_load: &str,
+) -> (tempfile::TempDir, Vec<Row>) {
     let dir = tempfile::tempdir().unwrap();
     let [host, proxy] = free_ports(2)[..] else {
         unreachable!()
@@ -78,7 +84,7 @@ load:
   s:
     url: http://127.0.0.1:{proxy}/v1/chat/completions
     rate: {rate}/s
-    request: {{ api: openai-chat, stream: {stream} }}
+    request: {{ api: {api}, stream: {stream} }}
     {extra_load}
 timeline:
   - {{ at: 2s, inject: {{ id: f, proxy: p, fault: {fault} }} }}
@@ -98,6 +104,10 @@ timeline:
         .code(0);
     let rows = rows(&out);
     (dir, rows)
+}
+
+fn drill(fault: &str, stream: bool, rate: u32, extra_load: &str) -> (tempfile::TempDir, Vec<Row>) {
+    drill_api(fault, "openai-chat", stream, rate, extra_load)
 }
 
 #[test]
@@ -223,4 +233,42 @@ fn reset_and_blackhole_are_classified() {
     let during = between(&rows, 2050.0, 3950.0);
     assert_eq!(share(&during, "timeout"), 1.0);
     assert!(during.iter().all(|r| r.latency_ms >= 700.0));
+}
+
+#[test]
+fn anthropic_streams_are_classified_too() {
+    let (_dir, rows) = drill_api(
+        "{ truncate_stream: { after_events: 4 } }",
+        "anthropic-messages",
+        true,
+        10,
+        "",
+    );
+    assert_eq!(
+        share(&between(&rows, 0.0, 1950.0), "ok"),
+        1.0,
+        "whole Anthropic streams are ok"
+    );
+    assert_eq!(share(&between(&rows, 2050.0, 3950.0), "truncated"), 1.0);
+    let (_dir, rows) = drill_api(
+        "{ stream_error: { after_events: 3, shape: anthropic } }",
+        "anthropic-messages",
+        true,
+        10,
+        "",
+    );
+    assert_eq!(share(&between(&rows, 2050.0, 3950.0), "stream_error"), 1.0);
+    let (_dir, rows) = drill_api(
+        "{ http_error: { status: 529, body: anthropic } }",
+        "anthropic-messages",
+        false,
+        10,
+        "",
+    );
+    assert_eq!(share(&between(&rows, 2050.0, 3950.0), "http_error"), 1.0);
+    assert_eq!(
+        share(&between(&rows, 4100.0, 5000.0), "ok"),
+        1.0,
+        "non-streaming Anthropic answers are ok"
+    );
 }

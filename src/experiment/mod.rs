@@ -147,3 +147,124 @@ fn yaml_problem(path: &Path, e: &serde_saphyr::Error) -> Problem {
         },
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fault::{FaultSpec, LatencyPoint};
+
+    const FILE: &str = r#"
+version: 1
+name: t
+services:
+  host: { simulate: { listen: "127.0.0.1:9001" } }
+proxies:
+  p: { listen: "127.0.0.1:9011", upstream: "127.0.0.1:9001" }
+load:
+  a: { url: "http://localhost:9011/v1/chat/completions", rate: 120/m, request: { api: openai-chat } }
+  b: { url: "http://127.0.0.1:9011/v1/messages", rate: 5/s, request: { api: anthropic-messages, stream: false } }
+timeline:
+  - { at: 9s, end: true }
+  - { at: 2s, inject: { proxy: p, duration: 3s, fault: { latency: { delay: 200ms, where: per_chunk } } } }
+  - { at: 1s, inject: { id: errs, proxy: p, fault: { http_error: { status: 529, probability: 25% } } } }
+  - { at: 6s, lift: errs }
+expect:
+  max_error_rate: 0.5%
+  streams:
+    b: { max_errors: 0 }
+"#;
+
+    fn parsed() -> Experiment {
+        parse(Path::new("t.yaml"), FILE.to_string()).unwrap()
+    }
+
+    #[test]
+    fn the_timeline_is_sorted_with_auto_lifts_in_place() {
+        let exp = parsed();
+        let at: Vec<u64> = exp.timeline.iter().map(|s| s.at.as_secs()).collect();
+        assert_eq!(at, vec![1, 2, 5, 6, 9]);
+        assert_eq!(exp.end, Duration::from_secs(9));
+        assert_eq!(
+            exp.timeline[2].action,
+            Action::Lift(LiftTarget::Fault("p/latency".into()))
+        );
+        assert_eq!(exp.timeline[4].action, Action::End);
+    }
+
+    #[test]
+    fn values_arrive_typed() {
+        let exp = parsed();
+        assert_eq!(exp.streams[0].spec.rate.as_per_second(), 2.0);
+        assert_eq!(exp.streams[0].target.addr.port(), 9011);
+        assert_eq!(exp.streams[0].target.authority, "localhost:9011");
+        assert_eq!(exp.streams[1].target.path_and_query, "/v1/messages");
+        assert!(!exp.streams[1].spec.request.stream);
+        assert_eq!(exp.budgets.max_error_rate.unwrap().fraction(), 0.005);
+        assert_eq!(exp.budgets.streams["b"].value.max_errors, Some(0));
+        let Action::Inject(inj) = &exp.timeline[1].action else {
+            panic!("not an injection")
+        };
+        match &inj.fault {
+            FaultSpec::Latency(l) => {
+                assert_eq!(l.delay.0, Duration::from_millis(200));
+                assert_eq!(l.point, LatencyPoint::PerChunk);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        assert_eq!(exp.seed, 0);
+    }
+
+    #[test]
+    fn defaults_fill_what_the_file_leaves_out() {
+        let exp = parsed();
+        let s = &exp.streams[0].spec;
+        assert_eq!(s.timeout.0, Duration::from_secs(10));
+        assert_eq!(s.served_by.header, "x-served-by");
+        assert_eq!(exp.measure.window.0, Duration::from_secs(1));
+        let ServiceSpec::Simulate(sim) = &exp.services[0].spec else {
+            panic!("not a host")
+        };
+        assert_eq!((sim.completion_tokens, sim.overflow), (16, Overflow::Queue));
+    }
+
+    #[test]
+    fn errors_carry_file_line_and_column() {
+        let bad = FILE.replace("rate: 5/s", "rate: fast");
+        let err = parse(Path::new("dir/t.yaml"), bad).unwrap_err();
+        let p = &err.problems[0];
+        assert_eq!((p.line, p.column), (10, 56));
+        assert!(
+            err.to_string()
+                .starts_with("dir/t.yaml:10:56: expected a rate"),
+            "{err}"
+        );
+        assert!(p
+            .excerpt
+            .as_deref()
+            .unwrap_or_default()
+            .contains("dir/t.yaml:10:56"));
+    }
+
+    #[test]
+    fn both_cut_points_at_once_are_refused() {
+        let bad = FILE.replace(
+            "{ latency: { delay: 200ms, where: per_chunk } }",
+            "{ truncate_stream: { after_bytes: 10, after_events: 2 } }",
+        );
+        let err = parse(Path::new("t.yaml"), bad).unwrap_err();
+        assert!(err.to_string().contains("not both"), "{err}");
+    }
+
+    #[test]
+    fn duplicate_fault_ids_are_refused() {
+        let bad = FILE
+            .replace("id: errs,", "id: p/latency,")
+            .replace("lift: errs", "lift: all");
+        let err = parse(Path::new("t.yaml"), bad).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("fault id `p/latency` is already used"),
+            "{err}"
+        );
+    }
+}

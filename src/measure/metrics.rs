@@ -31,6 +31,9 @@ pub struct Metrics {
     pub truncated: u64,
     /// Requests never sent because the in-flight limit was full.
     pub dropped: u64,
+    /// Requests sent more than `LATE_AFTER` after their intended time: the load generator fell
+    /// behind its schedule (their latency still counts from the intended time).
+    pub late: u64,
     /// How late requests left against their schedule (sent ones only).
     pub send_lag: Option<Distribution>,
 }
@@ -190,12 +193,16 @@ fn share(part: u64, whole: u64, empty: f64) -> f64 {
     }
 }
 
+/// A send this far behind its schedule counts as late.
+pub const LATE_AFTER: std::time::Duration = std::time::Duration::from_millis(10);
+
 pub fn compute(records: &[&RequestRecord], timeline: &Timeline, spec: &MeasureSpec) -> Metrics {
     let mut whole = PhaseAcc::default();
     let mut phases: [PhaseAcc; 3] = Default::default();
     let mut lag = Recorder::default();
     let mut truncated = 0;
     let mut dropped = 0;
+    let mut late = 0;
     for r in records {
         whole.add(r);
         let i = match timeline.phase_of(r.intended) {
@@ -206,6 +213,9 @@ pub fn compute(records: &[&RequestRecord], timeline: &Timeline, spec: &MeasureSp
         phases[i].add(r);
         if let Some(l) = r.send_lag() {
             lag.record(l);
+            if l > LATE_AFTER {
+                late += 1;
+            }
         }
         match r.outcome {
             Outcome::Truncated => truncated += 1,
@@ -262,6 +272,7 @@ pub fn compute(records: &[&RequestRecord], timeline: &Timeline, spec: &MeasureSp
         recovery,
         truncated,
         dropped,
+        late,
         send_lag: lag.summary(),
     }
 }

@@ -135,6 +135,7 @@ fn summary_line(m: &Metrics) -> String {
     }
     parts.push(format!("truncated {}", m.truncated));
     parts.push(format!("dropped {}", m.dropped));
+    parts.push(format!("late {}", m.late));
     if let Some(lag) = &m.send_lag {
         parts.push(format!("send lag p99 {}", human_duration(lag.p99)));
     }
