@@ -249,7 +249,7 @@ fn sustained_rate(rt: &tokio::runtime::Runtime, table: &mut Table) {
     let rates: &[u32] = if quick() {
         &[1000, 2000, 4000]
     } else {
-        &[1000, 2000, 3000, 4000, 6000, 8000]
+        &[1000, 2000, 4000, 6000, 8000, 10_000, 12_000, 16_000]
     };
     let mut steps = Vec::new();
     for &rate in rates {

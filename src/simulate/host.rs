@@ -194,7 +194,7 @@ async fn complete(host: &Host, api: Api, req: Request<Incoming>) -> Response<Bod
         headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
         return resp;
     }
-    tokio::time::sleep(host.pace.whole(total)).await;
+    super::stream::wait_until(tokio::time::Instant::now() + host.pace.whole(total)).await;
     drop(slot);
     let answer = match api {
         Api::OpenAi => openai::whole(&reply),

@@ -109,7 +109,7 @@ pub(crate) fn play<S: Script>(
     futures_util::stream::unfold(player, |mut p| async move {
         let chunk = match p.step {
             Step::Opening => {
-                tokio::time::sleep_until(p.due(0)).await;
+                wait_until(p.due(0)).await;
                 p.step = if p.total == 0 {
                     Step::Closing
                 } else {
@@ -118,7 +118,7 @@ pub(crate) fn play<S: Script>(
                 p.script.opening()
             }
             Step::Token(i) => {
-                tokio::time::sleep_until(p.due(i)).await;
+                wait_until(p.due(i)).await;
                 p.step = if i + 1 >= p.total {
                     Step::Closing
                 } else {
@@ -143,5 +143,16 @@ impl<S> Player<S> {
     fn due(&self, index: u32) -> Instant {
         let offset = self.pace.token_offset(index);
         self.start.checked_add(offset).unwrap_or(self.start)
+    }
+}
+
+/// Waits for `deadline` unless it is under half a millisecond away. tokio's timer rounds every
+/// wait up to the next millisecond tick, so a host asked for `ttft: 0ms` would otherwise answer
+/// a millisecond late; deadlines are absolute, so skipping a short wait never accumulates drift.
+pub(crate) async fn wait_until(deadline: tokio::time::Instant) {
+    if deadline.saturating_duration_since(tokio::time::Instant::now())
+        > std::time::Duration::from_micros(500)
+    {
+        tokio::time::sleep_until(deadline).await;
     }
 }
