@@ -147,6 +147,8 @@ fn simulate(args: SimulateArgs) -> anyhow::Result<ExitCode> {
         },
         reject_status: args.reject_status,
         served_by: Some(args.served_by),
+        memory: None,
+        cold_start: None,
     };
     runtime()?.block_on(async {
         let server = crate::simulate::start_host("simulate", &spec).await?;

@@ -12,8 +12,9 @@ use std::time::Duration;
 
 pub use error::{ExperimentError, Problem};
 pub use schema::{
-    Api, Budgets, GatewaySpec, LoadStreamSpec, MeasureSpec, Overflow, ProxyMode, ProxySpec,
-    RequestSpec, ServiceSpec, SimulateSpec, Strategy,
+    AbortIf, Api, Budgets, CommandSpec, Exhaustion, GatewaySpec, LoadStreamSpec, MeasureSpec,
+    MemorySpec, Overflow, ProxyMode, ProxySpec, ReadySpec, RequestSpec, ServiceSpec, SimulateSpec,
+    Strategy,
 };
 
 use crate::fault::FaultSpec;
@@ -37,6 +38,9 @@ pub struct Experiment {
     pub end: Duration,
     pub budgets: Budgets,
     pub measure: MeasureSpec,
+    pub abort_if: Option<AbortIf>,
+    /// The longest any fault may stay injected; the timeline is checked against it.
+    pub max_fault_duration: Duration,
 }
 
 #[derive(Clone, Debug)]
@@ -83,8 +87,23 @@ pub enum Action {
 #[derive(Clone, Debug, PartialEq)]
 pub struct Injection {
     pub id: String,
-    pub proxy: String,
+    pub target: FaultTarget,
     pub fault: FaultSpec,
+}
+
+/// What a fault acts on: a proxy's traffic or a service's process.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FaultTarget {
+    Proxy(String),
+    Service(String),
+}
+
+impl FaultTarget {
+    pub fn name(&self) -> &str {
+        match self {
+            FaultTarget::Proxy(n) | FaultTarget::Service(n) => n,
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

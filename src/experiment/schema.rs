@@ -3,6 +3,7 @@
 //! everywhere. `Spanned` marks the values that cross-checks may need to point at.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 
 use indexmap::IndexMap;
 use serde::{Deserialize, Serialize};
@@ -22,7 +23,7 @@ pub struct ExperimentFile {
     #[serde(default)]
     pub seed: Option<u64>,
     #[serde(default)]
-    pub services: IndexMap<String, Spanned<ServiceSpec>>,
+    pub services: IndexMap<String, Spanned<ServiceEntry>>,
     #[serde(default)]
     pub proxies: IndexMap<String, Spanned<ProxySpec>>,
     pub load: IndexMap<String, Spanned<LoadStreamSpec>>,
@@ -31,6 +32,26 @@ pub struct ExperimentFile {
     pub expect: Spanned<Budgets>,
     #[serde(default)]
     pub measure: MeasureSpec,
+    /// Halt condition: roll back early and exit 3.
+    #[serde(default)]
+    pub abort_if: Option<AbortIf>,
+    /// The longest any fault may stay injected.
+    #[serde(default = "default_max_fault_duration")]
+    pub max_fault_duration: Spanned<Dur>,
+}
+
+/// Stop the run when clients have seen more than `error_rate_over` errors for `for`.
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AbortIf {
+    pub error_rate_over: Percent,
+    #[serde(rename = "for")]
+    pub sustained: Dur,
+}
+
+fn default_max_fault_duration() -> Spanned<Dur> {
+    let nowhere = serde_saphyr::Location::UNKNOWN;
+    Spanned::new(Dur::from_secs(600), nowhere, nowhere)
 }
 
 fn no_budgets() -> Spanned<Budgets> {
@@ -38,23 +59,85 @@ fn no_budgets() -> Spanned<Budgets> {
     Spanned::new(Budgets::default(), nowhere, nowhere)
 }
 
+/// A service entry as written: exactly one of `simulate`, `gateway` or `command`; `check`
+/// turns it into a `ServiceSpec`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceEntry {
+    #[serde(default)]
+    pub simulate: Option<SimulateSpec>,
+    #[serde(default)]
+    pub gateway: Option<GatewaySpec>,
+    #[serde(default)]
+    pub command: Option<Spanned<Vec<String>>>,
+    #[serde(default)]
+    pub env: IndexMap<String, String>,
+    #[serde(default)]
+    pub cwd: Option<PathBuf>,
+    #[serde(default)]
+    pub ready: Option<Spanned<ReadySpec>>,
+    #[serde(default)]
+    pub stop_grace: Option<Dur>,
+    #[serde(default)]
+    pub listen: Option<SocketAddr>,
+}
+
 /// Something faultline starts for the drill and stops afterwards.
-#[derive(Clone, Debug, Deserialize, Serialize)]
-#[serde(rename_all = "snake_case", deny_unknown_fields)]
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum ServiceSpec {
-    /// A simulated inference host.
+    /// A simulated inference host, served in-process.
     Simulate(SimulateSpec),
-    /// The reference gateway, a stand-in for the user's own.
+    /// The reference gateway, a stand-in for the user's own, served in-process.
     Gateway(GatewaySpec),
+    /// An external process (haproxy, nginx, litellm, `faultline simulate`...).
+    Command(CommandSpec),
 }
 
 impl ServiceSpec {
-    pub fn listen(&self) -> SocketAddr {
+    /// The address the service listens on, when faultline knows it.
+    pub fn listen(&self) -> Option<SocketAddr> {
         match self {
-            ServiceSpec::Simulate(s) => s.listen,
-            ServiceSpec::Gateway(g) => g.listen,
+            ServiceSpec::Simulate(s) => Some(s.listen),
+            ServiceSpec::Gateway(g) => Some(g.listen),
+            ServiceSpec::Command(c) => c.listen,
         }
     }
+}
+
+/// An external process and how to tell it is ready.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct CommandSpec {
+    /// Program and arguments. A program named `faultline` is this faultline binary.
+    pub command: Vec<String>,
+    pub env: IndexMap<String, String>,
+    /// Working directory; relative paths are from where faultline runs.
+    pub cwd: Option<PathBuf>,
+    pub ready: Option<ReadySpec>,
+    /// Time between SIGTERM and SIGKILL when stopping it.
+    pub stop_grace: Dur,
+    /// The address it listens on, if declared: checked for clashes, named in messages.
+    pub listen: Option<SocketAddr>,
+}
+
+/// A readiness probe: a TCP connect or an HTTP GET answering 2xx, retried until `within`.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ReadySpec {
+    #[serde(default)]
+    pub tcp: Option<SocketAddr>,
+    #[serde(default)]
+    pub http: Option<String>,
+    #[serde(default = "default_ready_within")]
+    pub within: Dur,
+}
+
+fn default_ready_within() -> Dur {
+    Dur::from_secs(10)
+}
+
+pub(crate) fn default_stop_grace() -> Dur {
+    Dur::from_secs(5)
 }
 
 /// What a simulated host does when every slot is busy.
@@ -93,6 +176,40 @@ pub struct SimulateSpec {
     /// The value of the `x-served-by` header; the service's name when absent.
     #[serde(default)]
     pub served_by: Option<String>,
+    /// A KV-cache memory model: requests reserve memory, and the host can leak and run out.
+    #[serde(default)]
+    pub memory: Option<MemorySpec>,
+    /// Load time after start during which the host answers 503 to everything (`/health` too).
+    #[serde(default)]
+    pub cold_start: Option<Dur>,
+}
+
+/// The KV cache of a simulated host. Each request in flight holds `prompt + completion` tokens
+/// of it from admission until its response ends.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct MemorySpec {
+    /// Capacity in tokens (sequences x tokens per sequence).
+    pub kv_tokens: u64,
+    /// Capacity lost per second to a leak, from `leak_after` on.
+    #[serde(default)]
+    pub leak_per_second: u64,
+    #[serde(default)]
+    pub leak_after: Dur,
+    /// What happens when a request does not fit.
+    #[serde(default)]
+    pub on_exhaustion: Exhaustion,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Exhaustion {
+    /// The host dies, like an OOM kill: the listener closes and every connection drops (a
+    /// `faultline simulate` process exits with status 137).
+    #[default]
+    Crash,
+    /// The request is refused with `reject_status`, the host lives on.
+    Reject,
 }
 
 fn default_model() -> String {
@@ -148,6 +265,16 @@ pub struct GatewaySpec {
     /// upstream's stream is cut, as some gateways do; that hides the cut from protocol checks.
     #[serde(default)]
     pub reterminate_cut_streams: bool,
+    /// Protection: at most this many requests in flight to one upstream. A request that finds
+    /// every upstream full is shed at once with `shed_status` instead of piling onto them.
+    #[serde(default)]
+    pub max_in_flight_per_upstream: Option<u32>,
+    #[serde(default = "default_shed_status")]
+    pub shed_status: u16,
+}
+
+fn default_shed_status() -> u16 {
+    429
 }
 
 fn default_retries() -> u32 {
@@ -269,7 +396,12 @@ pub struct StepSpec {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct InjectSpec {
-    pub proxy: Spanned<String>,
+    /// An HTTP fault goes to a proxy...
+    #[serde(default)]
+    pub proxy: Option<Spanned<String>>,
+    /// ...a process fault to a `command:` service.
+    #[serde(default)]
+    pub service: Option<Spanned<String>>,
     pub fault: Spanned<FaultSpec>,
     /// A name for `lift:`; defaults to `<proxy>/<fault kind>`.
     #[serde(default)]

@@ -17,6 +17,13 @@ pub enum FaultSpec {
     StreamError(StreamErrorFault),
     Reset(ResetFault),
     Blackhole(BlackholeFault),
+    /// SIGKILL the service's process; lifting it starts the service again.
+    Kill(ProcessFault),
+    /// SIGSTOP: the process keeps its sockets and answers nothing (a gray failure); lifting it
+    /// sends SIGCONT.
+    Pause(ProcessFault),
+    /// Stop the service and start it again at once; the fault ends when it is ready again.
+    Restart(ProcessFault),
 }
 
 impl FaultSpec {
@@ -29,7 +36,18 @@ impl FaultSpec {
             FaultSpec::StreamError(_) => "stream_error",
             FaultSpec::Reset(_) => "reset",
             FaultSpec::Blackhole(_) => "blackhole",
+            FaultSpec::Kill(_) => "kill",
+            FaultSpec::Pause(_) => "pause",
+            FaultSpec::Restart(_) => "restart",
         }
+    }
+
+    /// Process faults act on a service's process; the others on a proxy's traffic.
+    pub fn is_process_fault(&self) -> bool {
+        matches!(
+            self,
+            FaultSpec::Kill(_) | FaultSpec::Pause(_) | FaultSpec::Restart(_)
+        )
     }
 
     /// Which requests the fault touches: a probability per request, or on/off bursts.
@@ -41,6 +59,9 @@ impl FaultSpec {
             FaultSpec::StreamError(f) => (f.probability, None),
             FaultSpec::Reset(f) => (f.probability, None),
             FaultSpec::Blackhole(f) => (f.probability, None),
+            FaultSpec::Kill(_) | FaultSpec::Pause(_) | FaultSpec::Restart(_) => {
+                (Percent::ALL, None)
+            }
         };
         Selection { probability, burst }
     }
@@ -191,3 +212,8 @@ pub struct BlackholeFault {
     #[serde(default = "all")]
     pub probability: Percent,
 }
+
+/// A process fault has no parameters: `{ kill: {} }`.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ProcessFault {}

@@ -26,6 +26,12 @@ impl Stack {
             let running = match &svc.spec {
                 ServiceSpec::Simulate(spec) => simulate::start_host(&svc.name, spec).await?,
                 ServiceSpec::Gateway(spec) => simulate::start_gateway(&svc.name, spec).await?,
+                ServiceSpec::Command(_) => {
+                    return Err(Failure::Environment(format!(
+                        "service `{}`: command services are not started by this build yet",
+                        svc.name
+                    )))
+                }
             };
             say(format!(
                 "service {} listening on {}",

@@ -5,7 +5,7 @@ use std::pin::Pin;
 use std::time::{Duration, Instant};
 
 use super::{fmt_at, stack::Stack, window};
-use crate::experiment::{Action, Experiment, LiftTarget};
+use crate::experiment::{Action, Experiment, FaultTarget, LiftTarget};
 use crate::measure::FaultWindow;
 
 /// Fault windows as they really happened (actual inject and lift times).
@@ -65,15 +65,18 @@ pub async fn follow(
         let now = step.at;
         match &step.action {
             Action::Inject(inj) => {
-                if let Some(p) = stack.proxy(&inj.proxy) {
+                let FaultTarget::Proxy(proxy) = &inj.target else {
+                    continue;
+                };
+                if let Some(p) = stack.proxy(proxy) {
                     p.faults().inject(&inj.id, inj.fault.clone());
-                    windows.open(&inj.id, &inj.proxy, inj.fault.kind(), now);
+                    windows.open(&inj.id, proxy, inj.fault.kind(), now);
                     say(format!(
                         "[{:>7}] inject {} ({}) on {}",
                         fmt_at(now),
                         inj.id,
                         inj.fault.kind(),
-                        inj.proxy
+                        proxy
                     ));
                 }
             }

@@ -1,0 +1,70 @@
+//! Budgets: each must be measurable by the run as planned.
+
+use std::time::Duration;
+
+use serde_saphyr::Spanned;
+
+use super::Checker;
+use crate::experiment::schema::{Budgets, ExperimentFile};
+use crate::experiment::{Action, Step};
+
+/// A budget the run cannot measure is a mistake in the file, not a pass.
+pub(super) fn measurable(
+    c: &mut Checker,
+    budgets: &Spanned<Budgets>,
+    file: &ExperimentFile,
+    timeline: &[Step],
+    end: Duration,
+) {
+    let loc = budgets.referenced;
+    let b = &budgets.value;
+    let first_inject = timeline
+        .iter()
+        .find(|s| matches!(s.action, Action::Inject(_)))
+        .map(|s| s.at);
+    if b.failover_within.is_some() && first_inject.is_none() {
+        c.report(
+            loc,
+            "`failover_within` needs a fault: the timeline injects none",
+        );
+    }
+    if b.recover_within.is_some() {
+        let last_lift = timeline
+            .iter()
+            .filter(|s| matches!(s.action, Action::Lift(_)))
+            .map(|s| s.at)
+            .max();
+        match last_lift {
+            None => c.report(
+                loc,
+                "`recover_within` needs a `lift` step: the timeline never lifts its faults",
+            ),
+            Some(at) if at >= end => c.report(
+                loc,
+                "`recover_within` needs time after the last lift, but the run ends there",
+            ),
+            Some(_) => {}
+        }
+    }
+    if let Some(first) = first_inject {
+        if first.is_zero() && (b.failover_within.is_some() || b.recover_within.is_some()) {
+            c.report(loc, "failover and recovery are judged against a baseline: inject the first fault after 0s");
+        }
+    }
+    for (name, sb) in &b.streams {
+        if !file.load.contains_key(name) {
+            let known: Vec<&str> = file.load.keys().map(String::as_str).collect();
+            c.report(
+                sb.referenced,
+                format!(
+                    "budgets for unknown load stream `{name}`; streams: {}",
+                    known.join(", ")
+                ),
+            );
+        }
+        if !sb.value.streams.is_empty() {
+            c.report(sb.referenced, "stream budgets cannot nest `streams:`");
+        }
+        measurable(c, sb, file, timeline, end);
+    }
+}

@@ -1,0 +1,92 @@
+//! Cross-checks that no single field can make: names that must resolve, steps that must fit the
+//! timeline, listeners that must not collide, budgets that the run must be able to measure.
+//! Checks go on after the first problem, so one run reports them all.
+
+mod budgets;
+mod services;
+mod streams;
+mod timeline;
+
+use std::path::Path;
+
+use serde_saphyr::Location;
+
+use super::schema::ExperimentFile;
+use super::{Experiment, ExperimentError, Problem, Proxy, Service};
+
+pub(super) struct Checker<'a> {
+    path: &'a Path,
+    problems: Vec<Problem>,
+}
+
+impl Checker<'_> {
+    fn report(&mut self, loc: Location, message: impl Into<String>) {
+        self.problems.push(Problem::at(self.path, loc, message));
+    }
+}
+
+pub(super) fn check(
+    path: &Path,
+    source: String,
+    file: ExperimentFile,
+) -> Result<Experiment, ExperimentError> {
+    let mut c = Checker {
+        path,
+        problems: Vec::new(),
+    };
+
+    if file.version.value != 1 {
+        c.report(
+            file.version.referenced,
+            format!(
+                "unsupported version {}; this faultline reads version 1",
+                file.version.value
+            ),
+        );
+    }
+    let services = services::services(&mut c, &file);
+    services::listeners(&mut c, &file);
+    let streams = streams::streams(&mut c, &file);
+    let (timeline, end) = timeline::timeline(&mut c, &file, &services);
+    budgets::measurable(&mut c, &file.expect, &file, &timeline, end);
+    if let Some(abort) = &file.abort_if {
+        if abort.sustained.0.is_zero() {
+            c.report(
+                file.version.referenced,
+                "`abort_if.for` must be longer than zero",
+            );
+        }
+    }
+
+    if !c.problems.is_empty() {
+        return Err(ExperimentError {
+            problems: c.problems,
+        });
+    }
+    Ok(Experiment {
+        path: path.to_path_buf(),
+        source,
+        name: file.name,
+        description: file.description,
+        seed: file.seed.unwrap_or(0),
+        services: services
+            .into_iter()
+            .map(|(name, spec)| Service { name, spec })
+            .collect(),
+        proxies: file
+            .proxies
+            .into_iter()
+            .map(|(name, p)| Proxy {
+                name,
+                spec: p.value,
+            })
+            .collect(),
+        streams,
+        timeline,
+        end,
+        budgets: file.expect.value,
+        measure: file.measure,
+        abort_if: file.abort_if,
+        max_fault_duration: file.max_fault_duration.value.0,
+    })
+}

@@ -1,0 +1,162 @@
+//! Services and proxies: what each service is, and listeners that must not collide.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+
+use serde_saphyr::Spanned;
+
+use super::Checker;
+use crate::experiment::schema::{
+    default_stop_grace, CommandSpec, ExperimentFile, ServiceEntry, ServiceSpec,
+};
+
+/// Turns each service entry into exactly one kind of service.
+pub(super) fn services(c: &mut Checker, file: &ExperimentFile) -> Vec<(String, ServiceSpec)> {
+    let mut out = Vec::new();
+    for (name, entry) in &file.services {
+        if let Some(spec) = service(c, name, entry) {
+            out.push((name.clone(), spec));
+        }
+    }
+    out
+}
+
+fn service(c: &mut Checker, name: &str, entry: &Spanned<ServiceEntry>) -> Option<ServiceSpec> {
+    let e = &entry.value;
+    let kinds = [
+        e.simulate.is_some(),
+        e.gateway.is_some(),
+        e.command.is_some(),
+    ]
+    .iter()
+    .filter(|k| **k)
+    .count();
+    if kinds != 1 {
+        c.report(
+            entry.referenced,
+            format!("service `{name}` needs exactly one of `simulate`, `gateway` or `command`"),
+        );
+        return None;
+    }
+    let process_only = e.env.is_empty()
+        && e.cwd.is_none()
+        && e.ready.is_none()
+        && e.stop_grace.is_none()
+        && e.listen.is_none();
+    if e.command.is_none() && !process_only {
+        c.report(entry.referenced, format!("service `{name}`: `env`, `cwd`, `ready`, `stop_grace` and `listen` belong to `command:` services"));
+    }
+    if let Some(sim) = &e.simulate {
+        if !(sim.tokens_per_second.is_finite() && sim.tokens_per_second > 0.0) {
+            c.report(
+                entry.referenced,
+                format!("service `{name}`: tokens_per_second must be above zero"),
+            );
+        }
+        if sim.capacity == Some(0) {
+            c.report(
+                entry.referenced,
+                format!("service `{name}`: capacity must be at least 1"),
+            );
+        }
+        if sim.memory.as_ref().is_some_and(|m| m.kv_tokens == 0) {
+            c.report(
+                entry.referenced,
+                format!("service `{name}`: memory.kv_tokens must be at least 1"),
+            );
+        }
+        return Some(ServiceSpec::Simulate(sim.clone()));
+    }
+    if let Some(gw) = &e.gateway {
+        if gw.upstreams.is_empty() {
+            c.report(
+                entry.referenced,
+                format!("gateway `{name}` needs at least one upstream"),
+            );
+        }
+        if gw.max_in_flight_per_upstream == Some(0) {
+            c.report(
+                entry.referenced,
+                format!("gateway `{name}`: max_in_flight_per_upstream must be at least 1"),
+            );
+        }
+        return Some(ServiceSpec::Gateway(gw.clone()));
+    }
+    let command = e.command.as_ref()?;
+    if command.value.is_empty() || command.value[0].trim().is_empty() {
+        c.report(
+            command.referenced,
+            format!("service `{name}`: `command` needs a program, like [haproxy, -f, haproxy.cfg]"),
+        );
+    }
+    if let Some(ready) = &e.ready {
+        let r = &ready.value;
+        if r.tcp.is_some() == r.http.is_some() {
+            c.report(
+                ready.referenced,
+                format!("service `{name}`: `ready` takes one of `tcp: ADDRESS` or `http: URL`"),
+            );
+        }
+        if let Some(url) = &r.http {
+            if let Err(why) = super::streams::parse_target(url) {
+                c.report(
+                    ready.referenced,
+                    format!("service `{name}`: ready.http: {why}"),
+                );
+            }
+        }
+    }
+    Some(ServiceSpec::Command(CommandSpec {
+        command: command.value.clone(),
+        env: e.env.clone(),
+        cwd: e.cwd.clone(),
+        ready: e.ready.as_ref().map(|r| r.value.clone()),
+        stop_grace: e.stop_grace.unwrap_or_else(default_stop_grace),
+        listen: e.listen,
+    }))
+}
+
+/// Two listeners on one address would make the second service fail to start mid-drill.
+pub(super) fn listeners(c: &mut Checker, file: &ExperimentFile) {
+    let mut seen: HashMap<SocketAddr, String> = HashMap::new();
+    let listeners = file
+        .services
+        .iter()
+        .filter_map(|(name, s)| {
+            let e = &s.value;
+            let addr = e
+                .simulate
+                .as_ref()
+                .map(|x| x.listen)
+                .or(e.gateway.as_ref().map(|g| g.listen))
+                .or(e.listen)?;
+            Some((format!("service `{name}`"), addr, s.referenced))
+        })
+        .chain(
+            file.proxies
+                .iter()
+                .map(|(name, p)| (format!("proxy `{name}`"), p.value.listen, p.referenced)),
+        );
+    for (owner, addr, loc) in listeners {
+        let clash = seen
+            .iter()
+            .find(|(other, _)| same_port(**other, addr))
+            .map(|(_, o)| o.clone());
+        match clash {
+            Some(first) => c.report(
+                loc,
+                format!("{owner} listens on {addr}, which {first} already listens on"),
+            ),
+            None => {
+                seen.insert(addr, owner);
+            }
+        }
+    }
+}
+
+/// 0.0.0.0:80 and 127.0.0.1:80 collide too.
+fn same_port(a: SocketAddr, b: SocketAddr) -> bool {
+    a.port() == b.port()
+        && a.port() != 0
+        && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
+}

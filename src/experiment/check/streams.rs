@@ -1,0 +1,76 @@
+//! Load streams: where each one sends.
+
+use std::net::ToSocketAddrs;
+
+use super::Checker;
+use crate::experiment::schema::ExperimentFile;
+use crate::experiment::{LoadStream, Target};
+
+pub(super) fn streams(c: &mut Checker, file: &ExperimentFile) -> Vec<LoadStream> {
+    if file.load.is_empty() {
+        c.report(file.version.referenced, "`load` needs at least one stream");
+    }
+    let mut streams = Vec::new();
+    for (name, s) in &file.load {
+        match parse_target(&s.value.url.value) {
+            Ok(target) => streams.push(LoadStream {
+                name: name.clone(),
+                target,
+                spec: s.value.clone(),
+            }),
+            Err(why) => c.report(
+                s.value.url.referenced,
+                format!("load stream `{name}`: {why}"),
+            ),
+        }
+        if s.value.max_in_flight == 0 {
+            c.report(
+                s.referenced,
+                format!("load stream `{name}`: max_in_flight must be at least 1"),
+            );
+        }
+    }
+    streams
+}
+
+/// Only plain HTTP to a literal or resolvable host and an explicit or default port.
+pub(crate) fn parse_target(url: &str) -> Result<Target, String> {
+    let uri: hyper::Uri = url
+        .parse()
+        .map_err(|e| format!("`{url}` is not a URL: {e}"))?;
+    match uri.scheme_str() {
+        Some("http") => {}
+        Some(other) => {
+            return Err(format!(
+                "`{url}`: only http:// is supported, not {other}://"
+            ))
+        }
+        None => {
+            return Err(format!(
+                "`{url}` needs a scheme, like http://127.0.0.1:8080/v1/chat/completions"
+            ))
+        }
+    }
+    let authority = uri
+        .authority()
+        .ok_or_else(|| format!("`{url}` has no host"))?;
+    let port = authority.port_u16().unwrap_or(80);
+    let host = authority
+        .host()
+        .trim_start_matches('[')
+        .trim_end_matches(']');
+    let addr = (host, port)
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut a| a.next())
+        .ok_or_else(|| format!("`{url}`: cannot resolve host `{host}`"))?;
+    let path_and_query = uri
+        .path_and_query()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "/".into());
+    Ok(Target {
+        addr,
+        authority: authority.as_str().to_string(),
+        path_and_query,
+    })
+}
