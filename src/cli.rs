@@ -42,6 +42,12 @@ pub struct RunArgs {
     /// Also write the JSON report to this path.
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
+    /// Also write the JUnit XML report (one test case per budget) to this path.
+    #[arg(long, value_name = "FILE")]
+    pub junit: Option<PathBuf>,
+    /// Print what would start, be injected and be judged, and touch nothing.
+    #[arg(long)]
+    pub dry_run: bool,
     /// Print only the verdict table.
     #[arg(long, short)]
     pub quiet: bool,

@@ -58,9 +58,14 @@ fn run_experiment(args: RunArgs) -> anyhow::Result<ExitCode> {
         .out
         .clone()
         .unwrap_or_else(|| default_out_dir(&exp.name, SystemTime::now()));
+    if args.dry_run {
+        print!("{}", run::plan::render(&exp, seed));
+        return Ok(ExitCode::Success);
+    }
     let opts = run::RunOptions {
         seed,
         quiet: args.quiet,
+        log_dir: out_dir.clone(),
     };
     // Before the run, so an unwritable directory costs no drill.
     std::fs::create_dir_all(&out_dir)

@@ -2,6 +2,7 @@
 //! recording every request it means to send.
 
 pub mod client;
+pub mod live;
 pub mod record;
 mod schedule;
 mod sse;
@@ -21,6 +22,7 @@ pub struct LoadRun {
     stop: Arc<AtomicBool>,
     outstanding: Arc<AtomicUsize>,
     records: mpsc::UnboundedReceiver<RequestRecord>,
+    tally: Arc<live::Tally>,
 }
 
 /// Starts every stream's schedule at `origin`; sends stop at `until` (offset from `origin`).
@@ -29,6 +31,11 @@ pub fn start(streams: &[LoadStream], origin: Instant, until: Duration) -> anyhow
     let stop = Arc::new(AtomicBool::new(false));
     let outstanding = Arc::new(AtomicUsize::new(0));
     let (tx, rx) = mpsc::unbounded_channel();
+    let tally = Arc::new(live::Tally::default());
+    let sink = live::Sink {
+        tx,
+        tally: tally.clone(),
+    };
     let mut pacers = Vec::new();
     for stream in streams {
         let max_in_flight = stream.spec.max_in_flight as usize;
@@ -41,7 +48,7 @@ pub fn start(streams: &[LoadStream], origin: Instant, until: Duration) -> anyhow
             until,
             stop: stop.clone(),
             outstanding: outstanding.clone(),
-            records: tx.clone(),
+            records: sink.clone(),
             runtime: runtime.clone(),
         };
         let handle = std::thread::Builder::new()
@@ -54,10 +61,16 @@ pub fn start(streams: &[LoadStream], origin: Instant, until: Duration) -> anyhow
         stop,
         outstanding,
         records: rx,
+        tally,
     })
 }
 
 impl LoadRun {
+    /// Live counts of finished requests.
+    pub fn tally(&self) -> Arc<live::Tally> {
+        self.tally.clone()
+    }
+
     /// No new sends from now on (an abort); requests in flight still finish.
     pub fn stop_sending(&self) {
         self.stop.store(true, Ordering::Relaxed);

@@ -8,9 +8,10 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::Semaphore;
 
 use super::client::{self, HttpClient, StreamPlan};
+use super::live::Sink;
 use super::record::{Outcome, RequestRecord};
 
 /// Longest single sleep, so a stop request is noticed quickly even at very low rates.
@@ -27,7 +28,7 @@ pub struct Pacer {
     pub stop: Arc<AtomicBool>,
     /// Requests sent and not yet recorded.
     pub outstanding: Arc<AtomicUsize>,
-    pub records: mpsc::UnboundedSender<RequestRecord>,
+    pub(crate) records: Sink,
     pub runtime: tokio::runtime::Handle,
 }
 
@@ -53,12 +54,12 @@ impl Pacer {
                     self.runtime.spawn(async move {
                         let record = client::execute(&client, &plan, origin, seq, intended).await;
                         drop(permit);
-                        let _ = tx.send(record);
+                        tx.push(record);
                         outstanding.fetch_sub(1, Ordering::Relaxed);
                     });
                 }
                 Err(_) => {
-                    let _ = self.records.send(dropped(&self.plan, seq, intended));
+                    self.records.push(dropped(&self.plan, seq, intended));
                 }
             }
         }

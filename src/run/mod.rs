@@ -1,16 +1,22 @@
 //! The orchestrator: start what the drill needs, drive load, follow the timeline, and always
 //! roll back: every fault lifted and everything started stopped, however the run ends.
 
+mod console;
+pub mod plan;
 mod stack;
 mod timeline;
+mod watch;
 
+use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::exit::Failure;
+use crate::experiment::units::human_duration;
 use crate::experiment::Experiment;
 use crate::load::{self, RequestRecord};
 use crate::measure::{FaultWindow, RunFacts};
 
+pub use console::Console;
 pub use stack::Stack;
 
 /// Options for one run, already validated.
@@ -18,6 +24,8 @@ pub use stack::Stack;
 pub struct RunOptions {
     pub seed: u64,
     pub quiet: bool,
+    /// Where services' stdout and stderr go (the run's out dir).
+    pub log_dir: PathBuf,
 }
 
 /// What a run produced, for measure/ and report/.
@@ -33,17 +41,13 @@ pub struct RunRecord {
 
 /// Runs the experiment to its end (or an interruption) and rolls everything back.
 pub async fn execute(exp: &Experiment, opts: &RunOptions) -> Result<RunRecord, Failure> {
-    let say = |msg: String| {
-        if !opts.quiet {
-            eprintln!("{msg}");
-        }
-    };
+    let console = Console::new(opts.quiet);
     let mut interrupt = Box::pin(interrupted());
     let mut stack = Stack::default();
 
-    say(format!("faultline: {} (seed {})", exp.name, opts.seed));
+    console.say(format!("faultline: {} (seed {})", exp.name, opts.seed));
     let started = tokio::select! {
-        r = stack.start(exp, opts.seed, &say) => r.map(|()| None),
+        r = stack.start(exp, opts.seed, &opts.log_dir, &console) => r.map(|()| None),
         sig = &mut interrupt => Ok(Some(sig)),
     };
     let started = match started {
@@ -52,7 +56,7 @@ pub async fn execute(exp: &Experiment, opts: &RunOptions) -> Result<RunRecord, F
         Err(e) => Err(e),
     };
     if let Err(e) = started {
-        stack.teardown(&say).await;
+        stack.teardown(&console).await;
         return Err(e);
     }
 
@@ -61,27 +65,47 @@ pub async fn execute(exp: &Experiment, opts: &RunOptions) -> Result<RunRecord, F
     let load = match load::start(&exp.streams, origin, exp.end) {
         Ok(l) => l,
         Err(e) => {
-            stack.teardown(&say).await;
+            stack.teardown(&console).await;
             return Err(Failure::Environment(format!(
                 "cannot start the load generator: {e:#}"
             )));
         }
     };
-    say(format!(
+    console.say(format!(
         "load: {} stream(s) for {}",
         exp.streams.len(),
-        crate::experiment::units::human_duration(exp.end)
+        human_duration(exp.end)
     ));
 
+    let (phase_tx, phase_rx) = tokio::sync::watch::channel("baseline".to_string());
     let mut windows = timeline::Windows::default();
-    let aborted = timeline::follow(exp, &stack, origin, &mut windows, &mut interrupt, &say).await;
+    let aborted = {
+        let monitor = watch::watch(load.tally(), phase_rx, exp.abort_if, origin, &console);
+        let stop = async {
+            tokio::select! {
+                sig = &mut interrupt => format!("{sig}: stopping early and rolling back"),
+                reason = monitor => reason,
+            }
+        };
+        timeline::follow(
+            exp,
+            &mut stack,
+            origin,
+            &mut windows,
+            stop,
+            &phase_tx,
+            &console,
+        )
+        .await
+    };
+    console.clear_status();
 
     // Lift first: on an abort nothing may stay injected while we wait for requests in flight.
-    let lifted = stack.lift_all();
     let now = origin.elapsed();
+    let lifted = stack.lift_all(&console).await;
     windows.close_all(now);
     if lifted > 0 {
-        say(format!("[{:>7}] lifted {lifted} fault(s)", fmt_at(now)));
+        console.say(format!("[{:>7}] lifted {lifted} fault(s)", fmt_at(now)));
     }
     if aborted.is_some() {
         load.stop_sending();
@@ -98,7 +122,7 @@ pub async fn execute(exp: &Experiment, opts: &RunOptions) -> Result<RunRecord, F
         longest_timeout + Duration::from_secs(1)
     };
     let (records, unfinished) = load.finish(grace).await;
-    stack.teardown(&say).await;
+    stack.teardown(&console).await;
 
     let duration = if aborted.is_some() { now } else { exp.end };
     let facts = RunFacts {

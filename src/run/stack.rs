@@ -1,9 +1,13 @@
-//! Everything a run started, in start order, so teardown can stop it in reverse.
+//! Everything a run started, in start order, so teardown can stop it in reverse; and the one
+//! place faults are applied to what was started.
+
+use std::path::Path;
 
 use indexmap::IndexMap;
 
+use super::console::Console;
 use crate::exit::Failure;
-use crate::experiment::{Experiment, ServiceSpec};
+use crate::experiment::{Experiment, FaultTarget, Injection, ServiceSpec};
 use crate::proxy::{self, RunningProxy};
 use crate::simulate::{self, RunningServer};
 
@@ -20,8 +24,10 @@ impl Stack {
         &mut self,
         exp: &Experiment,
         seed: u64,
-        say: &impl Fn(String),
+        log_dir: &Path,
+        console: &Console,
     ) -> Result<(), Failure> {
+        let _ = log_dir;
         for svc in &exp.services {
             let running = match &svc.spec {
                 ServiceSpec::Simulate(spec) => simulate::start_host(&svc.name, spec).await?,
@@ -33,7 +39,7 @@ impl Stack {
                     )))
                 }
             };
-            say(format!(
+            console.say(format!(
                 "service {} listening on {}",
                 svc.name,
                 running.addr()
@@ -42,7 +48,7 @@ impl Stack {
         }
         for p in &exp.proxies {
             let running = proxy::start(&p.name, &p.spec, seed).await?;
-            say(format!(
+            console.say(format!(
                 "proxy {} on {} -> {}",
                 p.name,
                 running.addr(),
@@ -53,25 +59,54 @@ impl Stack {
         Ok(())
     }
 
-    pub fn proxy(&self, name: &str) -> Option<&RunningProxy> {
-        self.proxies.get(name)
+    /// Applies a fault to its target.
+    pub async fn inject(&mut self, inj: &Injection) -> Result<(), String> {
+        match &inj.target {
+            FaultTarget::Proxy(name) => {
+                let p = self
+                    .proxies
+                    .get(name)
+                    .ok_or_else(|| format!("proxy `{name}` is not running"))?;
+                p.faults().inject(&inj.id, inj.fault.clone());
+                Ok(())
+            }
+            FaultTarget::Service(name) => Err(format!(
+                "service `{name}`: process faults are not applied by this build yet"
+            )),
+        }
     }
 
-    /// Lifts every fault on every proxy; returns how many were active.
-    pub fn lift_all(&self) -> usize {
+    /// Lifts fault `id` from its target.
+    pub async fn lift(&mut self, id: &str, target: &FaultTarget) -> Result<(), String> {
+        match target {
+            FaultTarget::Proxy(name) => {
+                if let Some(p) = self.proxies.get(name) {
+                    p.faults().lift(id);
+                }
+                Ok(())
+            }
+            FaultTarget::Service(name) => Err(format!(
+                "service `{name}`: process faults are not applied by this build yet"
+            )),
+        }
+    }
+
+    /// Lifts every fault on every target; returns how many were active.
+    pub async fn lift_all(&mut self, console: &Console) -> usize {
+        let _ = console;
         self.proxies.values().map(|p| p.faults().lift_all()).sum()
     }
 
     /// Lifts every fault, then stops proxies and services in reverse start order.
-    pub async fn teardown(&mut self, say: &impl Fn(String)) {
-        self.lift_all();
+    pub async fn teardown(&mut self, console: &Console) {
+        self.lift_all(console).await;
         while let Some((name, p)) = self.proxies.pop() {
             p.stop().await;
-            say(format!("proxy {name} stopped"));
+            console.say(format!("proxy {name} stopped"));
         }
         while let Some((name, s)) = self.services.pop() {
             s.stop().await;
-            say(format!("service {name} stopped"));
+            console.say(format!("service {name} stopped"));
         }
     }
 }

@@ -1,37 +1,68 @@
 //! Follows the timeline: each step at its time, measured from the run's origin.
 
 use std::future::Future;
-use std::pin::Pin;
 use std::time::{Duration, Instant};
 
+use tokio::sync::watch;
+
+use super::console::Console;
 use super::{fmt_at, stack::Stack, window};
 use crate::experiment::{Action, Experiment, FaultTarget, LiftTarget};
 use crate::measure::FaultWindow;
 
-/// Fault windows as they really happened (actual inject and lift times).
+/// An injected fault whose window is still open.
+struct Open {
+    id: String,
+    target: FaultTarget,
+    kind: String,
+    start: Duration,
+}
+
+/// Fault windows as they happened.
 #[derive(Default)]
 pub struct Windows {
-    open: Vec<(String, String, String, Duration)>,
+    open: Vec<Open>,
     closed: Vec<FaultWindow>,
 }
 
 impl Windows {
-    fn open(&mut self, id: &str, proxy: &str, kind: &str, at: Duration) {
+    fn open(&mut self, id: &str, target: &FaultTarget, kind: &str, at: Duration) {
         self.close(id, at);
-        self.open.push((id.into(), proxy.into(), kind.into(), at));
+        self.open.push(Open {
+            id: id.into(),
+            target: target.clone(),
+            kind: kind.into(),
+            start: at,
+        });
     }
 
-    /// Closes the window of fault `id`; returns its proxy if it was open.
-    fn close(&mut self, id: &str, at: Duration) -> Option<String> {
-        let pos = self.open.iter().position(|w| w.0 == id)?;
-        let (id, proxy, kind, start) = self.open.remove(pos);
-        self.closed.push(window(&id, &proxy, &kind, start, at));
-        Some(proxy)
+    /// Closes the window of fault `id`; returns its target if it was open.
+    fn close(&mut self, id: &str, at: Duration) -> Option<FaultTarget> {
+        let pos = self.open.iter().position(|w| w.id == id)?;
+        let w = self.open.remove(pos);
+        self.closed
+            .push(window(&w.id, w.target.name(), &w.kind, w.start, at));
+        Some(w.target)
     }
 
     pub fn close_all(&mut self, at: Duration) {
-        for (id, proxy, kind, start) in self.open.drain(..) {
-            self.closed.push(window(&id, &proxy, &kind, start, at));
+        for w in self.open.drain(..) {
+            self.closed
+                .push(window(&w.id, w.target.name(), &w.kind, w.start, at));
+        }
+    }
+
+    /// What the status line calls the current phase.
+    fn phase(&self) -> String {
+        if self.open.is_empty() {
+            if self.closed.is_empty() {
+                "baseline".into()
+            } else {
+                "recovery".into()
+            }
+        } else {
+            let ids: Vec<&str> = self.open.iter().map(|w| w.id.as_str()).collect();
+            format!("fault ({})", ids.join(", "))
         }
     }
 
@@ -42,59 +73,65 @@ impl Windows {
     }
 }
 
-/// Runs the steps in order; returns the reason if a signal cut the run short.
+/// Runs the steps in order; returns the reason if `stop` (a signal, `abort_if`) cut the run
+/// short.
 pub async fn follow(
     exp: &Experiment,
-    stack: &Stack,
+    stack: &mut Stack,
     origin: Instant,
     windows: &mut Windows,
-    interrupt: &mut Pin<Box<impl Future<Output = String>>>,
-    say: &impl Fn(String),
+    stop: impl Future<Output = String>,
+    phase: &watch::Sender<String>,
+    console: &Console,
 ) -> Option<String> {
+    tokio::pin!(stop);
     for step in &exp.timeline {
         let due = tokio::time::Instant::from_std(origin + step.at);
         tokio::select! {
             _ = tokio::time::sleep_until(due) => {}
-            sig = interrupt.as_mut() => {
-                say(format!("[{:>7}] {sig}: stopping early and rolling back", fmt_at(origin.elapsed())));
-                return Some(sig);
+            reason = stop.as_mut() => {
+                console.say(format!("[{:>7}] {reason}", fmt_at(origin.elapsed())));
+                return Some(reason);
             }
         }
         // Windows use the scheduled time: the injection lands within microseconds after it, and a
         // request the schedule meant to send at that very instant must count as faulted.
         let now = step.at;
         match &step.action {
-            Action::Inject(inj) => {
-                let FaultTarget::Proxy(proxy) = &inj.target else {
-                    continue;
-                };
-                if let Some(p) = stack.proxy(proxy) {
-                    p.faults().inject(&inj.id, inj.fault.clone());
-                    windows.open(&inj.id, proxy, inj.fault.kind(), now);
-                    say(format!(
+            Action::Inject(inj) => match stack.inject(inj).await {
+                Ok(()) => {
+                    windows.open(&inj.id, &inj.target, inj.fault.kind(), now);
+                    console.say(format!(
                         "[{:>7}] inject {} ({}) on {}",
                         fmt_at(now),
                         inj.id,
                         inj.fault.kind(),
-                        proxy
+                        inj.target.name()
                     ));
                 }
-            }
+                Err(why) => console.say(format!(
+                    "[{:>7}] could not inject {}: {why}",
+                    fmt_at(now),
+                    inj.id
+                )),
+            },
             Action::Lift(LiftTarget::All) => {
-                let n = stack.lift_all();
+                let n = stack.lift_all(console).await;
                 windows.close_all(now);
-                say(format!("[{:>7}] lift all ({n} fault(s))", fmt_at(now)));
+                console.say(format!("[{:>7}] lift all ({n} fault(s))", fmt_at(now)));
             }
             Action::Lift(LiftTarget::Fault(id)) => {
-                if let Some(proxy) = windows.close(id, now) {
-                    if let Some(p) = stack.proxy(&proxy) {
-                        p.faults().lift(id);
+                if let Some(target) = windows.close(id, now) {
+                    if let Err(why) = stack.lift(id, &target).await {
+                        console.say(format!("[{:>7}] could not lift {id}: {why}", fmt_at(now)));
+                    } else {
+                        console.say(format!("[{:>7}] lift {id}", fmt_at(now)));
                     }
-                    say(format!("[{:>7}] lift {id}", fmt_at(now)));
                 }
             }
             Action::End => break,
         }
+        let _ = phase.send(windows.phase());
     }
     None
 }
