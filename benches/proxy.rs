@@ -66,6 +66,7 @@ fn drive(rt: &tokio::runtime::Runtime, exp: &Experiment) -> Vec<RequestRecord> {
     let opts = RunOptions {
         seed: 1,
         quiet: true,
+        log_dir: std::env::temp_dir(),
     };
     rt.block_on(run::execute(exp, &opts))
         .map(|r| r.records)
