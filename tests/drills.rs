@@ -80,7 +80,7 @@ fn gray_failure_drill_misses_its_truncation_budget_and_says_why() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("gray");
     faultline()
-        .args(["run", "experiments/gray-failure.yaml", "--out"])
+        .args(["run", "experiments/drills/gray-failure.yaml", "--out"])
         .arg(&out)
         .assert()
         .code(1)
@@ -100,4 +100,48 @@ fn gray_failure_drill_misses_its_truncation_budget_and_says_why() {
     );
     // Recovery after the lift is fine: the drill fails for the gray failures, nothing else.
     assert_eq!(verdict_row(&report, "recover_within")["passed"], true);
+    // The stalled streams were told apart from the cut ones.
+    let stalled = report["evaluation"]["overall"]["phases"]["fault"]["errors_by_class"]["stalled"]
+        .as_u64()
+        .unwrap_or(0);
+    assert!(stalled > 5, "only {stalled} stalled responses");
+}
+
+#[test]
+fn a_shared_pool_breaks_isolation_and_isolated_pools_keep_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let shared = dir.path().join("shared");
+    faultline()
+        .args([
+            "run",
+            "experiments/drills/shared-pool.yaml",
+            "--quiet",
+            "--out",
+        ])
+        .arg(&shared)
+        .assert()
+        .code(1);
+    let row = verdict_row(&report(&shared), "max_error_rate").clone();
+    assert_eq!(
+        (row["scope"].as_str(), row["passed"].as_bool()),
+        (Some("stream model-b"), Some(false))
+    );
+    let isolated = dir.path().join("isolated");
+    faultline()
+        .args([
+            "run",
+            "experiments/drills/isolated-pools.yaml",
+            "--quiet",
+            "--out",
+        ])
+        .arg(&isolated)
+        .assert()
+        .code(0);
+    let report = report(&isolated);
+    assert_eq!(verdict_row(&report, "max_error_rate")["passed"], true);
+    // Model a did suffer: the fault was real, only its blast radius differed.
+    let a_errors = report["evaluation"]["streams"]["model-a"]["phases"]["fault"]["errors"]
+        .as_u64()
+        .unwrap();
+    assert!(a_errors > 50, "model a saw only {a_errors} errors");
 }

@@ -132,13 +132,28 @@ abort_if: {{ error_rate_over: 50%, for: 1s }}
     let file = write(dir.path(), "abort.yaml", &yaml);
     let out = dir.path().join("out");
     let started = Instant::now();
-    let assert = common::faultline().arg("run").arg(&file).arg("--out").arg(&out).assert().code(3);
-    assert!(started.elapsed() < Duration::from_secs(15), "the run was not cut short");
+    let assert = common::faultline()
+        .arg("run")
+        .arg(&file)
+        .arg("--out")
+        .arg(&out)
+        .assert()
+        .code(3);
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "the run was not cut short"
+    );
     let stderr = String::from_utf8_lossy(&assert.get_output().stderr).to_string();
-    assert!(stderr.contains("abort_if: clients saw") && stderr.contains("over the limit of 50%"), "{stderr}");
+    assert!(
+        stderr.contains("abort_if: clients saw") && stderr.contains("over the limit of 50%"),
+        "{stderr}"
+    );
     assert!(stderr.contains("lifted 1 fault(s)"), "{stderr}");
     for port in &ports {
-        assert!(TcpListener::bind(("127.0.0.1", *port)).is_ok(), "port {port} still held");
+        assert!(
+            TcpListener::bind(("127.0.0.1", *port)).is_ok(),
+            "port {port} still held"
+        );
     }
     let report = common::report(&out);
     assert_eq!(report["exit_code"], 3);
@@ -148,9 +163,17 @@ abort_if: {{ error_rate_over: 50%, for: 1s }}
 fn dry_run_prints_the_plan_and_starts_nothing() {
     // The quickstart's gateway port is taken: a real run would fail, a dry run never binds it.
     let _taken = TcpListener::bind("127.0.0.1:19100");
-    let assert = common::faultline().args(["run", "experiments/quickstart.yaml", "--dry-run"]).assert().success();
+    let assert = common::faultline()
+        .args(["run", "experiments/quickstart.yaml", "--dry-run"])
+        .assert()
+        .success();
     let stdout = String::from_utf8_lossy(&assert.get_output().stdout).to_string();
-    for words in ["simulated host on 127.0.0.1:19101", "inject `error-burst` on primary-proxy", "failover_within: 1s", "nothing was started"] {
+    for words in [
+        "simulated host on 127.0.0.1:19101",
+        "inject `error-burst` on primary-proxy",
+        "failover_within: 1s",
+        "nothing was started",
+    ] {
         assert!(stdout.contains(words), "no `{words}` in:\n{stdout}");
     }
 }

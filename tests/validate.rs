@@ -89,7 +89,7 @@ fn valid_files_pass_and_every_shipped_experiment_validates() {
             "validate",
             "fixtures/invalid/valid.yaml",
             "experiments/quickstart.yaml",
-            "experiments/gray-failure.yaml",
+            "experiments/drills/gray-failure.yaml",
         ])
         .assert()
         .success()
