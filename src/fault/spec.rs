@@ -24,6 +24,9 @@ pub enum FaultSpec {
     Pause(ProcessFault),
     /// Stop the service and start it again at once; the fault ends when it is ready again.
     Restart(ProcessFault),
+    /// A simulated host loses KV-cache capacity at this rate until lifted; what leaked stays
+    /// lost, as with a real leak, until the host is restarted.
+    MemoryLeak(MemoryLeakFault),
 }
 
 impl FaultSpec {
@@ -39,15 +42,17 @@ impl FaultSpec {
             FaultSpec::Kill(_) => "kill",
             FaultSpec::Pause(_) => "pause",
             FaultSpec::Restart(_) => "restart",
+            FaultSpec::MemoryLeak(_) => "memory_leak",
         }
     }
 
-    /// Process faults act on a service's process; the others on a proxy's traffic.
-    pub fn is_process_fault(&self) -> bool {
-        matches!(
-            self,
-            FaultSpec::Kill(_) | FaultSpec::Pause(_) | FaultSpec::Restart(_)
-        )
+    /// What kind of thing the fault acts on.
+    pub fn acts_on(&self) -> FaultScope {
+        match self {
+            FaultSpec::Kill(_) | FaultSpec::Pause(_) | FaultSpec::Restart(_) => FaultScope::Process,
+            FaultSpec::MemoryLeak(_) => FaultScope::SimulatedHost,
+            _ => FaultScope::Traffic,
+        }
     }
 
     /// Which requests the fault touches: a probability per request, or on/off bursts.
@@ -59,9 +64,10 @@ impl FaultSpec {
             FaultSpec::StreamError(f) => (f.probability, None),
             FaultSpec::Reset(f) => (f.probability, None),
             FaultSpec::Blackhole(f) => (f.probability, None),
-            FaultSpec::Kill(_) | FaultSpec::Pause(_) | FaultSpec::Restart(_) => {
-                (Percent::ALL, None)
-            }
+            FaultSpec::Kill(_)
+            | FaultSpec::Pause(_)
+            | FaultSpec::Restart(_)
+            | FaultSpec::MemoryLeak(_) => (Percent::ALL, None),
         };
         Selection { probability, burst }
     }
@@ -217,3 +223,21 @@ pub struct BlackholeFault {
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct ProcessFault {}
+
+/// What a fault acts on, which decides what it may be injected into.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FaultScope {
+    /// HTTP traffic through a fault proxy.
+    Traffic,
+    /// The process of a `command:` service.
+    Process,
+    /// A simulated host's own state (`simulate:` services).
+    SimulatedHost,
+}
+
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct MemoryLeakFault {
+    /// KV-cache tokens of capacity lost per second.
+    pub per_second: u64,
+}

@@ -10,7 +10,7 @@ use super::Checker;
 use crate::experiment::schema::{ExperimentFile, StepSpec};
 use crate::experiment::units::human_duration;
 use crate::experiment::{Action, FaultTarget, Injection, LiftTarget, ServiceSpec, Step};
-use crate::fault::FaultSpec;
+use crate::fault::{FaultScope, FaultSpec};
 
 pub(super) fn timeline(
     c: &mut Checker,
@@ -224,11 +224,11 @@ fn fault_target(
     let fault = &inj.fault.value;
     match (&inj.proxy, &inj.service) {
         (Some(proxy), None) => {
-            if fault.is_process_fault() {
+            if fault.acts_on() != FaultScope::Traffic {
                 c.report(
                     inj.fault.referenced,
                     format!(
-                        "`{}` acts on a process: inject it with `service:`, not `proxy:`",
+                        "`{}` acts on a service: inject it with `service:`, not `proxy:`",
                         fault.kind()
                     ),
                 );
@@ -248,33 +248,36 @@ fn fault_target(
             Some(FaultTarget::Proxy(proxy.value.clone()))
         }
         (None, Some(service)) => {
-            if !fault.is_process_fault() {
-                c.report(
-                    inj.fault.referenced,
-                    format!(
-                        "`{}` acts on traffic: inject it on a proxy with `proxy:`",
-                        fault.kind()
-                    ),
-                );
-            }
-            match services.iter().find(|(name, _)| *name == service.value) {
-                None => {
+            let found = services
+                .iter()
+                .find(|(name, _)| *name == service.value)
+                .map(|(_, spec)| spec);
+            match (fault.acts_on(), found) {
+                (_, None) => {
                     let known: Vec<&str> = services.iter().map(|(n, _)| n.as_str()).collect();
                     c.report(service.referenced, format!("unknown service `{}`; services: {}", service.value, known.join(", ")));
                 }
-                Some((_, ServiceSpec::Command(_))) => {}
-                Some(_) => c.report(
+                (FaultScope::Traffic, Some(_)) => {
+                    c.report(inj.fault.referenced, format!("`{}` acts on traffic: inject it on a proxy with `proxy:`", fault.kind()));
+                }
+                (FaultScope::Process, Some(ServiceSpec::Command(_))) => {}
+                (FaultScope::Process, Some(_)) => c.report(
                     service.referenced,
                     format!(
                         "process faults act on `command:` services; `{}` runs inside faultline. Run a simulated host as a process with `command: [faultline, simulate, --listen, ...]`",
                         service.value
                     ),
                 ),
+                (FaultScope::SimulatedHost, Some(ServiceSpec::Simulate(sim))) if sim.memory.is_some() => {}
+                (FaultScope::SimulatedHost, Some(_)) => c.report(
+                    service.referenced,
+                    format!("`{}` needs a `simulate:` service with a `memory:` model; `{}` is not one", fault.kind(), service.value),
+                ),
             }
             Some(FaultTarget::Service(service.value.clone()))
         }
         _ => {
-            c.report(inject.referenced, "an injection names exactly one target: `proxy:` for traffic faults, `service:` for process faults");
+            c.report(inject.referenced, "an injection names exactly one target: `proxy:` for traffic faults, `service:` for process and host faults");
             None
         }
     }
