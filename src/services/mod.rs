@@ -198,7 +198,13 @@ impl RunningProcess {
                 self.leader = Some(leader);
                 return Ok(());
             }
-            Readiness::Exited(how) => format!("service `{name}` {how} before it was ready"),
+            // Status 0 this early is almost always a program that daemonized (forked into the
+            // background and returned); faultline can only supervise a foreground process.
+            Readiness::Exited { how, success: true } => format!(
+                "service `{name}` {how} before it was ready (if it daemonizes, run it in the \
+                 foreground, e.g. nginx `daemon off;`, haproxy without -D)"
+            ),
+            Readiness::Exited { how, .. } => format!("service `{name}` {how} before it was ready"),
             Readiness::TimedOut { last } => {
                 let probes: Vec<String> = probes.iter().map(ToString::to_string).collect();
                 format!(

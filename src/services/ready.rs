@@ -4,6 +4,7 @@
 
 use std::fmt;
 use std::net::SocketAddr;
+use std::process::ExitStatus;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -165,8 +166,11 @@ pub(super) async fn already_listening(probes: &[Probe]) -> Option<SocketAddr> {
 /// How a start-up wait ended.
 pub(super) enum Readiness {
     Ready,
-    /// The process ended first: "exited with status 1".
-    Exited(String),
+    /// The process ended first: "exited with status 1"; `success` when with status 0.
+    Exited {
+        how: String,
+        success: bool,
+    },
     /// `within` passed; why the last attempt failed.
     TimedOut {
         last: String,
@@ -224,16 +228,30 @@ pub(super) async fn wait_ready(
 /// or it crashed right after binding) is not a start.
 fn still_up(leader: &mut Leader) -> Readiness {
     match leader.try_wait() {
-        Ok(Some(status)) => Readiness::Exited(describe_status(status)),
+        Ok(Some(status)) => ended(status),
         Ok(None) => Readiness::Ready,
-        Err(e) => Readiness::Exited(format!("could not be watched ({e})")),
+        Err(e) => watch_failed(e),
     }
 }
 
-fn exited(status: std::io::Result<std::process::ExitStatus>) -> Readiness {
+fn exited(status: std::io::Result<ExitStatus>) -> Readiness {
     match status {
-        Ok(status) => Readiness::Exited(describe_status(status)),
-        Err(e) => Readiness::Exited(format!("could not be watched ({e})")),
+        Ok(status) => ended(status),
+        Err(e) => watch_failed(e),
+    }
+}
+
+fn ended(status: ExitStatus) -> Readiness {
+    Readiness::Exited {
+        how: describe_status(status),
+        success: status.success(),
+    }
+}
+
+fn watch_failed(e: std::io::Error) -> Readiness {
+    Readiness::Exited {
+        how: format!("could not be watched ({e})"),
+        success: false,
     }
 }
 

@@ -179,4 +179,5 @@ async fn faultline_means_this_binary() {
         msg.contains("service `self` exited with status 0 before it was ready"),
         "{msg}"
     );
+    assert!(msg.contains("run it in the foreground"), "{msg}");
 }
