@@ -15,6 +15,7 @@ pub mod net;
 pub mod proxy;
 pub mod report;
 pub mod run;
+pub mod services;
 pub mod simulate;
 
 use clap::Parser;
