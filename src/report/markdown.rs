@@ -1,0 +1,1 @@
+//! The Markdown summary (in progress).
