@@ -151,7 +151,10 @@ mod tests {
             Some("2023-11-14T22:13:20.123+00:00")
         );
         for (row, case) in rows.iter().zip(&suite.test_cases) {
-            assert_eq!(case.name.as_str(), format!("{} ({})", row.budget, row.scope));
+            assert_eq!(
+                case.name.as_str(),
+                format!("{} ({})", row.budget, row.scope)
+            );
             assert_eq!(
                 case.classname.as_ref().map(XmlString::as_str),
                 Some(format!("faultline.{NASTY_NAME}").as_str())

@@ -160,7 +160,10 @@ mod tests {
         let s = sample();
         let md = render("failover", &s.eval, None);
         assert!(md.starts_with("## faultline: failover — FAIL\n"), "{md}");
-        assert!(md.contains("| budget | scope | limit | measured | result |"), "{md}");
+        assert!(
+            md.contains("| budget | scope | limit | measured | result |"),
+            "{md}"
+        );
         let table_rows = md.lines().filter(|l| l.starts_with("| ")).count();
         assert_eq!(table_rows, s.eval.verdict.rows.len() + 1, "{md}");
         for expected in [
@@ -176,10 +179,7 @@ mod tests {
         }
         let passes = s.eval.verdict.rows.iter().filter(|r| r.passed).count();
         assert_eq!(md.matches('✅').count(), passes);
-        assert_eq!(
-            md.matches('❌').count(),
-            s.eval.verdict.rows.len() - passes
-        );
+        assert_eq!(md.matches('❌').count(), s.eval.verdict.rows.len() - passes);
     }
 
     #[test]
@@ -209,7 +209,10 @@ mod tests {
         let md = render("x", &eval, None);
         assert!(md.contains("— PASS"), "{md}");
         assert!(md.contains("No budgets set"), "{md}");
-        assert!(md.contains("- **whole run**: 0 requests, 0 errors, p99 -"), "{md}");
+        assert!(
+            md.contains("- **whole run**: 0 requests, 0 errors, p99 -"),
+            "{md}"
+        );
     }
 
     #[test]
@@ -221,7 +224,10 @@ mod tests {
         append_to(&path, "first", &s.eval, None).unwrap();
         append_to(&path, "second", &s.eval, None).unwrap();
         let text = std::fs::read_to_string(&path).unwrap();
-        assert!(text.starts_with("# earlier step\n\n## faultline: first"), "{text}");
+        assert!(
+            text.starts_with("# earlier step\n\n## faultline: first"),
+            "{text}"
+        );
         let first = text.find("## faultline: first").unwrap();
         let second = text.find("## faultline: second").unwrap();
         assert!(first < second, "{text}");
