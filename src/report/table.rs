@@ -68,16 +68,7 @@ fn phase_table(m: &Metrics) -> Table {
     t.set_header([
         "phase", "requests", "ok", "errors", "p50", "p90", "p99", "max", "ttfb p50",
     ]);
-    let phases: Vec<(&str, &PhaseMetrics)> = if m.fault_injected {
-        Phase::ALL
-            .iter()
-            .map(|p| (p.as_str(), m.phases.get(*p)))
-            .collect()
-    } else {
-        // Without a fault every request is baseline; one row says so more plainly.
-        vec![("whole run", &m.whole_run)]
-    };
-    for (name, p) in phases {
+    for (name, p) in phase_rows(m) {
         let lat = |f: fn(&Distribution) -> std::time::Duration| {
             p.latency
                 .as_ref()
@@ -105,8 +96,21 @@ fn phase_table(m: &Metrics) -> Table {
     t
 }
 
+/// The phases a report lists, named; shared by every format so they all agree.
+pub(super) fn phase_rows(m: &Metrics) -> Vec<(&'static str, &PhaseMetrics)> {
+    if m.fault_injected {
+        Phase::ALL
+            .iter()
+            .map(|p| (p.as_str(), m.phases.get(*p)))
+            .collect()
+    } else {
+        // Without a fault every request is baseline; one row says so more plainly.
+        vec![("whole run", &m.whole_run)]
+    }
+}
+
 /// "3 (2 truncated, 1 http_error)", or "0".
-fn errors_cell(p: &PhaseMetrics) -> String {
+pub(super) fn errors_cell(p: &PhaseMetrics) -> String {
     if p.errors == 0 {
         return "0".into();
     }
@@ -119,7 +123,7 @@ fn errors_cell(p: &PhaseMetrics) -> String {
 }
 
 /// One line of the numbers the budgets are built on.
-fn summary_line(m: &Metrics) -> String {
+pub(super) fn summary_line(m: &Metrics) -> String {
     let s = &m.steady_state;
     let mut parts = vec![format!(
         "steady state {} (threshold {}, {} windows)",
