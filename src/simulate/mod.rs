@@ -13,6 +13,8 @@ pub mod content;
 mod gateway;
 mod health;
 mod host;
+mod inflight;
+mod memory;
 mod openai;
 mod server;
 mod stream;
@@ -26,12 +28,15 @@ use crate::experiment::schema::{GatewaySpec, SimulateSpec};
 
 /// Starts simulated host `name` on `spec.listen`. A taken port is `Failure::Environment`.
 pub async fn start_host(name: &str, spec: &SimulateSpec) -> Result<RunningServer, Failure> {
-    let handler = host::handler(name, spec)?;
-    server::serve(spec.listen, &format!("service `{name}`"), handler).await
+    let crash = server::Crash::new();
+    let handler = host::handler(name, spec, crash.clone())?;
+    server::serve(spec.listen, &format!("service `{name}`"), handler, crash).await
 }
 
 /// Starts the reference gateway `name` on `spec.listen`. A taken port is `Failure::Environment`.
 pub async fn start_gateway(name: &str, spec: &GatewaySpec) -> Result<RunningServer, Failure> {
     let handler = gateway::handler(name, spec)?;
-    server::serve(spec.listen, &format!("service `{name}`"), handler).await
+    // A gateway never crashes on its own: its signal is never triggered.
+    let crash = server::Crash::new();
+    server::serve(spec.listen, &format!("service `{name}`"), handler, crash).await
 }
