@@ -1,7 +1,8 @@
 //! The reference gateway: a stand-in for a user's own gateway (LiteLLM, Envoy and the like) so
 //! a drill can run end to end without one. It forwards every request to an upstream picked by
 //! the strategy, retries failed attempts on other upstreams, ejects failing upstreams for a
-//! cooldown, and streams response bodies through frame by frame.
+//! cooldown, optionally sheds load when every upstream is at its in-flight limit, and streams
+//! response bodies through frame by frame.
 //!
 //! Like real gateways, it can only retry before a response has started: a 200 whose stream is
 //! cut halfway reaches the client cut. That gap is what faultline's gray-failure drills expose.
@@ -13,14 +14,15 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::body::Incoming;
-use hyper::header::{self, HeaderMap, HeaderName};
+use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode, Uri};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use super::body::{self, Body, BoxError};
-use super::health::Pool;
+use super::health::{Next, Pool};
+use super::inflight::{Guarded, Ticket};
 use super::server::Handler;
 use crate::exit::Failure;
 use crate::experiment::schema::GatewaySpec;
@@ -39,13 +41,31 @@ struct Gateway {
     retry_on: Vec<u16>,
     timeout: Duration,
     reterminate: bool,
+    shed_status: StatusCode,
 }
+
+const SHED_MESSAGE: &str = "gateway is shedding load: every upstream is at its in-flight limit";
 
 /// Checks the spec and builds the request handler of gateway `name`.
 pub(crate) fn handler(name: &str, spec: &GatewaySpec) -> Result<Handler, Failure> {
     if spec.upstreams.is_empty() {
         return Err(Failure::Usage(format!(
             "gateway `{name}` needs at least one upstream"
+        )));
+    }
+    let shed_status = StatusCode::from_u16(spec.shed_status)
+        .ok()
+        .filter(|s| s.is_client_error() || s.is_server_error())
+        .ok_or_else(|| {
+            Failure::Usage(format!(
+                "gateway `{name}`: shed_status {} is not an HTTP error status",
+                spec.shed_status
+            ))
+        })?;
+    if spec.max_in_flight_per_upstream == Some(0) {
+        return Err(Failure::Usage(format!(
+            "gateway `{name}`: max_in_flight_per_upstream must be at least 1 (0 would shed \
+             every request)"
         )));
     }
     let mut connector = HttpConnector::new();
@@ -61,12 +81,14 @@ pub(crate) fn handler(name: &str, spec: &GatewaySpec) -> Result<Handler, Failure
             spec.strategy,
             spec.eject_after,
             spec.cooldown.0,
+            spec.max_in_flight_per_upstream,
         ),
         client,
         retries: spec.retries,
         retry_on: spec.retry_on.clone(),
         timeout: spec.timeout.0,
         reterminate: spec.reterminate_cut_streams,
+        shed_status,
     });
     Ok(Arc::new(move |req| {
         let gateway = gateway.clone();
@@ -100,22 +122,31 @@ impl Gateway {
         let mut failures = Vec::new();
         let mut last_response = None;
         for _ in 0..=self.retries {
-            let Some((index, addr)) = self.pool.next(&mut plan) else {
-                break;
+            // The ticket of an attempt lives as long as its response: dropped with a failed
+            // attempt, moved into the relayed body otherwise.
+            let (index, addr, ticket) = match self.pool.next(&mut plan) {
+                Next::Try(attempt) => (attempt.index, attempt.addr, attempt.ticket),
+                // Even on a retry: the upstreams left are full, and the point of the limit is
+                // to never pile more work onto them. The client is told to come back.
+                Next::Shed => return shed(self.shed_status),
+                Next::Exhausted => break,
             };
             let upstream_req = match upstream_request(&parts, addr, request_body.clone()) {
                 Ok(r) => r,
                 Err(message) => return gateway_error(StatusCode::BAD_REQUEST, &message),
             };
+            // A crashed upstream shows up here as a refused connection or a connection cut
+            // before the response: both are failed attempts, so it is retried elsewhere and
+            // ejected like any failing upstream.
             match tokio::time::timeout(self.timeout, self.client.request(upstream_req)).await {
                 Ok(Ok(resp)) if self.retry_on.contains(&resp.status().as_u16()) => {
                     self.pool.record(index, false);
                     failures.push(format!("{addr} answered {}", resp.status()));
-                    last_response = Some(resp);
+                    last_response = Some((resp, ticket));
                 }
                 Ok(Ok(resp)) => {
                     self.pool.record(index, true);
-                    return relay(resp, self.reterminate);
+                    return relay(resp, self.reterminate, ticket);
                 }
                 Ok(Err(e)) => {
                     self.pool.record(index, false);
@@ -133,7 +164,7 @@ impl Gateway {
             }
         }
         match last_response {
-            Some(resp) => relay(resp, false),
+            Some((resp, ticket)) => relay(resp, false, ticket),
             None if failures.is_empty() => {
                 gateway_error(StatusCode::BAD_GATEWAY, "no upstream available")
             }
@@ -170,7 +201,8 @@ fn upstream_request(
 /// The upstream's response as the client gets it: same status and headers (`x-served-by`
 /// included), body passed through frame by frame. An upstream error mid-body becomes a body
 /// error, so hyper cuts the client's connection instead of pretending the stream ended well.
-fn relay(resp: Response<Incoming>, reterminate: bool) -> Response<Body> {
+/// The body holds the attempt's in-flight `ticket` until it ends or the client goes away.
+fn relay(resp: Response<Incoming>, reterminate: bool, ticket: Ticket) -> Response<Body> {
     let (mut parts, incoming) = resp.into_parts();
     strip_hop_by_hop(&mut parts.headers);
     let is_sse = parts
@@ -183,7 +215,7 @@ fn relay(resp: Response<Incoming>, reterminate: bool) -> Response<Body> {
     } else {
         incoming.map_err(|e| Box::new(e) as BoxError).boxed_unsync()
     };
-    Response::from_parts(parts, body)
+    Response::from_parts(parts, Guarded::new(body, ticket).boxed_unsync())
 }
 
 /// The synthetic ending some gateways write when an upstream stream breaks: the client's
@@ -258,6 +290,18 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
     headers.remove("keep-alive");
     headers.remove("proxy-connection");
+}
+
+/// The answer when every upstream is at its in-flight limit: at once, in the OpenAI shape of a
+/// rate limit, with a hint to retry, so clients back off instead of timing out.
+fn shed(status: StatusCode) -> Response<Body> {
+    let mut resp = body::json(
+        status,
+        &serde_json::json!({ "error": { "message": SHED_MESSAGE, "type": "rate_limit_error" } }),
+    );
+    resp.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    resp
 }
 
 fn gateway_error(status: StatusCode, message: &str) -> Response<Body> {

@@ -1,9 +1,10 @@
-//! The simulated inference host: routes requests to the OpenAI or Anthropic dialect, applies
-//! the capacity model, paces the answer, and labels every response with `x-served-by`.
+//! The simulated inference host: routes requests to the OpenAI or Anthropic dialect, plays its
+//! cold start, applies the capacity and memory models, paces the answer, and labels every
+//! response with `x-served-by`.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
@@ -11,10 +12,12 @@ use hyper::body::Incoming;
 use hyper::header::{HeaderName, HeaderValue, ALLOW, CACHE_CONTROL, CONTENT_TYPE, RETRY_AFTER};
 use hyper::{Method, Request, Response, StatusCode};
 use serde_json::{json, Value};
+use tokio::time::Instant;
 
 use super::body::{self, Body};
 use super::capacity::Capacity;
-use super::server::Handler;
+use super::memory::{Admission, Memory};
+use super::server::{Crash, Handler};
 use super::stream::{self, Pace};
 use super::{anthropic, openai};
 use crate::exit::Failure;
@@ -76,10 +79,16 @@ struct Host {
     reject_status: StatusCode,
     full_message: String,
     next_id: AtomicU64,
+    started: Instant,
+    /// Zero when the host serves from the start.
+    cold_start: Duration,
+    memory: Option<Arc<Memory>>,
+    crash: Crash,
 }
 
-/// Checks the spec and builds the request handler of host `name`.
-pub(crate) fn handler(name: &str, spec: &SimulateSpec) -> Result<Handler, Failure> {
+/// Checks the spec and builds the request handler of host `name`; a crash of the memory model
+/// goes through `crash`. Must run inside the runtime (it may start the memory watchdog).
+pub(crate) fn handler(name: &str, spec: &SimulateSpec, crash: Crash) -> Result<Handler, Failure> {
     let label = spec.served_by.as_deref().unwrap_or(name);
     let served_by = HeaderValue::from_str(label).map_err(|_| {
         Failure::Usage(format!(
@@ -98,6 +107,15 @@ pub(crate) fn handler(name: &str, spec: &SimulateSpec) -> Result<Handler, Failur
     let slots = spec
         .capacity
         .map_or_else(|| "unlimited".to_string(), |n| n.to_string());
+    // One clock for the cold start and the leak, both defined from when the host started.
+    let started = Instant::now();
+    let memory = spec
+        .memory
+        .as_ref()
+        .map(|m| Memory::new(name, m, started, crash.clone()));
+    if let Some(memory) = &memory {
+        memory.watch();
+    }
     let host = Arc::new(Host {
         model: spec.model.clone(),
         served_by,
@@ -107,11 +125,21 @@ pub(crate) fn handler(name: &str, spec: &SimulateSpec) -> Result<Handler, Failur
         reject_status,
         full_message: format!("simulated host `{name}` is at capacity ({slots} concurrent)"),
         next_id: AtomicU64::new(1),
+        started,
+        cold_start: spec.cold_start.map_or(Duration::ZERO, |d| d.0),
+        memory,
+        crash,
     });
     Ok(Arc::new(move |req| {
         let host = host.clone();
         Box::pin(async move {
-            let mut resp = route(&host, req).await;
+            if host.crash.is_triggered() {
+                return dead().await;
+            }
+            let mut resp = match host.loading() {
+                Some(resp) => resp,
+                None => route(&host, req).await,
+            };
             resp.headers_mut().insert(SERVED_BY, host.served_by.clone());
             resp
         })
@@ -133,6 +161,12 @@ async fn route(host: &Host, req: Request<Incoming>) -> Response<Body> {
             &format!("Invalid URL ({method} {path})"),
         ),
     }
+}
+
+/// What a crashed host answers: nothing, ever. The accept loop drops the connection (and with
+/// it this future) as it tears the server down.
+async fn dead() -> Response<Body> {
+    std::future::pending().await
 }
 
 fn wrong_method(method: &Method, path: &str, allowed: &'static str) -> Response<Body> {
@@ -166,26 +200,34 @@ async fn complete(host: &Host, api: Api, req: Request<Incoming>) -> Response<Bod
         Err(message) => return api.error(StatusCode::BAD_REQUEST, &message),
     };
     let Some(slot) = host.capacity.admit().await else {
-        let mut resp = api.error(host.reject_status, &host.full_message);
-        resp.headers_mut()
-            .insert(RETRY_AFTER, HeaderValue::from_static("1"));
-        return resp;
+        return refuse(host, api, &host.full_message);
     };
     let total = host
         .completion_tokens
         .min(ask.max_tokens.unwrap_or(u32::MAX))
         .max(1);
+    // Memory is checked once the request has a slot (after its queue wait, if it queued),
+    // since that is when a real server would allocate its cache.
+    let cache = match &host.memory {
+        None => None,
+        Some(memory) => match memory.admit(u64::from(ask.prompt_tokens) + u64::from(total)) {
+            Admission::Admitted(reservation) => Some(reservation),
+            Admission::Refused(message) => return refuse(host, api, &message),
+            Admission::Crashed => return dead().await,
+        },
+    };
+    let held = (slot, cache);
     let reply = host.reply(api, &ask, total);
     if ask.stream {
         let events = match api {
             Api::OpenAi => {
-                body::streamed(stream::play(openai::Chunks(reply), host.pace, total, slot))
+                body::streamed(stream::play(openai::Chunks(reply), host.pace, total, held))
             }
             Api::Anthropic => body::streamed(stream::play(
                 anthropic::Events(reply),
                 host.pace,
                 total,
-                slot,
+                held,
             )),
         };
         let mut resp = Response::new(events);
@@ -195,7 +237,7 @@ async fn complete(host: &Host, api: Api, req: Request<Incoming>) -> Response<Bod
         return resp;
     }
     super::stream::wait_until(tokio::time::Instant::now() + host.pace.whole(total)).await;
-    drop(slot);
+    drop(held);
     let answer = match api {
         Api::OpenAi => openai::whole(&reply),
         Api::Anthropic => anthropic::whole(&reply),
@@ -203,7 +245,31 @@ async fn complete(host: &Host, api: Api, req: Request<Incoming>) -> Response<Bod
     body::json(StatusCode::OK, &answer)
 }
 
+/// A request the host will not take now: `reject_status`, with a hint to come back soon.
+fn refuse(host: &Host, api: Api, message: &str) -> Response<Body> {
+    let mut resp = api.error(host.reject_status, message);
+    resp.headers_mut()
+        .insert(RETRY_AFTER, HeaderValue::from_static("1"));
+    resp
+}
+
 impl Host {
+    /// The answer to every request while the model is still loading, as vLLM and TGI give
+    /// 503 until their weights are in memory; `None` once the cold start is over.
+    fn loading(&self) -> Option<Response<Body>> {
+        if self.started.elapsed() >= self.cold_start {
+            return None;
+        }
+        let mut resp = body::openai_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "service_unavailable",
+            "model is loading",
+        );
+        resp.headers_mut()
+            .insert(RETRY_AFTER, HeaderValue::from_static("1"));
+        Some(resp)
+    }
+
     fn reply(&self, api: Api, ask: &Ask, total: u32) -> Reply {
         let n = self.next_id.fetch_add(1, Ordering::Relaxed);
         let id = match api {

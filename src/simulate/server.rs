@@ -1,5 +1,5 @@
 //! The accept loop both the host and the gateway run: HTTP/1.1 with keep-alive, one task per
-//! connection, all of them tracked so that stopping really ends every connection.
+//! connection, all of them tracked so that stopping (or crashing) really ends every connection.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -14,7 +14,7 @@ use hyper::service::service_fn;
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 use tokio::task::{JoinHandle, JoinSet};
 
 use super::body::Body;
@@ -25,6 +25,65 @@ pub(crate) type Handler = Arc<
     dyn Fn(Request<Incoming>) -> Pin<Box<dyn Future<Output = Response<Body>> + Send>> + Send + Sync,
 >;
 
+/// Where a server is in its life. Only a simulated host with a memory model ever leaves
+/// `Alive`; the gateway's signal is never triggered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Life {
+    Alive,
+    /// Asked to die: handlers answer nothing more, the accept loop is tearing down.
+    Crashing,
+    /// Dead: the listener is closed and every connection has been dropped.
+    Down,
+}
+
+/// The crash signal of one server, shared by its handler (which triggers it) and its owner
+/// (which waits for it). A watch channel, so late waiters still see a crash that already
+/// happened.
+#[derive(Clone, Debug)]
+pub(crate) struct Crash(Arc<watch::Sender<Life>>);
+
+impl Crash {
+    pub(crate) fn new() -> Self {
+        Crash(Arc::new(watch::Sender::new(Life::Alive)))
+    }
+
+    /// Asks the server to die like an OOM-killed process. True only for the call that did it,
+    /// so exactly one caller says why.
+    pub(crate) fn trigger(&self) -> bool {
+        self.0.send_if_modified(|life| {
+            if *life == Life::Alive {
+                *life = Life::Crashing;
+                true
+            } else {
+                false
+            }
+        })
+    }
+
+    /// True from the moment the crash was asked for: nothing may be served any more.
+    pub(crate) fn is_triggered(&self) -> bool {
+        *self.0.borrow() != Life::Alive
+    }
+
+    fn is_down(&self) -> bool {
+        *self.0.borrow() == Life::Down
+    }
+
+    fn mark_down(&self) {
+        self.0.send_replace(Life::Down);
+    }
+
+    /// Resolves once `life` holds; never otherwise.
+    async fn reached(&self, done: impl Fn(Life) -> bool) {
+        let mut seen = self.0.subscribe();
+        // The sender lives in `self`, so the channel cannot close while this waits; should it
+        // anyway, "never crashed" is the honest answer.
+        if seen.wait_for(|life| done(*life)).await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
 /// A server started by [`super::start_host`] or [`super::start_gateway`].
 ///
 /// Dropping it without [`RunningServer::stop`] also shuts it down, but without waiting.
@@ -33,12 +92,27 @@ pub struct RunningServer {
     addr: SocketAddr,
     stop: oneshot::Sender<()>,
     task: JoinHandle<()>,
+    crash: Crash,
 }
 
 impl RunningServer {
     /// The address it listens on (the real port when the spec asked for port 0).
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// True once the server has crashed (a simulated host out of KV-cache memory with
+    /// `on_exhaustion: crash`): its listener is closed, every connection it had is dropped,
+    /// and it never serves again. Always false for a gateway.
+    pub fn crashed(&self) -> bool {
+        self.crash.is_down()
+    }
+
+    /// Resolves when the server has crashed, as [`RunningServer::crashed`] describes; never
+    /// resolves for a server that does not crash. A `faultline simulate` process waits on this
+    /// to exit with status 137, like an OOM-killed one.
+    pub async fn wait_crashed(&self) {
+        self.crash.reached(|life| life == Life::Down).await;
     }
 
     /// Stops accepting, drops open connections, waits for the tasks to end.
@@ -50,27 +124,47 @@ impl RunningServer {
     }
 }
 
-/// Binds `listen` and serves `handler` on it until stopped.
+/// Binds `listen` and serves `handler` on it until stopped, or until `crash` is triggered.
 pub(crate) async fn serve(
     listen: SocketAddr,
     owner: &str,
     handler: Handler,
+    crash: Crash,
 ) -> Result<RunningServer, Failure> {
     let listener = crate::net::bind(listen, owner).await?;
     let addr = listener
         .local_addr()
         .map_err(|e| Failure::Environment(format!("cannot read the address of {owner}: {e}")))?;
     let (stop, stopped) = oneshot::channel();
-    let task = tokio::spawn(accept_loop(listener, handler, stopped));
-    Ok(RunningServer { addr, stop, task })
+    let task = tokio::spawn(accept_loop(listener, handler, stopped, crash.clone()));
+    Ok(RunningServer {
+        addr,
+        stop,
+        task,
+        crash,
+    })
 }
 
-async fn accept_loop(listener: TcpListener, handler: Handler, mut stopped: oneshot::Receiver<()>) {
+async fn accept_loop(
+    listener: TcpListener,
+    handler: Handler,
+    mut stopped: oneshot::Receiver<()>,
+    crash: Crash,
+) {
     let mut connections = JoinSet::new();
+    let triggered = crash.reached(|life| life != Life::Alive);
+    tokio::pin!(triggered);
+    let mut crashed = false;
     loop {
         tokio::select! {
             // Either an explicit stop or the RunningServer being dropped.
             _ = &mut stopped => break,
+            // A crash ends the server the same way a stop does; what differs is that the owner
+            // is told, and that it happens from inside.
+            _ = &mut triggered => {
+                crashed = true;
+                break;
+            }
             accepted = listener.accept() => match accepted {
                 Ok((stream, _peer)) => {
                     let _ = stream.set_nodelay(true);
@@ -84,8 +178,13 @@ async fn accept_loop(listener: TcpListener, handler: Handler, mut stopped: onesh
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
         }
     }
+    // Closing the listener refuses new connections; aborting the connection tasks drops their
+    // sockets, so clients see their streams cut mid-body, as when the kernel reaps a process.
     drop(listener);
     connections.shutdown().await;
+    if crashed {
+        crash.mark_down();
+    }
 }
 
 async fn serve_connection(stream: tokio::net::TcpStream, handler: Handler) {

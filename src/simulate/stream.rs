@@ -7,7 +7,6 @@ use bytes::Bytes;
 use futures_util::Stream;
 use tokio::time::Instant;
 
-use super::capacity::Slot;
 use crate::experiment::schema::SimulateSpec;
 
 /// Longest single wait the pacing will schedule; absurd configurations are clamped here
@@ -77,14 +76,15 @@ enum Step {
     Done,
 }
 
-struct Player<S> {
+struct Player<S, H> {
     script: S,
     pace: Pace,
     start: Instant,
     total: u32,
     step: Step,
-    /// Held while the stream plays; dropping the stream (the client went away) frees it too.
-    _slot: Option<Slot>,
+    /// What the request holds (its capacity slot, its KV cache) while the stream plays;
+    /// dropping the stream (the client went away) frees it too.
+    held: Option<H>,
 }
 
 /// Plays `script` for a `total`-token completion: each event is its own frame, sent when due.
@@ -92,11 +92,11 @@ struct Player<S> {
 /// The opening events go out together with the first token, after the time to first token, as
 /// vLLM does; so a client's time to first byte measures the simulated prefill. Response
 /// headers are not held back.
-pub(crate) fn play<S: Script>(
+pub(crate) fn play<S: Script, H: Send + 'static>(
     script: S,
     pace: Pace,
     total: u32,
-    slot: Slot,
+    held: H,
 ) -> impl Stream<Item = Bytes> + Send + 'static {
     let player = Player {
         script,
@@ -104,7 +104,7 @@ pub(crate) fn play<S: Script>(
         start: Instant::now(),
         total,
         step: Step::Opening,
-        _slot: Some(slot),
+        held: Some(held),
     };
     futures_util::stream::unfold(player, |mut p| async move {
         let chunk = match p.step {
@@ -128,9 +128,9 @@ pub(crate) fn play<S: Script>(
             }
             Step::Closing => {
                 p.step = Step::Done;
-                // The answer is complete: the slot is free for the next request even if the
-                // client is slow to read the last bytes.
-                p._slot = None;
+                // The answer is complete: the slot and the cache are free for the next request
+                // even if the client is slow to read the last bytes.
+                p.held = None;
                 p.script.closing()
             }
             Step::Done => return None,
@@ -139,7 +139,7 @@ pub(crate) fn play<S: Script>(
     })
 }
 
-impl<S> Player<S> {
+impl<S, H> Player<S, H> {
     fn due(&self, index: u32) -> Instant {
         let offset = self.pace.token_offset(index);
         self.start.checked_add(offset).unwrap_or(self.start)

@@ -36,6 +36,8 @@ pub fn host_spec() -> SimulateSpec {
         overflow: Overflow::Queue,
         reject_status: 429,
         served_by: None,
+        memory: None,
+        cold_start: None,
     }
 }
 
@@ -50,6 +52,8 @@ pub fn gateway_spec(upstreams: Vec<SocketAddr>) -> GatewaySpec {
         cooldown: Dur::from_secs(60),
         timeout: Dur::from_secs(5),
         reterminate_cut_streams: false,
+        max_in_flight_per_upstream: None,
+        shed_status: 429,
     }
 }
 
@@ -82,20 +86,42 @@ impl Answer {
 
 /// Sends one request on a fresh connection and reads the whole answer.
 pub async fn send(addr: SocketAddr, method: &str, path: &str, body: &str) -> Answer {
+    try_send(addr, method, path, body).await.unwrap()
+}
+
+/// Like [`send`], but a refused connection or a connection closed before the response is an
+/// `Err` rather than a panic: for servers that may crash.
+pub async fn try_send(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: &str,
+) -> Result<Answer, String> {
     tokio::time::timeout(EXCHANGE_LIMIT, exchange(addr, method, path, body))
         .await
         .expect("exchange took too long")
+}
+
+pub async fn try_post(addr: SocketAddr, body: serde_json::Value) -> Result<Answer, String> {
+    try_send(addr, "POST", "/v1/chat/completions", &body.to_string()).await
 }
 
 pub async fn post_json(addr: SocketAddr, path: &str, body: serde_json::Value) -> Answer {
     send(addr, "POST", path, &body.to_string()).await
 }
 
-async fn exchange(addr: SocketAddr, method: &str, path: &str, body: &str) -> Answer {
-    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+async fn exchange(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: &str,
+) -> Result<Answer, String> {
+    let stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
-        .unwrap();
+        .map_err(|e| format!("handshake: {e}"))?;
     tokio::spawn(conn);
     let req = Request::builder()
         .method(method)
@@ -105,7 +131,10 @@ async fn exchange(addr: SocketAddr, method: &str, path: &str, body: &str) -> Ans
         .body(Full::new(Bytes::from(body.to_string())))
         .unwrap();
     let sent = Instant::now();
-    let resp = sender.send_request(req).await.unwrap();
+    let resp = sender
+        .send_request(req)
+        .await
+        .map_err(|e| format!("request: {e}"))?;
     let headers_at = sent.elapsed();
     let (parts, mut incoming) = resp.into_parts();
     let mut frames = Vec::new();
@@ -123,13 +152,13 @@ async fn exchange(addr: SocketAddr, method: &str, path: &str, body: &str) -> Ans
             }
         }
     }
-    Answer {
+    Ok(Answer {
         status: parts.status,
         headers: parts.headers,
         headers_at,
         frames,
         body_error,
-    }
+    })
 }
 
 /// The status of a POST to the chat endpoint, without waiting for the body; the connection is
@@ -195,7 +224,9 @@ where
         let respond = respond.clone();
         Box::pin(async move { respond() })
     });
-    let server = server::serve(any_port(), "stub", handler).await.unwrap();
+    let server = server::serve(any_port(), "stub", handler, server::Crash::new())
+        .await
+        .unwrap();
     (server, hits)
 }
 

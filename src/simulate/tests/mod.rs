@@ -4,3 +4,5 @@
 mod client;
 mod gateway;
 mod host;
+mod memory;
+mod shed;
