@@ -165,7 +165,7 @@ _faultline() {
             return 0
             ;;
         faultline__subcmd__run)
-            opts="-q -h --seed --out --json --quiet --help"
+            opts="-q -h --seed --out --json --junit --dry-run --quiet --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -183,6 +183,10 @@ _faultline() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --junit)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -191,7 +195,7 @@ _faultline() {
             return 0
             ;;
         faultline__subcmd__simulate)
-            opts="-h --listen --model --ttft --tokens-per-second --completion-tokens --capacity --overflow --reject-status --served-by --help"
+            opts="-h --listen --model --ttft --tokens-per-second --completion-tokens --capacity --overflow --reject-status --served-by --kv-tokens --leak-per-second --leak-after --on-exhaustion --cold-start --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -230,6 +234,26 @@ _faultline() {
                     return 0
                     ;;
                 --served-by)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --kv-tokens)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --leak-per-second)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --leak-after)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --on-exhaustion)
+                    COMPREPLY=($(compgen -W "crash reject" -- "${cur}"))
+                    return 0
+                    ;;
+                --cold-start)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -34,6 +34,8 @@ complete -c faultline -n "__fish_faultline_needs_command" -f -a "help" -d 'Print
 complete -c faultline -n "__fish_faultline_using_subcommand run" -l seed -d 'Seed for every fault decision (overrides the file\'s `seed`)' -r
 complete -c faultline -n "__fish_faultline_using_subcommand run" -l out -d 'Directory for the reports [default: runs/<time>-<name>/]' -r -F
 complete -c faultline -n "__fish_faultline_using_subcommand run" -l json -d 'Also write the JSON report to this path' -r -F
+complete -c faultline -n "__fish_faultline_using_subcommand run" -l junit -d 'Also write the JUnit XML report (one test case per budget) to this path' -r -F
+complete -c faultline -n "__fish_faultline_using_subcommand run" -l dry-run -d 'Print what would start, be injected and be judged, and touch nothing'
 complete -c faultline -n "__fish_faultline_using_subcommand run" -s q -l quiet -d 'Print only the verdict table'
 complete -c faultline -n "__fish_faultline_using_subcommand run" -s h -l help -d 'Print help'
 complete -c faultline -n "__fish_faultline_using_subcommand validate" -s h -l help -d 'Print help'
@@ -47,6 +49,12 @@ complete -c faultline -n "__fish_faultline_using_subcommand simulate" -l overflo
 reject\t''"
 complete -c faultline -n "__fish_faultline_using_subcommand simulate" -l reject-status -d 'Status answered when rejecting' -r
 complete -c faultline -n "__fish_faultline_using_subcommand simulate" -l served-by -d 'Value of the x-served-by header' -r
+complete -c faultline -n "__fish_faultline_using_subcommand simulate" -l kv-tokens -d 'KV-cache capacity in tokens; each request holds prompt + completion tokens while in flight' -r
+complete -c faultline -n "__fish_faultline_using_subcommand simulate" -l leak-per-second -d 'KV-cache capacity lost per second to a leak (needs --kv-tokens)' -r
+complete -c faultline -n "__fish_faultline_using_subcommand simulate" -l leak-after -d 'When the leak starts, e.g. 30s (needs --kv-tokens)' -r
+complete -c faultline -n "__fish_faultline_using_subcommand simulate" -l on-exhaustion -d 'What a full KV cache does: crash (exit 137, like an OOM kill) or reject the request' -r -f -a "crash\t''
+reject\t''"
+complete -c faultline -n "__fish_faultline_using_subcommand simulate" -l cold-start -d 'Model load time after start, answering 503 to everything meanwhile, e.g. 5s' -r
 complete -c faultline -n "__fish_faultline_using_subcommand simulate" -s h -l help -d 'Print help'
 complete -c faultline -n "__fish_faultline_using_subcommand completions" -s h -l help -d 'Print help'
 complete -c faultline -n "__fish_faultline_using_subcommand help; and not __fish_seen_subcommand_from run validate simulate completions help" -f -a "run" -d 'Run an experiment: start its services, drive load, inject faults, judge the budgets'

@@ -89,6 +89,27 @@ pub struct SimulateArgs {
     /// Value of the x-served-by header.
     #[arg(long, default_value = "sim")]
     pub served_by: String,
+    /// KV-cache capacity in tokens; each request holds prompt + completion tokens while in flight.
+    #[arg(long, value_name = "TOKENS")]
+    pub kv_tokens: Option<u64>,
+    /// KV-cache capacity lost per second to a leak (needs --kv-tokens).
+    #[arg(long, value_name = "TOKENS", requires = "kv_tokens")]
+    pub leak_per_second: Option<u64>,
+    /// When the leak starts, e.g. 30s (needs --kv-tokens).
+    #[arg(long, value_name = "DURATION", requires = "kv_tokens")]
+    pub leak_after: Option<String>,
+    /// What a full KV cache does: crash (exit 137, like an OOM kill) or reject the request.
+    #[arg(long, value_enum, default_value_t = ExhaustionArg::Crash, requires = "kv_tokens")]
+    pub on_exhaustion: ExhaustionArg,
+    /// Model load time after start, answering 503 to everything meanwhile, e.g. 5s.
+    #[arg(long, value_name = "DURATION")]
+    pub cold_start: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum ExhaustionArg {
+    Crash,
+    Reject,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]

@@ -8,10 +8,10 @@ use anyhow::Context;
 use clap::CommandFactory;
 
 use crate::cli::{
-    Command, CompletionsArgs, Opts, OverflowArg, RunArgs, SimulateArgs, ValidateArgs,
+    Command, CompletionsArgs, ExhaustionArg, Opts, OverflowArg, RunArgs, SimulateArgs, ValidateArgs,
 };
 use crate::exit::{ExitCode, Failure};
-use crate::experiment::{self, units::Dur, Overflow, SimulateSpec};
+use crate::experiment::{self, units::Dur, Exhaustion, MemorySpec, Overflow, SimulateSpec};
 use crate::{measure, report, run};
 
 pub fn dispatch(opts: Opts) -> anyhow::Result<ExitCode> {
@@ -82,16 +82,16 @@ fn run_experiment(args: RunArgs) -> anyhow::Result<ExitCode> {
         ExitCode::BudgetMissed
     };
 
-    let mut info = report::json::ExperimentInfo::from_experiment(&exp);
-    info.seed = seed;
-    let json =
-        report::json::JsonReport::new(info, outcome.started_at, &outcome.facts, &evaluation, code);
-    let json_path = out_dir.join("report.json");
-    report::json::write(&json_path, &json)?;
-    if let Some(extra) = &args.json {
-        report::json::write(extra, &json)?;
-    }
-    report::csv::write(&out_dir.join("requests.csv"), &outcome.records)?;
+    write_reports(
+        &exp,
+        seed,
+        &out_dir,
+        args.json.as_deref(),
+        args.junit.as_deref(),
+        &outcome,
+        &evaluation,
+        code,
+    )?;
 
     let mut stdout = std::io::stdout().lock();
     writeln!(stdout, "{}", report::table::render(&evaluation))?;
@@ -112,6 +112,56 @@ fn run_experiment(args: RunArgs) -> anyhow::Result<ExitCode> {
         )?;
     }
     Ok(code)
+}
+
+/// Every report of a finished run: JSON, CSV, JUnit and HTML in the out dir (plus the copies
+/// asked for), and the Markdown summary when running under GitHub Actions.
+#[allow(clippy::too_many_arguments)]
+fn write_reports(
+    exp: &experiment::Experiment,
+    seed: u64,
+    out_dir: &Path,
+    json_copy: Option<&Path>,
+    junit_copy: Option<&Path>,
+    outcome: &run::RunRecord,
+    evaluation: &measure::Evaluation,
+    code: ExitCode,
+) -> anyhow::Result<()> {
+    let mut info = report::json::ExperimentInfo::from_experiment(exp);
+    info.seed = seed;
+    let json =
+        report::json::JsonReport::new(info, outcome.started_at, &outcome.facts, evaluation, code);
+    report::json::write(&out_dir.join("report.json"), &json)?;
+    if let Some(path) = json_copy {
+        report::json::write(path, &json)?;
+    }
+    report::csv::write(&out_dir.join("requests.csv"), &outcome.records)?;
+    let aborted = outcome.aborted.as_deref();
+    let duration = outcome.facts.duration;
+    for path in std::iter::once(out_dir.join("junit.xml")).chain(junit_copy.map(Path::to_path_buf))
+    {
+        report::junit::write(
+            &path,
+            &exp.name,
+            outcome.started_at,
+            duration,
+            evaluation,
+            aborted,
+        )?;
+    }
+    let html = report::html::HtmlInput {
+        experiment_name: &exp.name,
+        description: exp.description.as_deref(),
+        seed,
+        started_at: outcome.started_at,
+        facts: &outcome.facts,
+        records: &outcome.records,
+        eval: evaluation,
+        exit_code: code as u8,
+    };
+    report::html::write(&out_dir.join("report.html"), &html)?;
+    report::markdown::append_to_step_summary(&exp.name, evaluation, aborted)?;
+    Ok(())
 }
 
 /// `runs/<UTC time>-<name>/`, sortable by time.
@@ -135,10 +185,34 @@ fn default_out_dir(name: &str, now: SystemTime) -> PathBuf {
 }
 
 fn simulate(args: SimulateArgs) -> anyhow::Result<ExitCode> {
-    let ttft: Dur = args.ttft.parse().map_err(Failure::Usage)?;
+    let duration = |flag: &str, v: &Option<String>| -> Result<Option<Dur>, Failure> {
+        v.as_deref()
+            .map(|t| {
+                t.parse::<Dur>()
+                    .map_err(|e| Failure::Usage(format!("--{flag}: {e}")))
+            })
+            .transpose()
+    };
+    let ttft: Dur = args
+        .ttft
+        .parse()
+        .map_err(|e| Failure::Usage(format!("--ttft: {e}")))?;
     if !(args.tokens_per_second.is_finite() && args.tokens_per_second > 0.0) {
         return Err(Failure::Usage("--tokens-per-second must be above zero".into()).into());
     }
+    let memory = args
+        .kv_tokens
+        .map(|kv_tokens| -> Result<MemorySpec, Failure> {
+            Ok(MemorySpec {
+                kv_tokens,
+                leak_per_second: args.leak_per_second.unwrap_or(0),
+                leak_after: duration("leak-after", &args.leak_after)?.unwrap_or_default(),
+                on_exhaustion: match args.on_exhaustion {
+                    ExhaustionArg::Crash => Exhaustion::Crash,
+                    ExhaustionArg::Reject => Exhaustion::Reject,
+                },
+            })
+        });
     let spec = SimulateSpec {
         listen: args.listen,
         model: args.model,
@@ -152,8 +226,8 @@ fn simulate(args: SimulateArgs) -> anyhow::Result<ExitCode> {
         },
         reject_status: args.reject_status,
         served_by: Some(args.served_by),
-        memory: None,
-        cold_start: None,
+        memory: memory.transpose()?,
+        cold_start: duration("cold-start", &args.cold_start)?,
     };
     runtime()?.block_on(async {
         let server = crate::simulate::start_host("simulate", &spec).await?;
@@ -161,11 +235,17 @@ fn simulate(args: SimulateArgs) -> anyhow::Result<ExitCode> {
             "simulated inference host on http://{} (Ctrl-C to stop)",
             server.addr()
         );
-        let _ = tokio::signal::ctrl_c().await;
+        let crashed = tokio::select! {
+            _ = crate::run::interrupted() => false,
+            () = server.wait_crashed() => true,
+        };
         server.stop().await;
-        Ok::<_, anyhow::Error>(())
-    })?;
-    Ok(ExitCode::Success)
+        Ok::<_, anyhow::Error>(if crashed {
+            ExitCode::SimulatedOom
+        } else {
+            ExitCode::Success
+        })
+    })
 }
 
 fn completions(args: &CompletionsArgs) -> anyhow::Result<ExitCode> {

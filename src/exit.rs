@@ -16,6 +16,9 @@ pub enum ExitCode {
     Aborted = 3,
     /// The environment failed: a port taken, a service that would not start.
     Environment = 4,
+    /// `faultline simulate` only: the simulated host ran out of KV-cache memory and crashed,
+    /// exiting like a process the kernel OOM-killed (128 + SIGKILL).
+    SimulatedOom = 137,
 }
 
 impl From<ExitCode> for std::process::ExitCode {

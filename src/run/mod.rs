@@ -140,7 +140,7 @@ pub async fn execute(exp: &Experiment, opts: &RunOptions) -> Result<RunRecord, F
 }
 
 /// Resolves on Ctrl-C or SIGTERM with the signal's name.
-async fn interrupted() -> String {
+pub(crate) async fn interrupted() -> String {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};

@@ -8,6 +8,7 @@ use tokio::sync::watch;
 use super::console::Console;
 use super::{fmt_at, stack::Stack, window};
 use crate::experiment::{Action, Experiment, FaultTarget, LiftTarget};
+use crate::fault::FaultSpec;
 use crate::measure::FaultWindow;
 
 /// An injected fault whose window is still open.
@@ -108,6 +109,16 @@ pub async fn follow(
                         inj.fault.kind(),
                         inj.target.name()
                     ));
+                    if matches!(inj.fault, FaultSpec::Restart(_)) {
+                        // A restart is over once the service is ready again.
+                        let ready = origin.elapsed();
+                        windows.close(&inj.id, ready);
+                        console.say(format!(
+                            "[{:>7}] {} is back after its restart",
+                            fmt_at(ready),
+                            inj.target.name()
+                        ));
+                    }
                 }
                 Err(why) => console.say(format!(
                     "[{:>7}] could not inject {}: {why}",

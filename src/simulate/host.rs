@@ -88,7 +88,11 @@ struct Host {
 
 /// Checks the spec and builds the request handler of host `name`; a crash of the memory model
 /// goes through `crash`. Must run inside the runtime (it may start the memory watchdog).
-pub(crate) fn handler(name: &str, spec: &SimulateSpec, crash: Crash) -> Result<Handler, Failure> {
+pub(crate) fn handler(
+    name: &str,
+    spec: &SimulateSpec,
+    crash: Crash,
+) -> Result<(Handler, Option<Arc<Memory>>), Failure> {
     let label = spec.served_by.as_deref().unwrap_or(name);
     let served_by = HeaderValue::from_str(label).map_err(|_| {
         Failure::Usage(format!(
@@ -127,23 +131,26 @@ pub(crate) fn handler(name: &str, spec: &SimulateSpec, crash: Crash) -> Result<H
         next_id: AtomicU64::new(1),
         started,
         cold_start: spec.cold_start.map_or(Duration::ZERO, |d| d.0),
-        memory,
+        memory: memory.clone(),
         crash,
     });
-    Ok(Arc::new(move |req| {
-        let host = host.clone();
-        Box::pin(async move {
-            if host.crash.is_triggered() {
-                return dead().await;
-            }
-            let mut resp = match host.loading() {
-                Some(resp) => resp,
-                None => route(&host, req).await,
-            };
-            resp.headers_mut().insert(SERVED_BY, host.served_by.clone());
-            resp
-        })
-    }))
+    Ok((
+        Arc::new(move |req| {
+            let host = host.clone();
+            Box::pin(async move {
+                if host.crash.is_triggered() {
+                    return dead().await;
+                }
+                let mut resp = match host.loading() {
+                    Some(resp) => resp,
+                    None => route(&host, req).await,
+                };
+                resp.headers_mut().insert(SERVED_BY, host.served_by.clone());
+                resp
+            })
+        }),
+        memory,
+    ))
 }
 
 async fn route(host: &Host, req: Request<Incoming>) -> Response<Body> {

@@ -27,7 +27,28 @@ pub(crate) struct Memory {
     started: Instant,
     /// Tokens held by the requests in flight.
     held: Mutex<u64>,
+    /// A leak injected by the timeline (`memory_leak` fault), on top of the configured one.
+    injected: Mutex<InjectedLeak>,
+    watching: std::sync::atomic::AtomicBool,
     crash: Crash,
+}
+
+/// An injected leak: what it took while earlier injections were active, and the current one.
+#[derive(Debug, Default)]
+struct InjectedLeak {
+    /// Tokens x 1e9 already lost (kept in nano-tokens so no rounding accumulates).
+    lost_nano: u128,
+    /// The active leak: tokens per second since when.
+    active: Option<(u64, Instant)>,
+}
+
+impl InjectedLeak {
+    fn lost_at(&self, now: Instant) -> u128 {
+        let running = self.active.map_or(0, |(rate, since)| {
+            u128::from(rate) * now.saturating_duration_since(since).as_nanos()
+        });
+        self.lost_nano + running
+    }
 }
 
 /// The cache held by one request; dropping it (the response ended, or the client left, which
@@ -66,8 +87,32 @@ impl Memory {
             on_exhaustion: spec.on_exhaustion,
             started,
             held: Mutex::new(0),
+            injected: Mutex::new(InjectedLeak::default()),
+            watching: std::sync::atomic::AtomicBool::new(false),
             crash,
         })
+    }
+
+    fn injected(&self) -> MutexGuard<'_, InjectedLeak> {
+        self.injected.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Starts leaking `per_second` tokens of capacity (replacing an injected leak in force).
+    pub(crate) fn start_leak(self: &Arc<Self>, per_second: u64) {
+        let now = Instant::now();
+        let mut leak = self.injected();
+        leak.lost_nano = leak.lost_at(now);
+        leak.active = Some((per_second, now));
+        drop(leak);
+        self.start_watchdog();
+    }
+
+    /// Stops the injected leak; what it took stays lost, as with a real leak.
+    pub(crate) fn stop_leak(&self) {
+        let now = Instant::now();
+        let mut leak = self.injected();
+        leak.lost_nano = leak.lost_at(now);
+        leak.active = None;
     }
 
     fn held(&self) -> MutexGuard<'_, u64> {
@@ -84,7 +129,8 @@ impl Memory {
             .saturating_sub(self.leak_after);
         // Integer nanoseconds so the figure is exact and cannot overflow: u64 * u64 fits u128.
         let leaked = u128::from(self.leak_per_second) * leaking_for.as_nanos() / 1_000_000_000;
-        let leaked = u64::try_from(leaked).unwrap_or(u64::MAX);
+        let injected = self.injected().lost_at(now) / 1_000_000_000;
+        let leaked = u64::try_from(leaked + injected).unwrap_or(u64::MAX);
         self.kv_tokens.saturating_sub(leaked)
     }
 
@@ -165,6 +211,16 @@ impl Memory {
         if self.leak_per_second == 0 {
             return;
         }
+        self.start_watchdog();
+    }
+
+    fn start_watchdog(self: &Arc<Self>) {
+        if self
+            .watching
+            .swap(true, std::sync::atomic::Ordering::SeqCst)
+        {
+            return;
+        }
         let memory: Weak<Memory> = Arc::downgrade(self);
         tokio::spawn(async move {
             let mut ticks = tokio::time::interval(WATCHDOG_PERIOD);
@@ -175,6 +231,9 @@ impl Memory {
                     break;
                 };
                 if !memory.check() {
+                    memory
+                        .watching
+                        .store(false, std::sync::atomic::Ordering::SeqCst);
                     break;
                 }
             }

@@ -49,8 +49,9 @@ use crate::experiment::schema::{GatewaySpec, SimulateSpec};
 /// Starts simulated host `name` on `spec.listen`. A taken port is `Failure::Environment`.
 pub async fn start_host(name: &str, spec: &SimulateSpec) -> Result<RunningServer, Failure> {
     let crash = server::Crash::new();
-    let handler = host::handler(name, spec, crash.clone())?;
-    server::serve(spec.listen, &format!("service `{name}`"), handler, crash).await
+    let (handler, memory) = host::handler(name, spec, crash.clone())?;
+    let server = server::serve(spec.listen, &format!("service `{name}`"), handler, crash).await?;
+    Ok(server.with_memory(memory))
 }
 
 /// Starts the reference gateway `name` on `spec.listen`. A taken port is `Failure::Environment`.

@@ -18,6 +18,7 @@ use tokio::sync::{oneshot, watch};
 use tokio::task::{JoinHandle, JoinSet};
 
 use super::body::Body;
+use super::memory::Memory;
 use crate::exit::Failure;
 
 /// What a server does with one request. Boxed so the host and the gateway share one loop.
@@ -93,9 +94,35 @@ pub struct RunningServer {
     stop: oneshot::Sender<()>,
     task: JoinHandle<()>,
     crash: Crash,
+    /// A simulated host's KV cache, for faults that act on it.
+    memory: Option<Arc<Memory>>,
 }
 
 impl RunningServer {
+    pub(crate) fn with_memory(mut self, memory: Option<Arc<Memory>>) -> Self {
+        self.memory = memory;
+        self
+    }
+
+    /// Starts a `memory_leak` fault: the host's KV cache shrinks by `per_second` tokens every
+    /// second until lifted. Only a simulated host with a `memory:` model can leak.
+    pub fn inject_leak(&self, per_second: u64) -> Result<(), String> {
+        let memory = self
+            .memory
+            .as_ref()
+            .ok_or("this service has no KV-cache memory model to leak from")?;
+        memory.start_leak(per_second);
+        Ok(())
+    }
+
+    /// Lifts a `memory_leak` fault; the memory it took stays lost.
+    pub fn lift_leak(&self) -> Result<(), String> {
+        if let Some(memory) = &self.memory {
+            memory.stop_leak();
+        }
+        Ok(())
+    }
+
     /// The address it listens on (the real port when the spec asked for port 0).
     pub fn addr(&self) -> SocketAddr {
         self.addr
@@ -142,6 +169,7 @@ pub(crate) async fn serve(
         stop,
         task,
         crash,
+        memory: None,
     })
 }
 
