@@ -145,3 +145,88 @@ fn a_shared_pool_breaks_isolation_and_isolated_pools_keep_it() {
         .unwrap();
     assert!(a_errors > 50, "model a saw only {a_errors} errors");
 }
+
+#[test]
+fn the_cascade_takes_everything_down_unless_the_gateway_sheds_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let unprotected = dir.path().join("unprotected");
+    let assert = faultline()
+        .args([
+            "run",
+            "experiments/drills/cascading-oom.yaml",
+            "--quiet",
+            "--out",
+        ])
+        .arg(&unprotected)
+        .assert()
+        .code(1);
+    let stderr = String::from_utf8_lossy(&assert.get_output().stderr).to_string();
+    for host in ["host-a", "host-b", "host-c"] {
+        assert!(
+            stderr.contains(&format!("simulated host `{host}`: out of KV-cache memory")),
+            "{host} did not crash:\n{stderr}"
+        );
+    }
+    let report_u = report(&unprotected);
+    assert_eq!(verdict_row(&report_u, "max_error_rate")["passed"], false);
+    assert_eq!(
+        verdict_row(&report_u, "recover_within")["measured"],
+        "never"
+    );
+
+    let protected = dir.path().join("protected");
+    let assert = faultline()
+        .args([
+            "run",
+            "experiments/drills/cascading-oom-protected.yaml",
+            "--quiet",
+            "--out",
+        ])
+        .arg(&protected)
+        .assert()
+        .code(0);
+    let stderr = String::from_utf8_lossy(&assert.get_output().stderr).to_string();
+    assert!(
+        stderr.contains("`host-a`: out of KV-cache memory"),
+        "the leak did not kill host-a:\n{stderr}"
+    );
+    assert!(
+        !stderr.contains("`host-b`") && !stderr.contains("`host-c`"),
+        "a survivor crashed:\n{stderr}"
+    );
+    // The survivors carried the load after host-a died.
+    let served = &report(&protected)["evaluation"]["overall"]["phases"]["recovery"]["served_by"];
+    assert!(
+        served["host-b"]["ok"].as_u64().unwrap() > 50
+            && served["host-c"]["ok"].as_u64().unwrap() > 50,
+        "{served}"
+    );
+}
+
+#[test]
+fn a_cold_standby_makes_failover_take_its_load_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("cold");
+    faultline()
+        .args([
+            "run",
+            "experiments/drills/cold-start.yaml",
+            "--quiet",
+            "--out",
+        ])
+        .arg(&out)
+        .assert()
+        .code(0);
+    let report = report(&out);
+    let row = verdict_row(&report, "failover_within");
+    assert_eq!(row["passed"], true);
+    // The fallback loads for 5 s from the start; the primary fails at 2 s: failover cannot be
+    // faster than the remaining ~3 s of loading, and the 1 s windows put it at 2-4 s.
+    let failover = report["evaluation"]["overall"]["failover"]["after_ms"]
+        .as_f64()
+        .unwrap();
+    assert!(
+        (2000.0..=4000.0).contains(&failover),
+        "failover after {failover} ms"
+    );
+}

@@ -14,7 +14,9 @@ fn long_drill(ports: &[u16]) -> String {
         r#"version: 1
 name: long
 services:
-  host: {{ simulate: {{ listen: "127.0.0.1:{h}" }} }}
+  host:   # a child process, so the test can check it is gone afterwards
+    command: [faultline, simulate, --listen, "127.0.0.1:{h}"]
+    ready: {{ tcp: "127.0.0.1:{h}", within: 5s }}
 proxies:
   p: {{ listen: "127.0.0.1:{p}", upstream: "127.0.0.1:{h}" }}
 load:
@@ -61,6 +63,11 @@ fn interrupt_mid_fault(signal: &str) {
     };
     let stderr = std::io::read_to_string(child.stderr.take().unwrap()).unwrap();
     assert_eq!(code, Some(3), "{signal}: stderr:\n{stderr}");
+    let pid = service_pid(&stderr);
+    assert!(
+        !alive(pid),
+        "the service process {pid} outlived the run after {signal}"
+    );
     assert!(stderr.contains("lifted"), "{stderr}");
     for port in &ports {
         assert!(
@@ -70,6 +77,31 @@ fn interrupt_mid_fault(signal: &str) {
     }
     let report = common::report(&out);
     assert_eq!(report["exit_code"], 3);
+}
+
+/// The pid the run printed for its `host` service.
+fn service_pid(stderr: &str) -> u32 {
+    let line = stderr
+        .lines()
+        .find(|l| l.starts_with("service host started (pid "))
+        .unwrap_or_else(|| panic!("no pid in:\n{stderr}"));
+    line["service host started (pid ".len()..]
+        .split(')')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+/// A process that exists and is not a zombie.
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|stat| {
+            stat.rsplit(')')
+                .next()
+                .is_some_and(|rest| !rest.trim_start().starts_with('Z'))
+        })
+        .unwrap_or(false)
 }
 
 #[test]

@@ -50,6 +50,26 @@ const CASES: &[(&str, &str, &str)] = &[
     ),
     ("bad-url.yaml", ":8:16:", "only http:// is supported"),
     ("no-end.yaml", ":10:5:", "needs a final step"),
+    (
+        "fault-too-long.yaml",
+        ":12:23:",
+        "would stay injected for 19m58s, longer than the default `max_fault_duration` of 10m",
+    ),
+    (
+        "process-fault-on-proxy.yaml",
+        ":10:42:",
+        "`kill` acts on a service: inject it with `service:`",
+    ),
+    (
+        "kill-in-process-service.yaml",
+        ":10:34:",
+        "process faults act on `command:` services",
+    ),
+    (
+        "two-service-kinds.yaml",
+        ":4:9:",
+        "needs exactly one of `simulate`, `gateway` or `command`",
+    ),
 ];
 
 #[test]

@@ -44,6 +44,14 @@ pub fn fmt_duration(d: Duration, f: &mut fmt::Formatter<'_>) -> fmt::Result {
     let nanos = d.as_nanos();
     if nanos == 0 {
         write!(f, "0s")
+    } else if nanos >= 60_000_000_000 {
+        let (minutes, rest) = (d.as_secs() / 60, d.as_secs_f64() % 60.0);
+        let seconds = trim_float(rest, 3);
+        if seconds == "0" {
+            write!(f, "{minutes}m")
+        } else {
+            write!(f, "{minutes}m{seconds}s")
+        }
     } else if nanos >= 1_000_000_000 {
         write!(f, "{}s", trim_float(d.as_secs_f64(), 3))
     } else if nanos >= 1_000_000 {
@@ -270,5 +278,7 @@ mod tests {
         assert_eq!(human_duration(Duration::from_millis(1250)), "1.25s");
         assert_eq!(human_duration(Duration::from_micros(80)), "80µs");
         assert_eq!(human_duration(Duration::from_millis(250)), "250ms");
+        assert_eq!(human_duration(Duration::from_secs(600)), "10m");
+        assert_eq!(human_duration(Duration::from_millis(1_198_500)), "19m58.5s");
     }
 }

@@ -87,9 +87,8 @@ pub async fn follow(
 ) -> Option<String> {
     tokio::pin!(stop);
     for step in &exp.timeline {
-        let due = tokio::time::Instant::from_std(origin + step.at);
         tokio::select! {
-            _ = tokio::time::sleep_until(due) => {}
+            () = wait_until(origin + step.at) => {}
             reason = stop.as_mut() => {
                 console.say(format!("[{:>7}] {reason}", fmt_at(origin.elapsed())));
                 return Some(reason);
@@ -145,4 +144,16 @@ pub async fn follow(
         let _ = phase.send(windows.phase());
     }
     None
+}
+
+/// Waits until `due` to within tens of microseconds. tokio's timer fires up to a millisecond
+/// late, which would let the requests scheduled at the very instant of a step (a round time,
+/// where the open-loop schedule often has one) slip past an injection or a lift; so the last
+/// two milliseconds are waited out by yielding.
+async fn wait_until(due: Instant) {
+    let early = due.checked_sub(Duration::from_millis(2)).unwrap_or(due);
+    tokio::time::sleep_until(tokio::time::Instant::from_std(early)).await;
+    while Instant::now() < due {
+        tokio::task::yield_now().await;
+    }
 }

@@ -296,9 +296,14 @@ fn check_fault_durations(
         return; // no `end` step: already reported
     }
     for (id, at, loc) in injected {
+        // Steps after this injection in timeline order: a lift at the same instant but earlier
+        // in the file came before it.
+        let position = steps
+            .iter()
+            .position(|s| matches!(&s.action, Action::Inject(i) if i.id == *id));
         let lifted = steps
             .iter()
-            .filter(|s| s.at >= *at)
+            .skip(position.map_or(0, |p| p + 1))
             .find(|s| match &s.action {
                 Action::Lift(LiftTarget::All) | Action::End => true,
                 Action::Lift(LiftTarget::Fault(f)) => f == id,
