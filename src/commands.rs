@@ -93,9 +93,11 @@ fn run_experiment(args: RunArgs) -> anyhow::Result<ExitCode> {
         code,
     )?;
 
+    // The verdict is in the exit code and the report files; a closed stdout (`| head`) must
+    // not turn it into an error.
     let mut stdout = std::io::stdout().lock();
-    writeln!(stdout, "{}", report::table::render(&evaluation))?;
-    writeln!(stdout, "reports: {}", out_dir.display())?;
+    let _ = writeln!(stdout, "{}", report::table::render(&evaluation));
+    let _ = writeln!(stdout, "reports: {}", out_dir.display());
     if let Some(reason) = &outcome.aborted {
         eprintln!("aborted: {reason}; every fault was lifted and every service stopped");
         if outcome.unfinished > 0 {
@@ -106,10 +108,10 @@ fn run_experiment(args: RunArgs) -> anyhow::Result<ExitCode> {
         }
     }
     if code == ExitCode::Aborted {
-        writeln!(
+        let _ = writeln!(
             stdout,
             "ABORTED: the verdict covers only the part of the run before the interruption"
-        )?;
+        );
     }
     Ok(code)
 }
