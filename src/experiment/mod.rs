@@ -12,9 +12,9 @@ use std::time::Duration;
 
 pub use error::{ExperimentError, Problem};
 pub use schema::{
-    AbortIf, Api, Budgets, CommandSpec, Exhaustion, GatewaySpec, LoadStreamSpec, MeasureSpec,
-    MemorySpec, Overflow, ProxyMode, ProxySpec, ReadySpec, RequestSpec, ServiceSpec, SimulateSpec,
-    Strategy,
+    AbortIf, Api, Budgets, CommandSpec, Exhaustion, GatewaySpec, HostSpec, LoadStreamSpec,
+    MeasureSpec, MemorySpec, Overflow, ProxyMode, ProxySpec, ReadySpec, RequestSpec, ServiceSpec,
+    SimulateSpec, Strategy,
 };
 
 use crate::fault::FaultSpec;
@@ -31,6 +31,8 @@ pub struct Experiment {
     pub seed: u64,
     pub services: Vec<Service>,
     pub proxies: Vec<Proxy>,
+    /// Live hosts with agents, in file order.
+    pub hosts: Vec<(String, HostSpec)>,
     pub streams: Vec<LoadStream>,
     /// Sorted by time; auto-lifts from `duration:` are already in place.
     pub timeline: Vec<Step>,
@@ -96,12 +98,17 @@ pub struct Injection {
 pub enum FaultTarget {
     Proxy(String),
     Service(String),
+    /// A live host, through its agent.
+    Host(String),
+    /// The machine faultline runs on (GPU faults without a `host:`).
+    Local,
 }
 
 impl FaultTarget {
     pub fn name(&self) -> &str {
         match self {
-            FaultTarget::Proxy(n) | FaultTarget::Service(n) => n,
+            FaultTarget::Proxy(n) | FaultTarget::Service(n) | FaultTarget::Host(n) => n,
+            FaultTarget::Local => "local",
         }
     }
 }

@@ -26,6 +26,9 @@ pub struct ExperimentFile {
     pub services: IndexMap<String, Spanned<ServiceEntry>>,
     #[serde(default)]
     pub proxies: IndexMap<String, Spanned<ProxySpec>>,
+    /// Live hosts with a `faultline agent`, for GPU and process faults on them.
+    #[serde(default)]
+    pub hosts: IndexMap<String, Spanned<HostSpec>>,
     pub load: IndexMap<String, Spanned<LoadStreamSpec>>,
     pub timeline: Vec<Spanned<StepSpec>>,
     #[serde(default = "no_budgets")]
@@ -38,6 +41,29 @@ pub struct ExperimentFile {
     /// The longest any fault may stay injected.
     #[serde(default = "default_max_fault_duration")]
     pub max_fault_duration: Spanned<Dur>,
+}
+
+/// A live inference host, reached through the `faultline agent` running on it.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct HostSpec {
+    /// The agent's address.
+    pub agent: SocketAddr,
+    /// The environment variable holding the agent's token (never the token itself).
+    #[serde(default = "default_token_env")]
+    pub token_env: String,
+    /// Each fault's lease: renewed every third of it; if renewals stop, the agent lifts the
+    /// fault by itself within this long.
+    #[serde(default = "default_lease")]
+    pub lease: Dur,
+}
+
+fn default_token_env() -> String {
+    "FAULTLINE_AGENT_TOKEN".into()
+}
+
+fn default_lease() -> Dur {
+    Dur::from_secs(5)
 }
 
 /// Stop the run when clients have seen more than `error_rate_over` errors for `for`.
@@ -399,9 +425,12 @@ pub struct InjectSpec {
     /// An HTTP fault goes to a proxy...
     #[serde(default)]
     pub proxy: Option<Spanned<String>>,
-    /// ...a process fault to a `command:` service.
+    /// ...a process fault to a `command:` service...
     #[serde(default)]
     pub service: Option<Spanned<String>>,
+    /// ...a host fault to a live host's agent (GPU faults without a target act locally).
+    #[serde(default)]
+    pub host: Option<Spanned<String>>,
     pub fault: Spanned<FaultSpec>,
     /// A name for `lift:`; defaults to `<proxy>/<fault kind>`.
     #[serde(default)]

@@ -27,6 +27,9 @@ pub enum FaultSpec {
     /// A simulated host loses KV-cache capacity at this rate until lifted; what leaked stays
     /// lost, as with a real leak, until the host is restarted.
     MemoryLeak(MemoryLeakFault),
+    /// Kill or pause processes on a live host, by pid or by command line, through its agent.
+    #[serde(rename = "process")]
+    HostProcess(HostProcessFault),
 }
 
 impl FaultSpec {
@@ -43,6 +46,7 @@ impl FaultSpec {
             FaultSpec::Pause(_) => "pause",
             FaultSpec::Restart(_) => "restart",
             FaultSpec::MemoryLeak(_) => "memory_leak",
+            FaultSpec::HostProcess(_) => "process",
         }
     }
 
@@ -51,6 +55,7 @@ impl FaultSpec {
         match self {
             FaultSpec::Kill(_) | FaultSpec::Pause(_) | FaultSpec::Restart(_) => FaultScope::Process,
             FaultSpec::MemoryLeak(_) => FaultScope::SimulatedHost,
+            FaultSpec::HostProcess(_) => FaultScope::LiveHost,
             _ => FaultScope::Traffic,
         }
     }
@@ -67,7 +72,8 @@ impl FaultSpec {
             FaultSpec::Kill(_)
             | FaultSpec::Pause(_)
             | FaultSpec::Restart(_)
-            | FaultSpec::MemoryLeak(_) => (Percent::ALL, None),
+            | FaultSpec::MemoryLeak(_)
+            | FaultSpec::HostProcess(_) => (Percent::ALL, None),
         };
         Selection { probability, burst }
     }
@@ -233,6 +239,31 @@ pub enum FaultScope {
     Process,
     /// A simulated host's own state (`simulate:` services).
     SimulatedHost,
+    /// A live host, through its agent (`host:`).
+    LiveHost,
+    /// A live host through its agent, or this machine when no `host:` is named.
+    HostOrLocal,
+}
+
+/// What a process fault on a live host does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProcessAction {
+    /// SIGKILL; lifting it does nothing (the process is gone).
+    Kill,
+    /// SIGSTOP; lifting it sends SIGCONT.
+    Pause,
+}
+
+/// Which processes, by pid or by a substring of their command line.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct HostProcessFault {
+    pub action: ProcessAction,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+    #[serde(default, rename = "match", skip_serializing_if = "Option::is_none")]
+    pub matching: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]

@@ -129,6 +129,10 @@ impl Stack {
                 }
                 Ok(())
             }
+            FaultTarget::Host(_) | FaultTarget::Local => Err(format!(
+                "`{}` needs live-host support, which this build lacks",
+                inj.fault.kind()
+            )),
         }
     }
 
@@ -149,6 +153,7 @@ impl Stack {
                 let fault = self.service_faults.remove(pos);
                 self.undo(&fault, true).await
             }
+            FaultTarget::Host(_) | FaultTarget::Local => Ok(()),
         }
     }
 

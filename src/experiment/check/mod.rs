@@ -81,6 +81,11 @@ pub(super) fn check(
                 spec: p.value,
             })
             .collect(),
+        hosts: file
+            .hosts
+            .into_iter()
+            .map(|(name, h)| (name, h.value))
+            .collect(),
         streams,
         timeline,
         end,

@@ -179,6 +179,9 @@ fn check_fault(c: &mut Checker, fault: &Spanned<FaultSpec>) {
                 ),
             );
         }
+        FaultSpec::HostProcess(p) if p.pid.is_some() == p.matching.is_some() => {
+            c.report(fault.referenced, "a `process` fault names its processes by `pid:` or by `match:` (a piece of their command line), one of the two");
+        }
         FaultSpec::TruncateStream(t) if t.after_bytes.is_some() && t.after_events.is_some() => {
             c.report(
                 fault.referenced,
@@ -222,16 +225,10 @@ fn fault_target(
 ) -> Option<FaultTarget> {
     let inj = &inject.value;
     let fault = &inj.fault.value;
-    match (&inj.proxy, &inj.service) {
-        (Some(proxy), None) => {
+    match (&inj.proxy, &inj.service, &inj.host) {
+        (Some(proxy), None, None) => {
             if fault.acts_on() != FaultScope::Traffic {
-                c.report(
-                    inj.fault.referenced,
-                    format!(
-                        "`{}` acts on a service: inject it with `service:`, not `proxy:`",
-                        fault.kind()
-                    ),
-                );
+                c.report(inj.fault.referenced, format!("`{}` does not act on traffic: inject it with `service:` or `host:`, not `proxy:`", fault.kind()));
             }
             if !file.proxies.contains_key(&proxy.value) {
                 let known: Vec<&str> = file.proxies.keys().map(String::as_str).collect();
@@ -247,7 +244,7 @@ fn fault_target(
             }
             Some(FaultTarget::Proxy(proxy.value.clone()))
         }
-        (None, Some(service)) => {
+        (None, Some(service), None) => {
             let found = services
                 .iter()
                 .find(|(name, _)| *name == service.value)
@@ -259,6 +256,9 @@ fn fault_target(
                 }
                 (FaultScope::Traffic, Some(_)) => {
                     c.report(inj.fault.referenced, format!("`{}` acts on traffic: inject it on a proxy with `proxy:`", fault.kind()));
+                }
+                (FaultScope::LiveHost | FaultScope::HostOrLocal, Some(_)) => {
+                    c.report(inj.fault.referenced, format!("`{}` acts on a live host: inject it with `host:`", fault.kind()));
                 }
                 (FaultScope::Process, Some(ServiceSpec::Command(_))) => {}
                 (FaultScope::Process, Some(_)) => c.report(
@@ -276,8 +276,41 @@ fn fault_target(
             }
             Some(FaultTarget::Service(service.value.clone()))
         }
+        (None, None, Some(host)) => {
+            if !matches!(
+                fault.acts_on(),
+                FaultScope::LiveHost | FaultScope::HostOrLocal
+            ) {
+                c.report(
+                    inj.fault.referenced,
+                    format!(
+                        "`{}` cannot be injected through a host's agent",
+                        fault.kind()
+                    ),
+                );
+            }
+            if !file.hosts.contains_key(&host.value) {
+                let known: Vec<&str> = file.hosts.keys().map(String::as_str).collect();
+                let hint = if known.is_empty() {
+                    "no hosts are declared under `hosts:`".to_string()
+                } else {
+                    format!("declared hosts: {}", known.join(", "))
+                };
+                c.report(
+                    host.referenced,
+                    format!("unknown host `{}`; {hint}", host.value),
+                );
+            }
+            Some(FaultTarget::Host(host.value.clone()))
+        }
+        (None, None, None) if fault.acts_on() == FaultScope::HostOrLocal => {
+            Some(FaultTarget::Local)
+        }
         _ => {
-            c.report(inject.referenced, "an injection names exactly one target: `proxy:` for traffic faults, `service:` for process and host faults");
+            c.report(
+                inject.referenced,
+                "an injection names exactly one target: `proxy:` for traffic faults, `service:` for process and simulated-host faults, `host:` for live-host faults (GPU faults with no target act on this machine)",
+            );
             None
         }
     }
