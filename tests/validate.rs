@@ -58,7 +58,7 @@ const CASES: &[(&str, &str, &str)] = &[
     (
         "process-fault-on-proxy.yaml",
         ":10:42:",
-        "`kill` acts on a service: inject it with `service:`",
+        "`kill` does not act on traffic: inject it with `service:` or `host:`",
     ),
     (
         "kill-in-process-service.yaml",
