@@ -214,7 +214,8 @@ pub struct KeepAlive {
 pub fn keep_alive(client: AgentClient, id: impl Into<String>, ttl: Duration) -> KeepAlive {
     let id = id.into();
     // Three tries per lease: one slow or lost renewal does not cost the fault.
-    let period = (ttl / 3).max(Duration::from_millis(10));
+    // Bounded both ways: a zero period would spin, and a huge one would overflow the clock.
+    let period = (ttl / 3).clamp(Duration::from_millis(10), Duration::from_secs(24 * 3600));
     let client = client.with_timeout(period.max(Duration::from_millis(50)));
     let task = tokio::spawn(async move {
         let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
