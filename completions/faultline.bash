@@ -16,6 +16,9 @@ _faultline() {
             ",$1")
                 cmd="faultline"
                 ;;
+            faultline,agent)
+                cmd="faultline__subcmd__agent"
+                ;;
             faultline,completions)
                 cmd="faultline__subcmd__completions"
                 ;;
@@ -30,6 +33,9 @@ _faultline() {
                 ;;
             faultline,validate)
                 cmd="faultline__subcmd__validate"
+                ;;
+            faultline__subcmd__help,agent)
+                cmd="faultline__subcmd__help__subcmd__agent"
                 ;;
             faultline__subcmd__help,completions)
                 cmd="faultline__subcmd__help__subcmd__completions"
@@ -53,12 +59,46 @@ _faultline() {
 
     case "${cmd}" in
         faultline)
-            opts="-h -V --help --version run validate simulate completions help"
+            opts="-h -V --help --version run validate simulate completions agent help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        faultline__subcmd__agent)
+            opts="-h --listen --token-env --token-file --max-fault-duration --max-lease-ttl --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --listen)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --token-env)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --token-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --max-fault-duration)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --max-lease-ttl)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -81,8 +121,22 @@ _faultline() {
             return 0
             ;;
         faultline__subcmd__help)
-            opts="run validate simulate completions help"
+            opts="run validate simulate completions agent help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        faultline__subcmd__help__subcmd__agent)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi

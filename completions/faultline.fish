@@ -30,6 +30,7 @@ complete -c faultline -n "__fish_faultline_needs_command" -f -a "run" -d 'Run an
 complete -c faultline -n "__fish_faultline_needs_command" -f -a "validate" -d 'Check experiment files without running anything'
 complete -c faultline -n "__fish_faultline_needs_command" -f -a "simulate" -d 'Serve a simulated inference host (OpenAI- and Anthropic-compatible)'
 complete -c faultline -n "__fish_faultline_needs_command" -f -a "completions" -d 'Print a shell completion script'
+complete -c faultline -n "__fish_faultline_needs_command" -f -a "agent" -d 'Run on a live inference host: apply faults there for a controller, each on a lease'
 complete -c faultline -n "__fish_faultline_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c faultline -n "__fish_faultline_using_subcommand run" -l seed -d 'Seed for every fault decision (overrides the file\'s `seed`)' -r
 complete -c faultline -n "__fish_faultline_using_subcommand run" -l out -d 'Directory for the reports [default: runs/<time>-<name>/]' -r -F
@@ -57,8 +58,15 @@ reject\t''"
 complete -c faultline -n "__fish_faultline_using_subcommand simulate" -l cold-start -d 'Model load time after start, answering 503 to everything meanwhile, e.g. 5s' -r
 complete -c faultline -n "__fish_faultline_using_subcommand simulate" -s h -l help -d 'Print help'
 complete -c faultline -n "__fish_faultline_using_subcommand completions" -s h -l help -d 'Print help'
-complete -c faultline -n "__fish_faultline_using_subcommand help; and not __fish_seen_subcommand_from run validate simulate completions help" -f -a "run" -d 'Run an experiment: start its services, drive load, inject faults, judge the budgets'
-complete -c faultline -n "__fish_faultline_using_subcommand help; and not __fish_seen_subcommand_from run validate simulate completions help" -f -a "validate" -d 'Check experiment files without running anything'
-complete -c faultline -n "__fish_faultline_using_subcommand help; and not __fish_seen_subcommand_from run validate simulate completions help" -f -a "simulate" -d 'Serve a simulated inference host (OpenAI- and Anthropic-compatible)'
-complete -c faultline -n "__fish_faultline_using_subcommand help; and not __fish_seen_subcommand_from run validate simulate completions help" -f -a "completions" -d 'Print a shell completion script'
-complete -c faultline -n "__fish_faultline_using_subcommand help; and not __fish_seen_subcommand_from run validate simulate completions help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c faultline -n "__fish_faultline_using_subcommand agent" -l listen -d 'Address to listen on; other than loopback only with a token of 16+ characters' -r
+complete -c faultline -n "__fish_faultline_using_subcommand agent" -l token-env -d 'Environment variable holding the bearer token [default: FAULTLINE_AGENT_TOKEN]' -r
+complete -c faultline -n "__fish_faultline_using_subcommand agent" -l token-file -d 'File holding the bearer token (surrounding whitespace is ignored)' -r -F
+complete -c faultline -n "__fish_faultline_using_subcommand agent" -l max-fault-duration -d 'Longest any fault may last, however often it is renewed, e.g. 30m' -r
+complete -c faultline -n "__fish_faultline_using_subcommand agent" -l max-lease-ttl -d 'Longest lease a controller may ask for, e.g. 60s' -r
+complete -c faultline -n "__fish_faultline_using_subcommand agent" -s h -l help -d 'Print help'
+complete -c faultline -n "__fish_faultline_using_subcommand help; and not __fish_seen_subcommand_from run validate simulate completions agent help" -f -a "run" -d 'Run an experiment: start its services, drive load, inject faults, judge the budgets'
+complete -c faultline -n "__fish_faultline_using_subcommand help; and not __fish_seen_subcommand_from run validate simulate completions agent help" -f -a "validate" -d 'Check experiment files without running anything'
+complete -c faultline -n "__fish_faultline_using_subcommand help; and not __fish_seen_subcommand_from run validate simulate completions agent help" -f -a "simulate" -d 'Serve a simulated inference host (OpenAI- and Anthropic-compatible)'
+complete -c faultline -n "__fish_faultline_using_subcommand help; and not __fish_seen_subcommand_from run validate simulate completions agent help" -f -a "completions" -d 'Print a shell completion script'
+complete -c faultline -n "__fish_faultline_using_subcommand help; and not __fish_seen_subcommand_from run validate simulate completions agent help" -f -a "agent" -d 'Run on a live inference host: apply faults there for a controller, each on a lease'
+complete -c faultline -n "__fish_faultline_using_subcommand help; and not __fish_seen_subcommand_from run validate simulate completions agent help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'

@@ -27,6 +27,8 @@ pub enum Command {
     Simulate(SimulateArgs),
     /// Print a shell completion script.
     Completions(CompletionsArgs),
+    /// Run on a live inference host: apply faults there for a controller, each on a lease.
+    Agent(AgentArgs),
 }
 
 #[derive(Debug, Args)]
@@ -123,4 +125,23 @@ pub struct CompletionsArgs {
     /// The shell.
     #[arg(value_enum)]
     pub shell: clap_complete::Shell,
+}
+
+#[derive(Debug, Args)]
+pub struct AgentArgs {
+    /// Address to listen on; other than loopback only with a token of 16+ characters.
+    #[arg(long, default_value = "127.0.0.1:7070")]
+    pub listen: SocketAddr,
+    /// Environment variable holding the bearer token [default: FAULTLINE_AGENT_TOKEN].
+    #[arg(long, value_name = "VAR", conflicts_with = "token_file")]
+    pub token_env: Option<String>,
+    /// File holding the bearer token (surrounding whitespace is ignored).
+    #[arg(long, value_name = "PATH")]
+    pub token_file: Option<PathBuf>,
+    /// Longest any fault may last, however often it is renewed, e.g. 30m.
+    #[arg(long, value_name = "DURATION", default_value = "30m")]
+    pub max_fault_duration: String,
+    /// Longest lease a controller may ask for, e.g. 60s.
+    #[arg(long, value_name = "DURATION", default_value = "60s")]
+    pub max_lease_ttl: String,
 }

@@ -8,7 +8,8 @@ use anyhow::Context;
 use clap::CommandFactory;
 
 use crate::cli::{
-    Command, CompletionsArgs, ExhaustionArg, Opts, OverflowArg, RunArgs, SimulateArgs, ValidateArgs,
+    AgentArgs, Command, CompletionsArgs, ExhaustionArg, Opts, OverflowArg, RunArgs, SimulateArgs,
+    ValidateArgs,
 };
 use crate::exit::{ExitCode, Failure};
 use crate::experiment::{self, units::Dur, Exhaustion, MemorySpec, Overflow, SimulateSpec};
@@ -20,6 +21,7 @@ pub fn dispatch(opts: Opts) -> anyhow::Result<ExitCode> {
         Command::Validate(args) => validate(&args),
         Command::Simulate(args) => simulate(args),
         Command::Completions(args) => completions(&args),
+        Command::Agent(args) => agent(args),
     }
 }
 
@@ -248,6 +250,42 @@ fn simulate(args: SimulateArgs) -> anyhow::Result<ExitCode> {
             ExitCode::Success
         })
     })
+}
+
+fn agent(args: AgentArgs) -> anyhow::Result<ExitCode> {
+    let limit = |flag: &str, text: &str| -> Result<std::time::Duration, Failure> {
+        let d = text
+            .parse::<Dur>()
+            .map_err(|e| Failure::Usage(format!("--{flag}: {e}")))?
+            .0;
+        // Zero would refuse every fault; beyond a week a "fault" is an outage, not a drill.
+        if d.is_zero() || d > std::time::Duration::from_secs(7 * 24 * 3600) {
+            return Err(Failure::Usage(format!(
+                "--{flag} must be above zero and at most 7 days; found `{text}`"
+            )));
+        }
+        Ok(d)
+    };
+    let limits = crate::agent::Limits {
+        max_fault_duration: limit("max-fault-duration", &args.max_fault_duration)?,
+        max_lease_ttl: limit("max-lease-ttl", &args.max_lease_ttl)?,
+    };
+    let token = match (&args.token_file, &args.token_env) {
+        (Some(path), _) => crate::agent::Token::from_file(path),
+        (None, var) => crate::agent::Token::from_env(
+            var.as_deref()
+                .unwrap_or(crate::agent::auth::DEFAULT_TOKEN_ENV),
+        ),
+    }
+    .map_err(Failure::Usage)?;
+    // Checked here too (Agent::start repeats it) so the refusal comes before the runtime starts.
+    crate::agent::auth::check_exposure(args.listen, &token).map_err(Failure::Usage)?;
+    let config = crate::agent::AgentConfig {
+        listen: args.listen,
+        token,
+        limits,
+    };
+    Ok(runtime()?.block_on(crate::agent::run(config))?)
 }
 
 fn completions(args: &CompletionsArgs) -> anyhow::Result<ExitCode> {

@@ -4,6 +4,7 @@
 //! orchestrator: services, proxies, load, timeline, rollback) -> `load` (request records) ->
 //! `measure` (records -> metrics -> verdict) -> `report` (table, JSON, CSV).
 
+pub mod agent;
 pub mod cli;
 pub mod commands;
 pub mod exit;

@@ -1,0 +1,161 @@
+//! `faultline agent`: a daemon on a live inference host that applies faults there for a
+//! controller, over an authenticated HTTP API.
+//!
+//! Every fault is held on a lease (a dead-man's switch): the controller must renew it, and if it
+//! stops (it crashed, the network between them broke) the agent lifts the fault by itself.
+//! Every fault also has a maximum duration that no renewal extends. On SIGTERM or SIGINT the
+//! agent lifts everything before it exits.
+//!
+//! - `model`: the JSON the API speaks; `client`: the controller's side of it.
+//! - `server`: routes; `auth`: the bearer token; `lease`: the table and its expiry task.
+//! - `fault`: the `Applied` trait every fault kind implements; `process` (+ `procfs`) for
+//!   process faults.
+
+pub mod auth;
+pub mod client;
+pub mod fault;
+pub mod lease;
+pub mod model;
+pub mod process;
+pub mod procfs;
+pub mod server;
+
+#[cfg(test)]
+mod tests;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use crate::exit::{ExitCode, Failure};
+
+pub use auth::Token;
+pub use client::{keep_alive, AgentClient, AgentError, KeepAlive};
+pub use model::{FaultRequest, FaultSpec, ProcessAction, ProcessFault};
+pub use server::Limits;
+
+/// Settings of one agent, validated.
+#[derive(Clone, Debug)]
+pub struct AgentConfig {
+    pub listen: SocketAddr,
+    pub token: Token,
+    pub limits: Limits,
+}
+
+/// A running agent.
+pub struct Agent {
+    addr: SocketAddr,
+    table: Arc<lease::Table>,
+    stop: Option<oneshot::Sender<()>>,
+    server: JoinHandle<()>,
+    expiry: JoinHandle<()>,
+}
+
+impl Agent {
+    /// Checks the exposure rule, binds and starts serving.
+    pub async fn start(config: AgentConfig) -> Result<Agent, Failure> {
+        auth::check_exposure(config.listen, &config.token).map_err(Failure::Usage)?;
+        let listener = crate::net::bind(config.listen, "the agent").await?;
+        let addr = listener
+            .local_addr()
+            .map_err(|e| Failure::Environment(format!("cannot read the agent's address: {e}")))?;
+        let table = lease::Table::new();
+        let state = Arc::new(server::State {
+            table: Arc::clone(&table),
+            token: config.token,
+            limits: config.limits,
+            listen: addr,
+        });
+        let (stop, stopped) = oneshot::channel();
+        let server = tokio::spawn(server::accept_loop(listener, state, stopped));
+        let expiry = lease::spawn_expiry(Arc::clone(&table));
+        Ok(Agent {
+            addr,
+            table,
+            stop: Some(stop),
+            server,
+            expiry,
+        })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stops serving, lifts every fault and waits for work in flight. Returns how many lifts
+    /// failed.
+    pub async fn shutdown(mut self, why: &str) -> usize {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let _ = (&mut self.server).await;
+        let failed = self.table.shutdown(why).await;
+        // The table is closed, so the expiry task ends at its next tick; waiting for it keeps
+        // a half-finished tick from racing the exit.
+        let _ = tokio::time::timeout(Duration::from_secs(1), &mut self.expiry).await;
+        failed
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        // Dropped without `shutdown` (a test, a panic): stop serving at least. The faults are
+        // not lifted here, as lifting needs the runtime; the process that owns the runtime
+        // is expected to call `shutdown`.
+        self.server.abort();
+        self.expiry.abort();
+    }
+}
+
+/// `faultline agent`: serves until SIGTERM or SIGINT, then lifts every fault and exits 0 (4 if
+/// a lift failed, as something may still be paused).
+pub async fn run(config: AgentConfig) -> Result<ExitCode, Failure> {
+    // Installed before anything is applied, so a signal can never kill the agent with a fault
+    // still in force.
+    let mut signals = Signals::install()?;
+    let agent = Agent::start(config.clone()).await?;
+    eprintln!(
+        "faultline agent listening on http://{} (faults at most {}ms, leases at most {}ms; \
+         SIGTERM or Ctrl-C lifts every fault and stops)",
+        agent.addr(),
+        config.limits.max_fault_duration.as_millis(),
+        config.limits.max_lease_ttl.as_millis()
+    );
+    let why = signals.next().await;
+    let failed = agent.shutdown(why).await;
+    if failed > 0 {
+        return Err(Failure::Environment(format!(
+            "stopped ({why}), but {failed} fault(s) could not be lifted; see the lines above"
+        )));
+    }
+    eprintln!("faultline agent: stopped ({why}); every fault was lifted");
+    Ok(ExitCode::Success)
+}
+
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> Result<Signals, Failure> {
+        use tokio::signal::unix::{signal, SignalKind};
+        let install = |kind: SignalKind, name: &str| {
+            signal(kind).map_err(|e| Failure::Environment(format!("cannot handle {name}: {e}")))
+        };
+        Ok(Signals {
+            term: install(SignalKind::terminate(), "SIGTERM")?,
+            int: install(SignalKind::interrupt(), "SIGINT")?,
+        })
+    }
+
+    async fn next(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.term.recv() => "SIGTERM",
+            _ = self.int.recv() => "SIGINT",
+        }
+    }
+}
