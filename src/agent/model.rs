@@ -41,57 +41,8 @@ impl FaultSpec {
     }
 }
 
-/// `{"action": "pause", "pid": 123}` or `{"action": "kill", "match": "vllm serve"}`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ProcessFault {
-    pub action: ProcessAction,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub pid: Option<u32>,
-    /// A substring of `/proc/<pid>/cmdline`, its arguments joined by spaces.
-    #[serde(default, rename = "match", skip_serializing_if = "Option::is_none")]
-    pub pattern: Option<String>,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ProcessAction {
-    /// SIGKILL; lifting it does nothing (the fault just ends).
-    Kill,
-    /// SIGSTOP, a gray failure; lifting it sends SIGCONT.
-    Pause,
-}
-
-impl ProcessAction {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ProcessAction::Kill => "kill",
-            ProcessAction::Pause => "pause",
-        }
-    }
-}
-
-/// The processes a process fault aims at, once the request is validated.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Target {
-    Pid(u32),
-    Match(String),
-}
-
-impl ProcessFault {
-    /// Exactly one of `pid` and `match`, and neither empty.
-    pub fn target(&self) -> Result<Target, String> {
-        match (&self.pid, &self.pattern) {
-            (Some(_), Some(_)) => Err("a process fault takes `pid` or `match`, not both".into()),
-            (None, None) => Err("a process fault needs `pid` or `match`".into()),
-            (Some(pid), None) => Ok(Target::Pid(*pid)),
-            (None, Some(p)) if p.trim().is_empty() => {
-                Err("`match` must not be empty: it would match every process".into())
-            }
-            (None, Some(p)) => Ok(Target::Match(p.clone())),
-        }
-    }
-}
+// A process fault is defined once, in `fault/`, and shared with the experiment file.
+pub use crate::fault::{HostProcessFault as ProcessFault, ProcessAction, ProcessTarget as Target};
 
 /// `201` to `POST /v1/faults`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -255,15 +255,48 @@ pub enum ProcessAction {
     Pause,
 }
 
-/// Which processes, by pid or by a substring of their command line.
+impl ProcessAction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProcessAction::Kill => "kill",
+            ProcessAction::Pause => "pause",
+        }
+    }
+}
+
+/// Which processes, by pid or by a substring of their command line. The experiment file and
+/// the agent's API share this shape: `{ action: pause, match: "vllm serve" }`.
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct HostProcessFault {
     pub action: ProcessAction,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pid: Option<u32>,
+    /// A substring of `/proc/<pid>/cmdline`, its arguments joined by spaces.
     #[serde(default, rename = "match", skip_serializing_if = "Option::is_none")]
-    pub matching: Option<String>,
+    pub pattern: Option<String>,
+}
+
+/// The processes a process fault aims at, once checked.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ProcessTarget {
+    Pid(u32),
+    Match(String),
+}
+
+impl HostProcessFault {
+    /// Exactly one of `pid` and `match`, and neither empty.
+    pub fn target(&self) -> Result<ProcessTarget, String> {
+        match (&self.pid, &self.pattern) {
+            (Some(_), Some(_)) => Err("a process fault takes `pid` or `match`, not both".into()),
+            (None, None) => Err("a process fault needs `pid` or `match`".into()),
+            (Some(pid), None) => Ok(ProcessTarget::Pid(*pid)),
+            (None, Some(p)) if p.trim().is_empty() => {
+                Err("`match` must not be empty: it would match every process".into())
+            }
+            (None, Some(p)) => Ok(ProcessTarget::Match(p.clone())),
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]

@@ -6,6 +6,7 @@ use std::path::Path;
 use indexmap::IndexMap;
 
 use super::console::Console;
+use crate::agent::{self, AgentClient, FaultRequest, KeepAlive};
 use crate::exit::Failure;
 use crate::experiment::{Experiment, FaultTarget, Injection, ServiceSpec};
 use crate::fault::FaultSpec;
@@ -26,11 +27,27 @@ struct ServiceFault {
     fault: FaultSpec,
 }
 
+/// A live host's agent, with the lease its faults get.
+struct Agent {
+    client: AgentClient,
+    lease: std::time::Duration,
+}
+
+/// A fault held on a live host: the lease is renewed until it is lifted.
+struct HostFault {
+    id: String,
+    host: String,
+    renewing: KeepAlive,
+}
+
 #[derive(Default)]
 pub struct Stack {
     services: IndexMap<String, Started>,
     proxies: IndexMap<String, RunningProxy>,
     service_faults: Vec<ServiceFault>,
+    agents: IndexMap<String, Agent>,
+    host_faults: Vec<HostFault>,
+    max_fault_duration: std::time::Duration,
 }
 
 impl Stack {
@@ -44,6 +61,12 @@ impl Stack {
         log_dir: &Path,
         console: &Console,
     ) -> Result<(), Failure> {
+        self.max_fault_duration = exp.max_fault_duration;
+        for (name, host) in &exp.hosts {
+            self.agents
+                .insert(name.clone(), connect_agent(name, host).await?);
+            console.say(format!("host {name}: agent at {} answers", host.agent));
+        }
         for p in &exp.proxies {
             let running = proxy::start(&p.name, &p.spec, seed).await?;
             console.say(format!(
@@ -129,8 +152,37 @@ impl Stack {
                 }
                 Ok(())
             }
-            FaultTarget::Host(_) | FaultTarget::Local => Err(format!(
-                "`{}` needs live-host support, which this build lacks",
+            FaultTarget::Host(host) => {
+                let agent = self
+                    .agents
+                    .get(host)
+                    .ok_or_else(|| format!("host `{host}` has no agent"))?;
+                let fault = match &inj.fault {
+                    FaultSpec::HostProcess(p) => agent::FaultSpec::Process(p.clone()),
+                    other => return Err(format!("`{}` cannot be sent to an agent", other.kind())),
+                };
+                let request = FaultRequest {
+                    fault,
+                    lease_ttl_ms: Some(millis(agent.lease)),
+                    max_duration_ms: Some(millis(self.max_fault_duration)),
+                    id: Some(inj.id.clone()),
+                };
+                let started = agent
+                    .client
+                    .start(&request)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let renewing =
+                    agent::keep_alive(agent.client.clone(), started.id.clone(), agent.lease);
+                self.host_faults.push(HostFault {
+                    id: started.id,
+                    host: host.clone(),
+                    renewing,
+                });
+                Ok(())
+            }
+            FaultTarget::Local => Err(format!(
+                "`{}` needs GPU support, which this build lacks",
                 inj.fault.kind()
             )),
         }
@@ -153,7 +205,33 @@ impl Stack {
                 let fault = self.service_faults.remove(pos);
                 self.undo(&fault, true).await
             }
-            FaultTarget::Host(_) | FaultTarget::Local => Ok(()),
+            FaultTarget::Host(_) => match self.host_faults.iter().position(|f| f.id == id) {
+                Some(pos) => {
+                    let fault = self.host_faults.remove(pos);
+                    self.lift_host_fault(fault).await
+                }
+                None => Ok(()),
+            },
+            FaultTarget::Local => Ok(()),
+        }
+    }
+
+    /// Stops renewing, then asks the agent to lift. If the agent cannot be reached, the lease
+    /// runs out and it lifts the fault by itself.
+    async fn lift_host_fault(&mut self, fault: HostFault) -> Result<(), String> {
+        fault.renewing.stop().await;
+        let agent = self
+            .agents
+            .get(&fault.host)
+            .ok_or_else(|| format!("host `{}` has no agent", fault.host))?;
+        match agent.client.stop(&fault.id).await {
+            Ok(_) => Ok(()),
+            // Already gone: lifted by its lease or its maximum duration.
+            Err(e) if e.status() == Some(hyper::StatusCode::NOT_FOUND) => Ok(()),
+            Err(e) => Err(format!(
+                "{e}; the agent lifts it by itself within {}",
+                crate::experiment::units::human_duration(agent.lease)
+            )),
         }
     }
 
@@ -177,6 +255,13 @@ impl Stack {
     /// not started again here: the run is ending and teardown stops them anyway.
     pub async fn lift_all(&mut self, console: &Console) -> usize {
         let mut lifted: usize = self.proxies.values().map(|p| p.faults().lift_all()).sum();
+        for fault in std::mem::take(&mut self.host_faults) {
+            let id = fault.id.clone();
+            if let Err(why) = self.lift_host_fault(fault).await {
+                console.say(format!("could not lift {id}: {why}"));
+            }
+            lifted += 1;
+        }
         for fault in std::mem::take(&mut self.service_faults) {
             if let Err(why) = self.undo(&fault, false).await {
                 console.say(format!("could not lift {}: {why}", fault.id));
@@ -208,4 +293,27 @@ fn absolute(dir: &Path) -> String {
         .unwrap_or_else(|_| dir.to_path_buf())
         .display()
         .to_string()
+}
+
+fn millis(d: std::time::Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// A client for `host`'s agent, checked before the drill starts: the token is set and the
+/// agent answers with it.
+async fn connect_agent(name: &str, host: &crate::experiment::HostSpec) -> Result<Agent, Failure> {
+    let token = std::env::var(&host.token_env).ok().filter(|t| !t.trim().is_empty()).ok_or_else(|| {
+        Failure::Environment(format!(
+            "host `{name}`: the agent token variable {} is not set (export it with the token the agent at {} was started with)",
+            host.token_env, host.agent
+        ))
+    })?;
+    let client = AgentClient::new(host.agent, token.trim().to_string());
+    client.status().await.map_err(|e| {
+        Failure::Environment(format!("host `{name}`: the agent does not answer: {e}"))
+    })?;
+    Ok(Agent {
+        client,
+        lease: host.lease.0,
+    })
 }

@@ -179,8 +179,10 @@ fn check_fault(c: &mut Checker, fault: &Spanned<FaultSpec>) {
                 ),
             );
         }
-        FaultSpec::HostProcess(p) if p.pid.is_some() == p.matching.is_some() => {
-            c.report(fault.referenced, "a `process` fault names its processes by `pid:` or by `match:` (a piece of their command line), one of the two");
+        FaultSpec::HostProcess(p) => {
+            if let Err(why) = p.target() {
+                c.report(fault.referenced, why);
+            }
         }
         FaultSpec::TruncateStream(t) if t.after_bytes.is_some() && t.after_events.is_some() => {
             c.report(

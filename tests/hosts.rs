@@ -1,0 +1,211 @@
+//! Experiments that act on a live host through its agent: a process fault is applied and
+//! lifted by the run, and when the controller dies mid-fault the agent lifts it by itself
+//! within the lease (the dead-man's switch), end to end with real processes.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{free_ports, write};
+
+const TOKEN: &str = "a-test-token-that-is-long-enough";
+
+/// `faultline agent` on a free loopback port; killed when dropped.
+struct AgentProcess {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl AgentProcess {
+    fn start(dir: &Path) -> AgentProcess {
+        let log = dir.join("agent.log");
+        let child = Command::new(env!("CARGO_BIN_EXE_faultline"))
+            .args(["agent", "--listen", "127.0.0.1:0"])
+            .env("FAULTLINE_AGENT_TOKEN", TOKEN)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let mut agent = AgentProcess {
+            child,
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            if let Some(rest) = text.split("listening on http://").nth(1) {
+                agent.addr = rest.split_whitespace().next().unwrap().parse().unwrap();
+                return agent;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the agent did not start:\n{text}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for AgentProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A process to pause, killed when dropped.
+struct Target(Child);
+
+impl Target {
+    fn start() -> Target {
+        Target(Command::new("sleep").arg("60").spawn().unwrap())
+    }
+    fn pid(&self) -> u32 {
+        self.0.id()
+    }
+    /// The state letter in /proc/<pid>/stat: S sleeping, T stopped.
+    fn state(&self) -> char {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap();
+        stat.rsplit(')')
+            .next()
+            .unwrap()
+            .trim_start()
+            .chars()
+            .next()
+            .unwrap()
+    }
+}
+
+impl Drop for Target {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn drill(agent: SocketAddr, pid: u32, lift_at: &str, end_at: &str) -> String {
+    let host = free_ports(1)[0];
+    format!(
+        r#"version: 1
+name: live-host
+hosts:
+  node: {{ agent: "{agent}", token_env: FAULTLINE_TEST_AGENT_TOKEN, lease: 1s }}
+services:
+  sim: {{ simulate: {{ listen: "127.0.0.1:{host}" }} }}
+load:
+  s: {{ url: "http://127.0.0.1:{host}/v1/chat/completions", rate: 5/s, request: {{ api: openai-chat }} }}
+timeline:
+  - {{ at: 1s, inject: {{ id: frozen, host: node, fault: {{ process: {{ action: pause, pid: {pid} }} }} }} }}
+  - {{ at: {lift_at}, lift: frozen }}
+  - {{ at: {end_at}, end: true }}
+"#
+    )
+}
+
+fn wait_for_state(target: &Target, state: char, within: Duration) -> bool {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if target.state() == state {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
+}
+
+#[test]
+fn a_run_pauses_and_resumes_a_process_on_a_live_host() {
+    let dir = tempfile::tempdir().unwrap();
+    let agent = AgentProcess::start(dir.path());
+    let target = Target::start();
+    let file = write(
+        dir.path(),
+        "drill.yaml",
+        &drill(agent.addr, target.pid(), "2500ms", "3s"),
+    );
+    let mut run = Command::new(env!("CARGO_BIN_EXE_faultline"))
+        .arg("run")
+        .arg(&file)
+        .arg("--quiet")
+        .arg("--out")
+        .arg(dir.path().join("out"))
+        .env("FAULTLINE_TEST_AGENT_TOKEN", TOKEN)
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    assert!(
+        wait_for_state(&target, 'T', Duration::from_secs(5)),
+        "the target was never paused"
+    );
+    assert_eq!(run.wait().unwrap().code(), Some(0));
+    assert_eq!(
+        target.state(),
+        'S',
+        "the target was not resumed by the lift"
+    );
+}
+
+#[test]
+fn when_the_controller_dies_the_agent_lifts_within_the_lease() {
+    let dir = tempfile::tempdir().unwrap();
+    let agent = AgentProcess::start(dir.path());
+    let target = Target::start();
+    let file = write(
+        dir.path(),
+        "drill.yaml",
+        &drill(agent.addr, target.pid(), "50s", "60s"),
+    );
+    let mut run = Command::new(env!("CARGO_BIN_EXE_faultline"))
+        .arg("run")
+        .arg(&file)
+        .arg("--quiet")
+        .arg("--out")
+        .arg(dir.path().join("out"))
+        .env("FAULTLINE_TEST_AGENT_TOKEN", TOKEN)
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    assert!(
+        wait_for_state(&target, 'T', Duration::from_secs(5)),
+        "the target was never paused"
+    );
+    // Held across several renewals first: the lease alone would have lapsed by now.
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(
+        target.state(),
+        'T',
+        "the fault lapsed although the controller renewed it"
+    );
+    run.kill().unwrap(); // SIGKILL: no rollback, no goodbye
+    let _ = run.wait();
+    let killed_at = Instant::now();
+    assert!(
+        wait_for_state(&target, 'S', Duration::from_millis(1600)),
+        "the agent did not lift the fault within the 1 s lease"
+    );
+    assert!(killed_at.elapsed() <= Duration::from_millis(1600));
+}
+
+#[test]
+fn a_missing_agent_token_fails_before_anything_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    let agent = AgentProcess::start(dir.path());
+    let file = write(dir.path(), "drill.yaml", &drill(agent.addr, 1, "2s", "3s"));
+    let assert = common::faultline()
+        .arg("run")
+        .arg(&file)
+        .arg("--out")
+        .arg(dir.path().join("out"))
+        .env_remove("FAULTLINE_TEST_AGENT_TOKEN")
+        .assert()
+        .code(4);
+    let stderr = String::from_utf8_lossy(&assert.get_output().stderr).to_string();
+    assert!(
+        stderr.contains("FAULTLINE_TEST_AGENT_TOKEN is not set"),
+        "{stderr}"
+    );
+}
