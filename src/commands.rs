@@ -20,6 +20,7 @@ pub fn dispatch(opts: Opts) -> anyhow::Result<ExitCode> {
         Command::Validate(args) => validate(&args),
         Command::Simulate(args) => simulate(args),
         Command::Completions(args) => completions(&args),
+        Command::GpuHog(args) => gpu_hog(&args),
     }
 }
 
@@ -248,6 +249,13 @@ fn simulate(args: SimulateArgs) -> anyhow::Result<ExitCode> {
             ExitCode::Success
         })
     })
+}
+
+fn gpu_hog(args: &crate::cli::GpuHogArgs) -> anyhow::Result<ExitCode> {
+    let pressure = crate::gpu::GpuPressureSpec::from(args)
+        .to_pressure()
+        .map_err(Failure::Usage)?;
+    Ok(crate::gpu::hog::run(&pressure, !args.ignore_stdin)?)
 }
 
 fn completions(args: &CompletionsArgs) -> anyhow::Result<ExitCode> {
