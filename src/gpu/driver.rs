@@ -39,7 +39,7 @@ pub const SYMBOLS: &[&str] = &[
 pub enum DriverError {
     #[error("{NO_DRIVER}")]
     NoLibrary,
-    #[error("the CUDA driver library lacks `{0}` (a driver older than CUDA 12?)")]
+    #[error("the CUDA driver library lacks `{0}`: it is not the NVIDIA driver library, or one too old for faultline")]
     MissingSymbol(&'static str),
     #[error("{call} failed: {name} ({text})")]
     Call {

@@ -207,10 +207,11 @@ async fn hold(p: &GpuPressure, watch_stdin: bool) -> Result<ExitCode, Failure> {
                 for fe in free_errors {
                     eprintln!("while freeing after the error: {fe}");
                 }
-                return Err(Failure::Environment(format!(
-                    "{e}; freed the {} already allocated",
-                    Size(held)
-                )));
+                let freed = match held {
+                    0 => String::new(),
+                    _ => format!("; freed the {} already allocated", Size(held)),
+                };
+                return Err(Failure::Environment(format!("{e}{freed}")));
             }
         }
         emit(&HogEvent::Allocated {

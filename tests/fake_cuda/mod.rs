@@ -6,6 +6,7 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
@@ -170,4 +171,22 @@ pub fn device(report: &Value, i: usize) -> (u64, u64, u64, u64, u64, bool) {
         n("total"),
         d["clamped"].as_bool().unwrap(),
     )
+}
+
+/// Polls [`gone`] for up to 2 s.
+pub fn wait_gone(pid: u32) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while !gone(pid) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    gone(pid)
+}
+
+/// A `RunningHog` command: the built binary against the fake, with 24 MiB already in use.
+pub fn fake_command(lib: &Path, scratch: &Path) -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_faultline"));
+    cmd.env("LD_LIBRARY_PATH", lib)
+        .env("FAKE_CUDA_LOG", scratch.join("cuda.log"))
+        .env("FAKE_CUDA_USED_MIB", "24");
+    cmd
 }
