@@ -6,6 +6,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::experiment::units::{Dur, Percent, Size};
+
 #[derive(Debug, Parser)]
 #[command(
     name = "faultline",
@@ -29,6 +31,8 @@ pub enum Command {
     Completions(CompletionsArgs),
     /// Run on a live inference host: apply faults there for a controller, each on a lease.
     Agent(AgentArgs),
+    /// Hold GPU memory (allocated and written) until SIGTERM, Ctrl-C or the end of stdin.
+    GpuHog(GpuHogArgs),
 }
 
 #[derive(Debug, Args)]
@@ -144,4 +148,37 @@ pub struct AgentArgs {
     /// Longest lease a controller may ask for, e.g. 60s.
     #[arg(long, value_name = "DURATION", default_value = "60s")]
     pub max_lease_ttl: String,
+}
+
+/// How much to take is exactly one of --allocate, --fraction, --leave-free.
+#[derive(Debug, Args)]
+#[group(id = "target", required = true, multiple = false)]
+pub struct GpuHogTarget {
+    /// Take this much on each device, e.g. 40GiB.
+    #[arg(long, value_name = "SIZE", group = "target")]
+    pub allocate: Option<Size>,
+    /// Bring each device's used memory up to this share of its total, e.g. 0.9 or 90%.
+    #[arg(long, value_name = "SHARE", group = "target")]
+    pub fraction: Option<Percent>,
+    /// Take everything but this much on each device, e.g. 2GiB.
+    #[arg(long, value_name = "SIZE", group = "target")]
+    pub leave_free: Option<Size>,
+}
+
+#[derive(Debug, Args)]
+pub struct GpuHogArgs {
+    #[command(flatten)]
+    pub target: GpuHogTarget,
+    /// A device ordinal; repeat for several [default: every device].
+    #[arg(long = "device", value_name = "N")]
+    pub devices: Vec<u32>,
+    /// Allocation size.
+    #[arg(long, value_name = "SIZE", default_value = "256MiB")]
+    pub chunk: Size,
+    /// Spread the allocations evenly over this long, e.g. 10s [default: as fast as possible].
+    #[arg(long, value_name = "DURATION")]
+    pub ramp: Option<Dur>,
+    /// Hold until a signal only; for running in the background, where stdin is /dev/null.
+    #[arg(long)]
+    pub ignore_stdin: bool,
 }

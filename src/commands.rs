@@ -22,6 +22,7 @@ pub fn dispatch(opts: Opts) -> anyhow::Result<ExitCode> {
         Command::Simulate(args) => simulate(args),
         Command::Completions(args) => completions(&args),
         Command::Agent(args) => agent(args),
+        Command::GpuHog(args) => gpu_hog(&args),
     }
 }
 
@@ -286,6 +287,13 @@ fn agent(args: AgentArgs) -> anyhow::Result<ExitCode> {
         limits,
     };
     Ok(runtime()?.block_on(crate::agent::run(config))?)
+}
+
+fn gpu_hog(args: &crate::cli::GpuHogArgs) -> anyhow::Result<ExitCode> {
+    let pressure = crate::gpu::GpuPressureSpec::from(args)
+        .to_pressure()
+        .map_err(Failure::Usage)?;
+    Ok(crate::gpu::hog::run(&pressure, !args.ignore_stdin)?)
 }
 
 fn completions(args: &CompletionsArgs) -> anyhow::Result<ExitCode> {

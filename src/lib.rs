@@ -10,6 +10,7 @@ pub mod commands;
 pub mod exit;
 pub mod experiment;
 pub mod fault;
+pub mod gpu;
 pub mod load;
 pub mod measure;
 pub mod net;
