@@ -22,6 +22,9 @@ _faultline() {
             faultline,completions)
                 cmd="faultline__subcmd__completions"
                 ;;
+            faultline,gpu-hog)
+                cmd="faultline__subcmd__gpu__subcmd__hog"
+                ;;
             faultline,help)
                 cmd="faultline__subcmd__help"
                 ;;
@@ -39,6 +42,9 @@ _faultline() {
                 ;;
             faultline__subcmd__help,completions)
                 cmd="faultline__subcmd__help__subcmd__completions"
+                ;;
+            faultline__subcmd__help,gpu-hog)
+                cmd="faultline__subcmd__help__subcmd__gpu__subcmd__hog"
                 ;;
             faultline__subcmd__help,help)
                 cmd="faultline__subcmd__help__subcmd__help"
@@ -59,7 +65,7 @@ _faultline() {
 
     case "${cmd}" in
         faultline)
-            opts="-h -V --help --version run validate simulate completions agent help"
+            opts="-h -V --help --version run validate simulate completions agent gpu-hog help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -120,8 +126,46 @@ _faultline() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        faultline__subcmd__gpu__subcmd__hog)
+            opts="-h --allocate --fraction --leave-free --device --chunk --ramp --ignore-stdin --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --allocate)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --fraction)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --leave-free)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --device)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --chunk)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --ramp)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         faultline__subcmd__help)
-            opts="run validate simulate completions agent help"
+            opts="run validate simulate completions agent gpu-hog help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -149,6 +193,20 @@ _faultline() {
             return 0
             ;;
         faultline__subcmd__help__subcmd__completions)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        faultline__subcmd__help__subcmd__gpu__subcmd__hog)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )

@@ -31,6 +31,7 @@ complete -c faultline -n "__fish_faultline_needs_command" -f -a "validate" -d 'C
 complete -c faultline -n "__fish_faultline_needs_command" -f -a "simulate" -d 'Serve a simulated inference host (OpenAI- and Anthropic-compatible)'
 complete -c faultline -n "__fish_faultline_needs_command" -f -a "completions" -d 'Print a shell completion script'
 complete -c faultline -n "__fish_faultline_needs_command" -f -a "agent" -d 'Run on a live inference host: apply faults there for a controller, each on a lease'
+complete -c faultline -n "__fish_faultline_needs_command" -f -a "gpu-hog" -d 'Hold GPU memory (allocated and written) until SIGTERM, Ctrl-C or the end of stdin'
 complete -c faultline -n "__fish_faultline_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c faultline -n "__fish_faultline_using_subcommand run" -l seed -d 'Seed for every fault decision (overrides the file\'s `seed`)' -r
 complete -c faultline -n "__fish_faultline_using_subcommand run" -l out -d 'Directory for the reports [default: runs/<time>-<name>/]' -r -F
@@ -64,9 +65,18 @@ complete -c faultline -n "__fish_faultline_using_subcommand agent" -l token-file
 complete -c faultline -n "__fish_faultline_using_subcommand agent" -l max-fault-duration -d 'Longest any fault may last, however often it is renewed, e.g. 30m' -r
 complete -c faultline -n "__fish_faultline_using_subcommand agent" -l max-lease-ttl -d 'Longest lease a controller may ask for, e.g. 60s' -r
 complete -c faultline -n "__fish_faultline_using_subcommand agent" -s h -l help -d 'Print help'
-complete -c faultline -n "__fish_faultline_using_subcommand help; and not __fish_seen_subcommand_from run validate simulate completions agent help" -f -a "run" -d 'Run an experiment: start its services, drive load, inject faults, judge the budgets'
-complete -c faultline -n "__fish_faultline_using_subcommand help; and not __fish_seen_subcommand_from run validate simulate completions agent help" -f -a "validate" -d 'Check experiment files without running anything'
-complete -c faultline -n "__fish_faultline_using_subcommand help; and not __fish_seen_subcommand_from run validate simulate completions agent help" -f -a "simulate" -d 'Serve a simulated inference host (OpenAI- and Anthropic-compatible)'
-complete -c faultline -n "__fish_faultline_using_subcommand help; and not __fish_seen_subcommand_from run validate simulate completions agent help" -f -a "completions" -d 'Print a shell completion script'
-complete -c faultline -n "__fish_faultline_using_subcommand help; and not __fish_seen_subcommand_from run validate simulate completions agent help" -f -a "agent" -d 'Run on a live inference host: apply faults there for a controller, each on a lease'
-complete -c faultline -n "__fish_faultline_using_subcommand help; and not __fish_seen_subcommand_from run validate simulate completions agent help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c faultline -n "__fish_faultline_using_subcommand gpu-hog" -l allocate -d 'Take this much on each device, e.g. 40GiB' -r
+complete -c faultline -n "__fish_faultline_using_subcommand gpu-hog" -l fraction -d 'Bring each device\'s used memory up to this share of its total, e.g. 0.9 or 90%' -r
+complete -c faultline -n "__fish_faultline_using_subcommand gpu-hog" -l leave-free -d 'Take everything but this much on each device, e.g. 2GiB' -r
+complete -c faultline -n "__fish_faultline_using_subcommand gpu-hog" -l device -d 'A device ordinal; repeat for several [default: every device]' -r
+complete -c faultline -n "__fish_faultline_using_subcommand gpu-hog" -l chunk -d 'Allocation size' -r
+complete -c faultline -n "__fish_faultline_using_subcommand gpu-hog" -l ramp -d 'Spread the allocations evenly over this long, e.g. 10s [default: as fast as possible]' -r
+complete -c faultline -n "__fish_faultline_using_subcommand gpu-hog" -l ignore-stdin -d 'Hold until a signal only; for running in the background, where stdin is /dev/null'
+complete -c faultline -n "__fish_faultline_using_subcommand gpu-hog" -s h -l help -d 'Print help'
+complete -c faultline -n "__fish_faultline_using_subcommand help; and not __fish_seen_subcommand_from run validate simulate completions agent gpu-hog help" -f -a "run" -d 'Run an experiment: start its services, drive load, inject faults, judge the budgets'
+complete -c faultline -n "__fish_faultline_using_subcommand help; and not __fish_seen_subcommand_from run validate simulate completions agent gpu-hog help" -f -a "validate" -d 'Check experiment files without running anything'
+complete -c faultline -n "__fish_faultline_using_subcommand help; and not __fish_seen_subcommand_from run validate simulate completions agent gpu-hog help" -f -a "simulate" -d 'Serve a simulated inference host (OpenAI- and Anthropic-compatible)'
+complete -c faultline -n "__fish_faultline_using_subcommand help; and not __fish_seen_subcommand_from run validate simulate completions agent gpu-hog help" -f -a "completions" -d 'Print a shell completion script'
+complete -c faultline -n "__fish_faultline_using_subcommand help; and not __fish_seen_subcommand_from run validate simulate completions agent gpu-hog help" -f -a "agent" -d 'Run on a live inference host: apply faults there for a controller, each on a lease'
+complete -c faultline -n "__fish_faultline_using_subcommand help; and not __fish_seen_subcommand_from run validate simulate completions agent gpu-hog help" -f -a "gpu-hog" -d 'Hold GPU memory (allocated and written) until SIGTERM, Ctrl-C or the end of stdin'
+complete -c faultline -n "__fish_faultline_using_subcommand help; and not __fish_seen_subcommand_from run validate simulate completions agent gpu-hog help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'

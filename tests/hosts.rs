@@ -5,57 +5,10 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{free_ports, write};
-
-const TOKEN: &str = "a-test-token-that-is-long-enough";
-
-/// `faultline agent` on a free loopback port; killed when dropped.
-struct AgentProcess {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl AgentProcess {
-    fn start(dir: &Path) -> AgentProcess {
-        let log = dir.join("agent.log");
-        let child = Command::new(env!("CARGO_BIN_EXE_faultline"))
-            .args(["agent", "--listen", "127.0.0.1:0"])
-            .env("FAULTLINE_AGENT_TOKEN", TOKEN)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        let mut agent = AgentProcess {
-            child,
-            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-        };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let text = std::fs::read_to_string(&log).unwrap_or_default();
-            if let Some(rest) = text.split("listening on http://").nth(1) {
-                agent.addr = rest.split_whitespace().next().unwrap().parse().unwrap();
-                return agent;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the agent did not start:\n{text}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for AgentProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use common::{free_ports, write, AgentProcess, AGENT_TOKEN as TOKEN};
 
 /// A process to pause, killed when dropped.
 struct Target(Child);
@@ -120,7 +73,7 @@ fn wait_for_state(target: &Target, state: char, within: Duration) -> bool {
 #[test]
 fn a_run_pauses_and_resumes_a_process_on_a_live_host() {
     let dir = tempfile::tempdir().unwrap();
-    let agent = AgentProcess::start(dir.path());
+    let agent = AgentProcess::start(dir.path(), &[]);
     let target = Target::start();
     let file = write(
         dir.path(),
@@ -152,7 +105,7 @@ fn a_run_pauses_and_resumes_a_process_on_a_live_host() {
 #[test]
 fn when_the_controller_dies_the_agent_lifts_within_the_lease() {
     let dir = tempfile::tempdir().unwrap();
-    let agent = AgentProcess::start(dir.path());
+    let agent = AgentProcess::start(dir.path(), &[]);
     let target = Target::start();
     let file = write(
         dir.path(),
@@ -193,7 +146,7 @@ fn when_the_controller_dies_the_agent_lifts_within_the_lease() {
 #[test]
 fn a_missing_agent_token_fails_before_anything_starts() {
     let dir = tempfile::tempdir().unwrap();
-    let agent = AgentProcess::start(dir.path());
+    let agent = AgentProcess::start(dir.path(), &[]);
     let file = write(dir.path(), "drill.yaml", &drill(agent.addr, 1, "2s", "3s"));
     let assert = common::faultline()
         .arg("run")

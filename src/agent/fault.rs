@@ -3,7 +3,6 @@
 //! one `Applied` implementation; the table, leases, API and shutdown need no change.
 
 use futures_util::future::BoxFuture;
-use hyper::StatusCode;
 use serde_json::Value;
 
 use super::model::{ApiError, FaultSpec};
@@ -23,15 +22,6 @@ pub trait Applied: Send {
 pub async fn apply(spec: FaultSpec) -> Result<Box<dyn Applied>, ApiError> {
     match spec {
         FaultSpec::Process(p) => super::process::apply(p).await,
-        // ---------------------------------------------------------------------------------
-        // GPU INTEGRATION POINT. GPU memory pressure is being built in `crate::gpu`; until it
-        // lands, the agent answers 501 here. Replace this arm with a call into `crate::gpu`
-        // that returns its `Box<dyn Applied>` (lift = release the memory / end the holder
-        // process), and swap `FaultSpec::GpuMemoryPressure`'s raw JSON for the typed spec.
-        // ---------------------------------------------------------------------------------
-        FaultSpec::GpuMemoryPressure(_) => Err(ApiError::new(
-            StatusCode::NOT_IMPLEMENTED,
-            "gpu_memory_pressure is not available in this build",
-        )),
+        FaultSpec::GpuMemoryPressure(g) => super::gpu::apply(&g).await,
     }
 }

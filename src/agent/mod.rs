@@ -14,6 +14,7 @@
 pub mod auth;
 pub mod client;
 pub mod fault;
+mod gpu;
 pub mod lease;
 pub mod model;
 pub mod process;

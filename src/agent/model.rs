@@ -28,8 +28,7 @@ pub struct FaultRequest {
 #[serde(rename_all = "snake_case")]
 pub enum FaultSpec {
     Process(ProcessFault),
-    /// Kept as raw JSON until `crate::gpu` provides its typed spec; see `fault::apply`.
-    GpuMemoryPressure(serde_json::Map<String, Value>),
+    GpuMemoryPressure(crate::gpu::GpuPressureSpec),
 }
 
 impl FaultSpec {

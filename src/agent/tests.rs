@@ -72,15 +72,16 @@ async fn refusals_touch_nothing() {
             StatusCode::CONFLICT
         );
     }
+    // A GPU spec that says nothing about how much to take is refused before anything starts.
     let gpu = FaultRequest {
-        fault: FaultSpec::GpuMemoryPressure(serde_json::Map::new()),
+        fault: FaultSpec::GpuMemoryPressure(crate::gpu::GpuPressureSpec::default()),
         ..pause_pid(0)
     };
     let err = client.start(&gpu).await.unwrap_err();
-    assert_eq!(err.status(), Some(StatusCode::NOT_IMPLEMENTED));
+    assert_eq!(err.status(), Some(StatusCode::BAD_REQUEST));
     assert!(
         err.to_string()
-            .contains("gpu_memory_pressure is not available"),
+            .contains("gpu_memory_pressure: say how much GPU memory to take"),
         "{err}"
     );
 

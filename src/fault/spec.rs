@@ -30,6 +30,9 @@ pub enum FaultSpec {
     /// Kill or pause processes on a live host, by pid or by command line, through its agent.
     #[serde(rename = "process")]
     HostProcess(HostProcessFault),
+    /// Hold GPU memory on a live host (through its agent) or on this machine: really
+    /// allocated and written, by a child process, until lifted.
+    GpuMemoryPressure(crate::gpu::GpuPressureSpec),
 }
 
 impl FaultSpec {
@@ -47,6 +50,7 @@ impl FaultSpec {
             FaultSpec::Restart(_) => "restart",
             FaultSpec::MemoryLeak(_) => "memory_leak",
             FaultSpec::HostProcess(_) => "process",
+            FaultSpec::GpuMemoryPressure(_) => "gpu_memory_pressure",
         }
     }
 
@@ -56,6 +60,7 @@ impl FaultSpec {
             FaultSpec::Kill(_) | FaultSpec::Pause(_) | FaultSpec::Restart(_) => FaultScope::Process,
             FaultSpec::MemoryLeak(_) => FaultScope::SimulatedHost,
             FaultSpec::HostProcess(_) => FaultScope::LiveHost,
+            FaultSpec::GpuMemoryPressure(_) => FaultScope::HostOrLocal,
             _ => FaultScope::Traffic,
         }
     }
@@ -73,7 +78,8 @@ impl FaultSpec {
             | FaultSpec::Pause(_)
             | FaultSpec::Restart(_)
             | FaultSpec::MemoryLeak(_)
-            | FaultSpec::HostProcess(_) => (Percent::ALL, None),
+            | FaultSpec::HostProcess(_)
+            | FaultSpec::GpuMemoryPressure(_) => (Percent::ALL, None),
         };
         Selection { probability, burst }
     }

@@ -79,7 +79,7 @@ pub async fn execute(exp: &Experiment, opts: &RunOptions) -> Result<RunRecord, F
 
     let (phase_tx, phase_rx) = tokio::sync::watch::channel("baseline".to_string());
     let mut windows = timeline::Windows::default();
-    let aborted = {
+    let ending = {
         let monitor = watch::watch(load.tally(), phase_rx, exp.abort_if, origin, &console);
         let stop = async {
             tokio::select! {
@@ -97,6 +97,11 @@ pub async fn execute(exp: &Experiment, opts: &RunOptions) -> Result<RunRecord, F
             &console,
         )
         .await
+    };
+    let (aborted, failed) = match ending {
+        timeline::Ending::Completed => (None, None),
+        timeline::Ending::Stopped(reason) => (Some(reason), None),
+        timeline::Ending::Failed(reason) => (Some(reason.clone()), Some(reason)),
     };
     console.clear_status();
 
@@ -123,6 +128,11 @@ pub async fn execute(exp: &Experiment, opts: &RunOptions) -> Result<RunRecord, F
     };
     let (records, unfinished) = load.finish(grace).await;
     stack.teardown(&console).await;
+    if let Some(reason) = failed {
+        return Err(Failure::Environment(format!(
+            "{reason}; every fault was lifted and every service stopped"
+        )));
+    }
 
     let duration = if aborted.is_some() { now } else { exp.end };
     let facts = RunFacts {

@@ -10,6 +10,7 @@ use crate::agent::{self, AgentClient, FaultRequest, KeepAlive};
 use crate::exit::Failure;
 use crate::experiment::{Experiment, FaultTarget, Injection, ServiceSpec};
 use crate::fault::FaultSpec;
+use crate::gpu::RunningHog;
 use crate::proxy::{self, RunningProxy};
 use crate::services::{self, RunningProcess};
 use crate::simulate::{self, RunningServer};
@@ -47,6 +48,8 @@ pub struct Stack {
     service_faults: Vec<ServiceFault>,
     agents: IndexMap<String, Agent>,
     host_faults: Vec<HostFault>,
+    /// GPU memory held on this machine, by fault id.
+    local_gpu: Vec<(String, RunningHog)>,
     max_fault_duration: std::time::Duration,
 }
 
@@ -159,6 +162,9 @@ impl Stack {
                     .ok_or_else(|| format!("host `{host}` has no agent"))?;
                 let fault = match &inj.fault {
                     FaultSpec::HostProcess(p) => agent::FaultSpec::Process(p.clone()),
+                    FaultSpec::GpuMemoryPressure(g) => {
+                        agent::FaultSpec::GpuMemoryPressure(g.clone())
+                    }
                     other => return Err(format!("`{}` cannot be sent to an agent", other.kind())),
                 };
                 let request = FaultRequest {
@@ -181,10 +187,17 @@ impl Stack {
                 });
                 Ok(())
             }
-            FaultTarget::Local => Err(format!(
-                "`{}` needs GPU support, which this build lacks",
-                inj.fault.kind()
-            )),
+            FaultTarget::Local => {
+                let FaultSpec::GpuMemoryPressure(spec) = &inj.fault else {
+                    return Err(format!("`{}` cannot act on this machine", inj.fault.kind()));
+                };
+                let pressure = spec.to_pressure()?;
+                let hog = RunningHog::start(&pressure)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                self.local_gpu.push((inj.id.clone(), hog));
+                Ok(())
+            }
         }
     }
 
@@ -212,7 +225,13 @@ impl Stack {
                 }
                 None => Ok(()),
             },
-            FaultTarget::Local => Ok(()),
+            FaultTarget::Local => match self.local_gpu.iter().position(|(held, _)| held == id) {
+                Some(pos) => {
+                    let (_, hog) = self.local_gpu.remove(pos);
+                    hog.release().await.map(|_| ()).map_err(|e| e.to_string())
+                }
+                None => Ok(()),
+            },
         }
     }
 
@@ -255,6 +274,12 @@ impl Stack {
     /// not started again here: the run is ending and teardown stops them anyway.
     pub async fn lift_all(&mut self, console: &Console) -> usize {
         let mut lifted: usize = self.proxies.values().map(|p| p.faults().lift_all()).sum();
+        for (id, hog) in std::mem::take(&mut self.local_gpu) {
+            if let Err(why) = hog.release().await {
+                console.say(format!("could not release the GPU memory of {id}: {why}"));
+            }
+            lifted += 1;
+        }
         for fault in std::mem::take(&mut self.host_faults) {
             let id = fault.id.clone();
             if let Err(why) = self.lift_host_fault(fault).await {

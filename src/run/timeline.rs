@@ -74,8 +74,8 @@ impl Windows {
     }
 }
 
-/// Runs the steps in order; returns the reason if `stop` (a signal, `abort_if`) cut the run
-/// short.
+/// Runs the steps in order, until the end, a `stop` (a signal, `abort_if`), or a fault that
+/// cannot be applied.
 pub async fn follow(
     exp: &Experiment,
     stack: &mut Stack,
@@ -84,14 +84,14 @@ pub async fn follow(
     stop: impl Future<Output = String>,
     phase: &watch::Sender<String>,
     console: &Console,
-) -> Option<String> {
+) -> Ending {
     tokio::pin!(stop);
     for step in &exp.timeline {
         tokio::select! {
             () = wait_until(origin + step.at) => {}
             reason = stop.as_mut() => {
                 console.say(format!("[{:>7}] {reason}", fmt_at(origin.elapsed())));
-                return Some(reason);
+                return Ending::Stopped(reason);
             }
         }
         // Windows use the scheduled time: the injection lands within microseconds after it, and a
@@ -119,11 +119,16 @@ pub async fn follow(
                         ));
                     }
                 }
-                Err(why) => console.say(format!(
-                    "[{:>7}] could not inject {}: {why}",
-                    fmt_at(now),
-                    inj.id
-                )),
+                Err(why) => {
+                    // A drill whose fault could not be applied measures nothing: stop here.
+                    let reason = format!(
+                        "could not inject {} on {}: {why}",
+                        inj.id,
+                        inj.target.name()
+                    );
+                    console.say(format!("[{:>7}] {reason}", fmt_at(now)));
+                    return Ending::Failed(reason);
+                }
             },
             Action::Lift(LiftTarget::All) => {
                 let n = stack.lift_all(console).await;
@@ -143,7 +148,16 @@ pub async fn follow(
         }
         let _ = phase.send(windows.phase());
     }
-    None
+    Ending::Completed
+}
+
+/// How following the timeline ended.
+pub enum Ending {
+    Completed,
+    /// A signal or `abort_if`: roll back and exit 3.
+    Stopped(String),
+    /// A fault could not be applied: roll back and fail as an environment error.
+    Failed(String),
 }
 
 /// Waits until `due` to within tens of microseconds. tokio's timer fires up to a millisecond

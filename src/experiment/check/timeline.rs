@@ -184,6 +184,11 @@ fn check_fault(c: &mut Checker, fault: &Spanned<FaultSpec>) {
                 c.report(fault.referenced, why);
             }
         }
+        FaultSpec::GpuMemoryPressure(g) => {
+            if let Err(why) = g.to_pressure() {
+                c.report(fault.referenced, format!("gpu_memory_pressure: {why}"));
+            }
+        }
         FaultSpec::TruncateStream(t) if t.after_bytes.is_some() && t.after_events.is_some() => {
             c.report(
                 fault.referenced,
