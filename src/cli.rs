@@ -1,5 +1,5 @@
 //! Command-line definitions only. Help text, the man-style `--help` and shell completions all
-//! come from these; `config` turns them into validated options.
+//! come from these; `commands` turns them into validated options.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -165,7 +165,10 @@ fn write_reports(
         exit_code: code as u8,
     };
     report::html::write(&out_dir.join("report.html"), &html)?;
-    report::markdown::append_to_step_summary(&exp.name, evaluation, aborted)?;
+    // A side report: a summary that cannot be written must not change the verdict.
+    if let Err(e) = report::markdown::append_to_step_summary(&exp.name, evaluation, aborted) {
+        eprintln!("warning: could not append to $GITHUB_STEP_SUMMARY: {e:#}");
+    }
     Ok(())
 }
 
@@ -204,6 +207,9 @@ fn simulate(args: SimulateArgs) -> anyhow::Result<ExitCode> {
         .map_err(|e| Failure::Usage(format!("--ttft: {e}")))?;
     if !(args.tokens_per_second.is_finite() && args.tokens_per_second > 0.0) {
         return Err(Failure::Usage("--tokens-per-second must be above zero".into()).into());
+    }
+    if args.capacity == Some(0) {
+        return Err(Failure::Usage("--capacity must be at least 1".into()).into());
     }
     let memory = args
         .kv_tokens

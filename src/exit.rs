@@ -12,7 +12,7 @@ pub enum ExitCode {
     BudgetMissed = 1,
     /// Bad input or usage: the experiment file, a flag.
     BadInput = 2,
-    /// Stopped early (a signal) after rolling everything back.
+    /// Stopped early (a signal or `abort_if`) after rolling everything back.
     Aborted = 3,
     /// The environment failed: a port taken, a service that would not start.
     Environment = 4,

@@ -2,7 +2,10 @@
 //!
 //! The pipeline, one module per stage: `experiment` (file -> typed experiment) -> `run` (the
 //! orchestrator: services, proxies, load, timeline, rollback) -> `load` (request records) ->
-//! `measure` (records -> metrics -> verdict) -> `report` (table, JSON, CSV).
+//! `measure` (records -> metrics -> verdict) -> `report` (table, JSON, CSV, JUnit, HTML,
+//! Markdown). Around it: `simulate` (hosts and the reference gateway), `proxy` (the HTTP fault
+//! proxy), `services` (external processes), `gpu` (GPU memory pressure), `agent` (the live-host
+//! agent).
 
 pub mod agent;
 pub mod cli;

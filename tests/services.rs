@@ -127,3 +127,36 @@ timeline:
         "restart window {start}..{end}"
     );
 }
+
+#[test]
+fn lift_all_starts_a_killed_service_again() {
+    let host = free_ports(1)[0];
+    let yaml = format!(
+        r#"version: 1
+name: kill-and-lift-all
+services:
+  host:
+    command: [faultline, simulate, --listen, "127.0.0.1:{host}"]
+    ready: {{ tcp: "127.0.0.1:{host}", within: 5s }}
+load:
+  s: {{ url: "http://127.0.0.1:{host}/v1/chat/completions", rate: 10/s, request: {{ api: openai-chat }}, timeout: 1s }}
+timeline:
+  - {{ at: 1s, inject: {{ service: host, fault: {{ kill: {{}} }} }} }}
+  - {{ at: 2s, lift: all }}
+  - {{ at: 4s, end: true }}
+"#
+    );
+    let (_dir, _stderr, report) = run(&yaml, 0);
+    let phases = &report.unwrap()["evaluation"]["overall"]["phases"];
+    assert!(
+        phases["fault"]["errors_by_class"]["connect_error"]
+            .as_u64()
+            .unwrap()
+            >= 5,
+        "{}",
+        phases["fault"]
+    );
+    // Started again by `lift: all`: the last second is served.
+    let recovery = &phases["recovery"];
+    assert!(recovery["ok"].as_u64().unwrap() >= 10, "{recovery}");
+}

@@ -54,12 +54,23 @@ impl AgentError {
 }
 
 /// A client for one agent. Cheap to clone; clones share a connection pool.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct AgentClient {
     addr: SocketAddr,
     token: String,
     timeout: Duration,
     http: Client<HttpConnector, Full<Bytes>>,
+}
+
+// Written by hand so the token never reaches a log line.
+impl std::fmt::Debug for AgentClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AgentClient")
+            .field("addr", &self.addr)
+            .field("token", &"<redacted>")
+            .field("timeout", &self.timeout)
+            .finish()
+    }
 }
 
 impl AgentClient {

@@ -100,8 +100,21 @@ pub fn protected_pids() -> Vec<u32> {
     pids
 }
 
+/// The process a pid belongs to: itself for a process, its process for a thread id. `kill`
+/// on a thread id signals the whole process, so protection must look at the process.
+pub fn thread_group(pid: u32) -> Option<u32> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Tgid:"))
+        .and_then(|v| v.trim().parse().ok())
+}
+
 /// Why a process may not be targeted, if it may not.
 pub fn refusal(pid: u32, protected: &[u32]) -> Option<&'static str> {
+    if thread_group(pid).is_some_and(|tgid| tgid != pid) {
+        return Some("a thread id, not a process id (signalling it would hit its whole process)");
+    }
     if pid <= 1 {
         Some("init (pid 1) is never a target")
     } else if pid == std::process::id() {
@@ -229,5 +242,25 @@ mod tests {
         }
         let mine = read_proc(std::process::id()).unwrap();
         assert!(!mine.cmdline.is_empty());
+    }
+}
+
+#[cfg(test)]
+mod threads {
+    use super::*;
+
+    #[test]
+    fn a_thread_of_the_agent_is_refused_like_the_agent() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let handle = std::thread::spawn(move || {
+            // SAFETY: gettid has no preconditions and only returns the caller's thread id.
+            let tid = unsafe { libc::gettid() } as u32;
+            tx.send(tid).unwrap();
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        });
+        let tid = rx.recv().unwrap();
+        assert_eq!(thread_group(tid), Some(std::process::id()));
+        assert!(refusal(tid, &[]).unwrap().contains("thread id"));
+        handle.join().unwrap();
     }
 }

@@ -20,6 +20,9 @@ impl Dur {
     }
 }
 
+/// The longest duration an experiment may name.
+pub const MAX_DURATION: Duration = Duration::from_secs(30 * 24 * 3600);
+
 impl std::str::FromStr for Dur {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
@@ -27,9 +30,14 @@ impl std::str::FromStr for Dur {
         if trimmed == "0" {
             return Ok(Dur(Duration::ZERO));
         }
-        humantime::parse_duration(trimmed).map(Dur).map_err(|_| {
+        let d = humantime::parse_duration(trimmed).map_err(|_| {
             format!("expected a duration with a unit, like 250ms, 10s or 1m30s; found `{s}`")
-        })
+        })?;
+        // Bounded so that no clock arithmetic downstream can overflow.
+        if d > MAX_DURATION {
+            return Err(format!("durations are limited to 30 days; found `{s}`"));
+        }
+        Ok(Dur(d))
     }
 }
 
@@ -88,8 +96,10 @@ pub struct Rate {
 }
 
 impl Rate {
+    /// A rate from one a day to a million a second; others are not drills.
     pub fn per_second(v: f64) -> Option<Self> {
-        (v.is_finite() && v > 0.0).then_some(Rate { per_second: v })
+        (v.is_finite() && (1.0 / 86_400.0..=1_000_000.0).contains(&v))
+            .then_some(Rate { per_second: v })
     }
     pub fn as_per_second(self) -> f64 {
         self.per_second
@@ -113,7 +123,7 @@ impl std::str::FromStr for Rate {
             _ => return Err(err()),
         };
         Rate::per_second(count / seconds)
-            .ok_or_else(|| format!("a rate must be above zero; found `{s}`"))
+            .ok_or_else(|| format!("a rate must be between one a day and 1000000/s; found `{s}`"))
     }
 }
 
@@ -252,6 +262,8 @@ mod tests {
         assert_eq!("120/m".parse::<Rate>().unwrap().as_per_second(), 2.0);
         assert_eq!("3600/h".parse::<Rate>().unwrap().as_per_second(), 1.0);
         assert!("0/s".parse::<Rate>().is_err());
+        assert!("2000000/s".parse::<Rate>().is_err());
+        assert!("100000000y".parse::<Dur>().is_err());
         assert!("50".parse::<Rate>().is_err());
         assert!("50/day".parse::<Rate>().is_err());
     }

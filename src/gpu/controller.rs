@@ -20,7 +20,7 @@ use crate::exit::Failure;
 
 /// How long the hog may take to load the driver and create contexts, on top of its ramp. A
 /// cold `cuInit` on a multi-GPU host without persistence mode can take tens of seconds.
-const START_LIMIT: Duration = Duration::from_secs(120);
+pub const START_LIMIT: Duration = Duration::from_secs(120);
 
 /// How long `release` waits after SIGTERM before SIGKILL.
 const RELEASE_GRACE: Duration = Duration::from_secs(5);

@@ -10,7 +10,7 @@ pub mod plan;
 pub mod report;
 pub mod spec;
 
-pub use controller::{GpuPressure, RunningHog};
+pub use controller::{GpuPressure, RunningHog, START_LIMIT};
 pub use plan::Target;
 pub use report::{DeviceRelease, DeviceReport, HogEvent, HogReport, ReleaseReport};
 pub use spec::GpuPressureSpec;

@@ -9,6 +9,8 @@ use crate::simulate::content::{self, Verification};
 
 /// Text kept for verification is capped so a runaway body cannot eat memory.
 const MAX_TEXT: usize = 1 << 20;
+/// Longest single SSE event kept while waiting for its end.
+const MAX_EVENT: usize = 1 << 20;
 /// A non-streaming body is parsed whole; anything larger is not a chat completion.
 const MAX_DOCUMENT: usize = 8 << 20;
 
@@ -19,6 +21,8 @@ pub struct StreamReader {
     pub events: u64,
     terminated: bool,
     errored: bool,
+    /// Bytes were dropped because an "event" outgrew `MAX_EVENT`.
+    garbled: bool,
     text: String,
 }
 
@@ -30,16 +34,28 @@ impl StreamReader {
             events: 0,
             terminated: false,
             errored: false,
+            garbled: false,
             text: String::new(),
         }
     }
 
     /// Feeds one body frame; events may span frames.
     pub fn feed(&mut self, chunk: &[u8]) {
+        // Only the new bytes (and the three before them, for a separator split across frames)
+        // can hold the end of the pending event: no rescanning what was already searched.
+        let mut from = self.pending.len().saturating_sub(3);
         self.pending.extend_from_slice(chunk);
-        while let Some((end, sep)) = find_event_end(&self.pending) {
+        while let Some((end, sep)) = find_event_end(&self.pending[from..]) {
+            let end = from + end;
             let event: Vec<u8> = self.pending.drain(..end + sep).collect();
             self.on_event(&event[..end]);
+            from = 0;
+        }
+        if self.pending.len() > MAX_EVENT {
+            // No event is this long: a body without event boundaries is not a stream we can
+            // read, and it must not eat memory.
+            self.pending.clear();
+            self.garbled = true;
         }
     }
 
@@ -103,7 +119,7 @@ impl StreamReader {
     pub fn finish(self) -> Outcome {
         if self.errored {
             Outcome::StreamError
-        } else if !self.terminated {
+        } else if !self.terminated || self.garbled {
             Outcome::Truncated
         } else {
             judge_text(&self.text)
@@ -271,5 +287,30 @@ mod tests {
         let mut cut = DocumentReader::new(Api::OpenaiChat);
         cut.feed(&whole.as_bytes()[..whole.len() / 2]);
         assert_eq!(cut.finish(), Outcome::Truncated);
+    }
+}
+
+#[cfg(test)]
+mod bounds {
+    use super::*;
+
+    #[test]
+    fn a_stream_without_event_boundaries_is_bounded_and_not_ok() {
+        let mut r = StreamReader::new(Api::OpenaiChat);
+        let junk = vec![b'x'; 64 * 1024];
+        for _ in 0..40 {
+            r.feed(&junk);
+        }
+        r.feed(b"\n\ndata: [DONE]\n\n");
+        assert!(r.pending.len() <= MAX_EVENT);
+        assert_eq!(r.finish(), Outcome::Truncated);
+    }
+
+    #[test]
+    fn a_separator_split_across_frames_is_found() {
+        let mut r = StreamReader::new(Api::OpenaiChat);
+        r.feed(b"data: [DONE]\r\n");
+        r.feed(b"\r\n");
+        assert_eq!(r.events, 1);
     }
 }

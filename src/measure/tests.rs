@@ -460,3 +460,38 @@ fn a_latency_equal_to_the_limit_passes() {
         assert!(r.passed, "{r:?}");
     }
 }
+
+#[test]
+fn without_faults_error_budgets_judge_the_whole_run() {
+    let records = records_at(0..20, |i| {
+        let r = rec("a", i * 100);
+        if i % 2 == 0 {
+            r.http_error(503)
+        } else {
+            r
+        }
+    });
+    let facts = RunFacts {
+        duration: Duration::from_secs(2),
+        windows: vec![],
+        streams: vec!["a".into()],
+    };
+    let budgets = Budgets {
+        max_error_rate: Some(Percent::from_fraction(0.01).unwrap()),
+        max_errors: Some(0),
+        ..Budgets::default()
+    };
+    let eval = evaluate(&records, &facts, &budgets, &MeasureSpec::default());
+    assert!(
+        !eval.verdict.passed,
+        "a run with 50% errors passed because nothing was injected"
+    );
+    let row = &eval.verdict.rows[0];
+    assert_eq!(row.measured, "50%");
+    assert!(
+        row.detail
+            .contains("10 of 20 requests failed over the whole run"),
+        "{}",
+        row.detail
+    );
+}

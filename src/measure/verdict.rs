@@ -73,7 +73,9 @@ fn scope_rows(scope: &str, m: &Metrics, b: &Budgets, rows: &mut Vec<VerdictRow>)
             detail,
         });
     };
-    let fault = &m.phases.fault;
+    // Error budgets judge the fault phase, or the whole run when nothing was injected (a drill
+    // that only watches a system must not pass by default).
+    let (fault, _) = m.judged();
 
     if let Some(limit) = b.failover_within {
         let (measured, passed, detail) = match m.failover {
@@ -233,12 +235,9 @@ enum Side {
 
 /// "3 of 120 requests failed while a fault was active (2 truncated, 1 http_error)".
 fn errors_detail(m: &Metrics) -> String {
-    let p = &m.phases.fault;
-    if !m.fault_injected {
-        return "no fault was injected, so no request ran under one (0%)".to_string();
-    }
+    let (p, span) = m.judged();
     if p.requests == 0 {
-        return "no requests were scheduled while a fault was active (0%)".to_string();
+        return format!("no requests were scheduled {span} (0%)");
     }
     let mut classes: Vec<(&String, &u64)> = p.errors_by_class.iter().collect();
     classes.sort_by_key(|c| std::cmp::Reverse(*c.1));
@@ -249,7 +248,7 @@ fn errors_detail(m: &Metrics) -> String {
         format!(" ({})", list.join(", "))
     };
     format!(
-        "{} of {} requests failed while a fault was active{classes}",
+        "{} of {} requests failed {span}{classes}",
         p.errors, p.requests
     )
 }

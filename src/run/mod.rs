@@ -107,7 +107,7 @@ pub async fn execute(exp: &Experiment, opts: &RunOptions) -> Result<RunRecord, F
 
     // Lift first: on an abort nothing may stay injected while we wait for requests in flight.
     let now = origin.elapsed();
-    let lifted = stack.lift_all(&console).await;
+    let lifted = stack.roll_back(&console).await;
     windows.close_all(now);
     if lifted > 0 {
         console.say(format!("[{:>7}] lifted {lifted} fault(s)", fmt_at(now)));

@@ -15,6 +15,13 @@ use crate::proxy::{self, RunningProxy};
 use crate::services::{self, RunningProcess};
 use crate::simulate::{self, RunningServer};
 
+/// Whether lifting a `kill` starts the service again.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Restart {
+    Killed,
+    No,
+}
+
 /// A started service: served inside faultline, or an external process.
 enum Started {
     InProcess(RunningServer),
@@ -36,7 +43,10 @@ struct Agent {
 
 /// A fault held on a live host: the lease is renewed until it is lifted.
 struct HostFault {
+    /// The id in the experiment file.
     id: String,
+    /// The id the agent knows it by.
+    agent_id: String,
     host: String,
     renewing: KeepAlive,
 }
@@ -160,28 +170,48 @@ impl Stack {
                     .agents
                     .get(host)
                     .ok_or_else(|| format!("host `{host}` has no agent"))?;
-                let fault = match &inj.fault {
-                    FaultSpec::HostProcess(p) => agent::FaultSpec::Process(p.clone()),
+                // Waiting for a GPU hog to hold its memory can take minutes (driver start-up, a
+                // ramp); anything else answers at once.
+                let (fault, wait) = match &inj.fault {
+                    FaultSpec::HostProcess(p) => (agent::FaultSpec::Process(p.clone()), None),
                     FaultSpec::GpuMemoryPressure(g) => {
-                        agent::FaultSpec::GpuMemoryPressure(g.clone())
+                        let ramp = g.to_pressure()?.ramp.unwrap_or_default();
+                        (
+                            agent::FaultSpec::GpuMemoryPressure(g.clone()),
+                            Some(
+                                crate::gpu::START_LIMIT + ramp + std::time::Duration::from_secs(30),
+                            ),
+                        )
                     }
                     other => return Err(format!("`{}` cannot be sent to an agent", other.kind())),
                 };
+                let agent_id = agent_fault_id(&inj.id);
                 let request = FaultRequest {
                     fault,
                     lease_ttl_ms: Some(millis(agent.lease)),
                     max_duration_ms: Some(millis(self.max_fault_duration)),
-                    id: Some(inj.id.clone()),
+                    id: Some(agent_id.clone()),
                 };
-                let started = agent
-                    .client
-                    .start(&request)
-                    .await
-                    .map_err(|e| e.to_string())?;
+                let client = match wait {
+                    Some(limit) => agent.client.clone().with_timeout(limit),
+                    None => agent.client.clone(),
+                };
+                let started = match client.start(&request).await {
+                    Ok(started) => started,
+                    Err(e) => {
+                        // If only the answer was lost, the agent may hold the fault: undo it
+                        // now rather than leave it to the lease.
+                        if e.status().is_none() {
+                            let _ = agent.client.stop(&agent_id).await;
+                        }
+                        return Err(e.to_string());
+                    }
+                };
                 let renewing =
                     agent::keep_alive(agent.client.clone(), started.id.clone(), agent.lease);
                 self.host_faults.push(HostFault {
-                    id: started.id,
+                    id: inj.id.clone(),
+                    agent_id: started.id,
                     host: host.clone(),
                     renewing,
                 });
@@ -243,7 +273,7 @@ impl Stack {
             .agents
             .get(&fault.host)
             .ok_or_else(|| format!("host `{}` has no agent", fault.host))?;
-        match agent.client.stop(&fault.id).await {
+        match agent.client.stop(&fault.agent_id).await {
             Ok(_) => Ok(()),
             // Already gone: lifted by its lease or its maximum duration.
             Err(e) if e.status() == Some(hyper::StatusCode::NOT_FOUND) => Ok(()),
@@ -270,9 +300,19 @@ impl Stack {
         }
     }
 
-    /// Lifts every fault on every target; returns how many were in force. Killed services are
-    /// not started again here: the run is ending and teardown stops them anyway.
+    /// `lift: all` in the timeline: every fault lifted as if one by one, so a killed service
+    /// is started again. Returns how many were in force.
     pub async fn lift_all(&mut self, console: &Console) -> usize {
+        self.lift_everything(console, Restart::Killed).await
+    }
+
+    /// The end of a run, or an abort: every fault lifted, but killed services are not started
+    /// again only to be stopped by the teardown that follows.
+    pub async fn roll_back(&mut self, console: &Console) -> usize {
+        self.lift_everything(console, Restart::No).await
+    }
+
+    async fn lift_everything(&mut self, console: &Console, restart: Restart) -> usize {
         let mut lifted: usize = self.proxies.values().map(|p| p.faults().lift_all()).sum();
         for (id, hog) in std::mem::take(&mut self.local_gpu) {
             if let Err(why) = hog.release().await {
@@ -288,7 +328,7 @@ impl Stack {
             lifted += 1;
         }
         for fault in std::mem::take(&mut self.service_faults) {
-            if let Err(why) = self.undo(&fault, false).await {
+            if let Err(why) = self.undo(&fault, restart == Restart::Killed).await {
                 console.say(format!("could not lift {}: {why}", fault.id));
             }
             lifted += 1;
@@ -298,7 +338,7 @@ impl Stack {
 
     /// Lifts every fault, then stops services in reverse start order, then the proxies.
     pub async fn teardown(&mut self, console: &Console) {
-        self.lift_all(console).await;
+        self.roll_back(console).await;
         while let Some((name, started)) = self.services.pop() {
             match started {
                 Started::InProcess(s) => s.stop().await,
@@ -341,4 +381,39 @@ async fn connect_agent(name: &str, host: &crate::experiment::HostSpec) -> Result
         client,
         lease: host.lease.0,
     })
+}
+
+/// The experiment's fault id in the characters the agent accepts (ids such as the default
+/// `node/process` contain a slash).
+fn agent_fault_id(id: &str) -> String {
+    let cleaned: String = id
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
+                c
+            } else {
+                '-'
+            }
+        })
+        .take(64)
+        .collect();
+    if cleaned.trim_matches('.').is_empty() {
+        "fault".into()
+    } else {
+        cleaned
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::agent_fault_id;
+
+    #[test]
+    fn agent_ids_keep_what_the_agent_accepts() {
+        assert_eq!(agent_fault_id("node/process"), "node-process");
+        assert_eq!(agent_fault_id("gpu.taken_1"), "gpu.taken_1");
+        assert_eq!(agent_fault_id(".."), "fault");
+        assert_eq!(agent_fault_id(&"x".repeat(100)).len(), 64);
+        assert!(crate::agent::model::check_id(&agent_fault_id("a b/c:d")).is_ok());
+    }
 }

@@ -98,46 +98,76 @@ pub async fn follow(
         // request the schedule meant to send at that very instant must count as faulted.
         let now = step.at;
         match &step.action {
-            Action::Inject(inj) => match stack.inject(inj).await {
-                Ok(()) => {
-                    windows.open(&inj.id, &inj.target, inj.fault.kind(), now);
-                    console.say(format!(
-                        "[{:>7}] inject {} ({}) on {}",
-                        fmt_at(now),
-                        inj.id,
-                        inj.fault.kind(),
-                        inj.target.name()
-                    ));
-                    if matches!(inj.fault, FaultSpec::Restart(_)) {
-                        // A restart is over once the service is ready again.
-                        let ready = origin.elapsed();
-                        windows.close(&inj.id, ready);
+            Action::Inject(inj) => {
+                // Applying can take a while (a GPU hog filling memory, an agent far away): a
+                // signal or `abort_if` must still be heard meanwhile.
+                let applied = tokio::select! {
+                    r = stack.inject(inj) => r,
+                    reason = stop.as_mut() => {
+                        console.say(format!("[{:>7}] {reason}", fmt_at(origin.elapsed())));
+                        return Ending::Stopped(reason);
+                    }
+                };
+                match applied {
+                    Ok(()) => {
+                        // A restart's window is the outage itself: from the stop to ready again.
+                        let now = if matches!(inj.fault, FaultSpec::Restart(_)) {
+                            now
+                        } else {
+                            effective(now, origin, &inj.id, console)
+                        };
+                        windows.open(&inj.id, &inj.target, inj.fault.kind(), now);
                         console.say(format!(
-                            "[{:>7}] {} is back after its restart",
-                            fmt_at(ready),
+                            "[{:>7}] inject {} ({}) on {}",
+                            fmt_at(now),
+                            inj.id,
+                            inj.fault.kind(),
                             inj.target.name()
                         ));
+                        if matches!(inj.fault, FaultSpec::Restart(_)) {
+                            // A restart is over once the service is ready again.
+                            let ready = origin.elapsed();
+                            windows.close(&inj.id, ready);
+                            console.say(format!(
+                                "[{:>7}] {} is back after its restart",
+                                fmt_at(ready),
+                                inj.target.name()
+                            ));
+                        }
+                    }
+                    Err(why) => {
+                        // A drill whose fault could not be applied measures nothing: stop here.
+                        let reason = format!(
+                            "could not inject {} on {}: {why}",
+                            inj.id,
+                            inj.target.name()
+                        );
+                        console.say(format!("[{:>7}] {reason}", fmt_at(now)));
+                        return Ending::Failed(reason);
                     }
                 }
-                Err(why) => {
-                    // A drill whose fault could not be applied measures nothing: stop here.
-                    let reason = format!(
-                        "could not inject {} on {}: {why}",
-                        inj.id,
-                        inj.target.name()
-                    );
-                    console.say(format!("[{:>7}] {reason}", fmt_at(now)));
-                    return Ending::Failed(reason);
-                }
-            },
+            }
             Action::Lift(LiftTarget::All) => {
-                let n = stack.lift_all(console).await;
+                let n = tokio::select! {
+                    n = stack.lift_all(console) => n,
+                    reason = stop.as_mut() => {
+                        console.say(format!("[{:>7}] {reason}", fmt_at(origin.elapsed())));
+                        return Ending::Stopped(reason);
+                    }
+                };
                 windows.close_all(now);
                 console.say(format!("[{:>7}] lift all ({n} fault(s))", fmt_at(now)));
             }
             Action::Lift(LiftTarget::Fault(id)) => {
                 if let Some(target) = windows.close(id, now) {
-                    if let Err(why) = stack.lift(id, &target).await {
+                    let lifted = tokio::select! {
+                        r = stack.lift(id, &target) => r,
+                        reason = stop.as_mut() => {
+                            console.say(format!("[{:>7}] {reason}", fmt_at(origin.elapsed())));
+                            return Ending::Stopped(reason);
+                        }
+                    };
+                    if let Err(why) = lifted {
                         console.say(format!("[{:>7}] could not lift {id}: {why}", fmt_at(now)));
                     } else {
                         console.say(format!("[{:>7}] lift {id}", fmt_at(now)));
@@ -149,6 +179,22 @@ pub async fn follow(
         let _ = phase.send(windows.phase());
     }
     Ending::Completed
+}
+
+/// When an injection really took effect: its scheduled time, unless applying it took long
+/// enough to matter (then the window starts when it was in place, and the log says so).
+fn effective(scheduled: Duration, origin: Instant, id: &str, console: &Console) -> Duration {
+    let done = origin.elapsed();
+    if done.saturating_sub(scheduled) > Duration::from_millis(50) {
+        console.say(format!(
+            "[{:>7}] {id} took {} to apply; its window starts when it was in place",
+            fmt_at(done),
+            crate::experiment::units::human_duration(done - scheduled)
+        ));
+        done
+    } else {
+        scheduled
+    }
 }
 
 /// How following the timeline ended.

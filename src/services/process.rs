@@ -56,6 +56,8 @@ pub(super) fn spawn(name: &str, spec: &CommandSpec, log: StartLog) -> Result<Lea
     }
     let mut cmd = Command::new(&resolved);
     cmd.args(args)
+        // A service has no business with the agents' token; `env:` can still pass it on purpose.
+        .env_remove("FAULTLINE_AGENT_TOKEN")
         .envs(&spec.env)
         .stdin(Stdio::null())
         .stdout(Stdio::from(log.stdout))
@@ -65,6 +67,19 @@ pub(super) fn spawn(name: &str, spec: &CommandSpec, log: StartLog) -> Result<Lea
         .process_group(0)
         // The last resort if a `Leader` is dropped unreaped (its own Drop kills the group).
         .kill_on_drop(true);
+    // If faultline itself is SIGKILLed, nothing runs its rollback: the kernel then kills the
+    // service's leader (a paused one included), so no service outlives a run it belonged to.
+    // SAFETY: runs in the child between fork and exec, where only async-signal-safe calls are
+    // allowed; prctl is one, and it touches no memory of ours.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) == 0 {
+                Ok(())
+            } else {
+                Err(io::Error::last_os_error())
+            }
+        });
+    }
     if let Some(cwd) = &spec.cwd {
         cmd.current_dir(cwd);
     }
