@@ -70,6 +70,20 @@ fn wait_for_state(target: &Target, state: char, within: Duration) -> bool {
     false
 }
 
+/// `faultline run FILE` in the background, as the controller, with the agents' token.
+fn start_run(file: &std::path::Path, dir: &std::path::Path) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_faultline"))
+        .arg("run")
+        .arg(file)
+        .arg("--quiet")
+        .arg("--out")
+        .arg(dir.join("out"))
+        .env("FAULTLINE_TEST_AGENT_TOKEN", TOKEN)
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
 #[test]
 fn a_run_pauses_and_resumes_a_process_on_a_live_host() {
     let dir = tempfile::tempdir().unwrap();
@@ -80,16 +94,7 @@ fn a_run_pauses_and_resumes_a_process_on_a_live_host() {
         "drill.yaml",
         &drill(agent.addr, target.pid(), "2500ms", "3s"),
     );
-    let mut run = Command::new(env!("CARGO_BIN_EXE_faultline"))
-        .arg("run")
-        .arg(&file)
-        .arg("--quiet")
-        .arg("--out")
-        .arg(dir.path().join("out"))
-        .env("FAULTLINE_TEST_AGENT_TOKEN", TOKEN)
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut run = start_run(&file, dir.path());
     assert!(
         wait_for_state(&target, 'T', Duration::from_secs(5)),
         "the target was never paused"
@@ -112,16 +117,7 @@ fn when_the_controller_dies_the_agent_lifts_within_the_lease() {
         "drill.yaml",
         &drill(agent.addr, target.pid(), "50s", "60s"),
     );
-    let mut run = Command::new(env!("CARGO_BIN_EXE_faultline"))
-        .arg("run")
-        .arg(&file)
-        .arg("--quiet")
-        .arg("--out")
-        .arg(dir.path().join("out"))
-        .env("FAULTLINE_TEST_AGENT_TOKEN", TOKEN)
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut run = start_run(&file, dir.path());
     assert!(
         wait_for_state(&target, 'T', Duration::from_secs(5)),
         "the target was never paused"
