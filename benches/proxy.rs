@@ -296,6 +296,7 @@ fn large_body(rt: &tokio::runtime::Runtime, table: &mut Table) {
             listen: format!("127.0.0.1:{}", free_port()).parse().expect("addr"),
             upstream: origin,
             mode: Default::default(),
+            driver: Default::default(),
         };
         let proxy = faultline::proxy::start("bench", &proxy_spec, 1)
             .await

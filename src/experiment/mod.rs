@@ -13,8 +13,8 @@ use std::time::Duration;
 pub use error::{ExperimentError, Problem};
 pub use schema::{
     AbortIf, Api, Budgets, CommandSpec, Exhaustion, GatewaySpec, HostSpec, LoadStreamSpec,
-    MeasureSpec, MemorySpec, Overflow, ProxyMode, ProxySpec, ReadySpec, RequestSpec, ServiceSpec,
-    SimulateSpec, Strategy,
+    MeasureSpec, MemorySpec, Overflow, ProxyDriver, ProxyMode, ProxySpec, ReadySpec, RequestSpec,
+    ServiceSpec, SimulateSpec, Strategy, ToxiproxyServer,
 };
 
 use crate::fault::FaultSpec;
@@ -31,6 +31,8 @@ pub struct Experiment {
     pub seed: u64,
     pub services: Vec<Service>,
     pub proxies: Vec<Proxy>,
+    /// The Toxiproxy server that `driver: toxiproxy` proxies live on.
+    pub toxiproxy: Option<ToxiproxyServer>,
     /// Live hosts with agents, in file order.
     pub hosts: Vec<(String, HostSpec)>,
     pub streams: Vec<LoadStream>,

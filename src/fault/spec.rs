@@ -33,6 +33,8 @@ pub enum FaultSpec {
     /// Hold GPU memory on a live host (through its agent) or on this machine: really
     /// allocated and written, by a child process, until lifted.
     GpuMemoryPressure(crate::gpu::GpuPressureSpec),
+    /// One of Toxiproxy's toxics, on a `mode: tcp` or `driver: toxiproxy` proxy.
+    Toxic(ToxicFault),
 }
 
 impl FaultSpec {
@@ -51,6 +53,7 @@ impl FaultSpec {
             FaultSpec::MemoryLeak(_) => "memory_leak",
             FaultSpec::HostProcess(_) => "process",
             FaultSpec::GpuMemoryPressure(_) => "gpu_memory_pressure",
+            FaultSpec::Toxic(_) => "toxic",
         }
     }
 
@@ -61,6 +64,7 @@ impl FaultSpec {
             FaultSpec::MemoryLeak(_) => FaultScope::SimulatedHost,
             FaultSpec::HostProcess(_) => FaultScope::LiveHost,
             FaultSpec::GpuMemoryPressure(_) => FaultScope::HostOrLocal,
+            FaultSpec::Toxic(_) => FaultScope::Bytes,
             _ => FaultScope::Traffic,
         }
     }
@@ -79,7 +83,8 @@ impl FaultSpec {
             | FaultSpec::Restart(_)
             | FaultSpec::MemoryLeak(_)
             | FaultSpec::HostProcess(_)
-            | FaultSpec::GpuMemoryPressure(_) => (Percent::ALL, None),
+            | FaultSpec::GpuMemoryPressure(_)
+            | FaultSpec::Toxic(_) => (Percent::ALL, None),
         };
         Selection { probability, burst }
     }
@@ -249,6 +254,85 @@ pub enum FaultScope {
     LiveHost,
     /// A live host through its agent, or this machine when no `host:` is named.
     HostOrLocal,
+    /// Bytes through a TCP proxy (`mode: tcp`) or a Toxiproxy server's proxy.
+    Bytes,
+}
+
+/// Toxiproxy's toxics, with its names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ToxicKind {
+    Latency,
+    Bandwidth,
+    SlowClose,
+    Timeout,
+    ResetPeer,
+    Slicer,
+    LimitData,
+}
+
+impl ToxicKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ToxicKind::Latency => "latency",
+            ToxicKind::Bandwidth => "bandwidth",
+            ToxicKind::SlowClose => "slow_close",
+            ToxicKind::Timeout => "timeout",
+            ToxicKind::ResetPeer => "reset_peer",
+            ToxicKind::Slicer => "slicer",
+            ToxicKind::LimitData => "limit_data",
+        }
+    }
+
+    /// The attributes Toxiproxy gives this toxic, in its units (ms, KB/s, bytes, µs).
+    pub fn attributes(self) -> &'static [&'static str] {
+        match self {
+            ToxicKind::Latency => &["latency", "jitter"],
+            ToxicKind::Bandwidth => &["rate"],
+            ToxicKind::SlowClose => &["delay"],
+            ToxicKind::Timeout | ToxicKind::ResetPeer => &["timeout"],
+            ToxicKind::Slicer => &["average_size", "size_variation", "delay"],
+            ToxicKind::LimitData => &["bytes"],
+        }
+    }
+}
+
+/// Which direction a toxic acts on: `downstream` (server to client, Toxiproxy's default) or
+/// `upstream` (client to server).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum ToxicStream {
+    Upstream,
+    #[default]
+    Downstream,
+}
+
+impl ToxicStream {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ToxicStream::Upstream => "upstream",
+            ToxicStream::Downstream => "downstream",
+        }
+    }
+}
+
+/// `{ toxic: { type: latency, stream: downstream, toxicity: 1.0, attributes: { latency: 200 } } }`
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ToxicFault {
+    #[serde(rename = "type")]
+    pub kind: ToxicKind,
+    #[serde(default)]
+    pub stream: ToxicStream,
+    /// Share of connections the toxic applies to, drawn per connection.
+    #[serde(default = "whole")]
+    pub toxicity: f32,
+    #[serde(default)]
+    pub attributes: BTreeMap<String, i64>,
+}
+
+fn whole() -> f32 {
+    1.0
 }
 
 /// What a process fault on a live host does.

@@ -81,6 +81,12 @@ impl Stack {
             console.say(format!("host {name}: agent at {} answers", host.agent));
         }
         for p in &exp.proxies {
+            if p.spec.takes_toxics() {
+                return Err(Failure::Environment(format!(
+                    "proxy `{}`: TCP proxies and Toxiproxy-driven proxies are not available in this build",
+                    p.name
+                )));
+            }
             let running = proxy::start(&p.name, &p.spec, seed).await?;
             console.say(format!(
                 "proxy {} on {} -> {}",

@@ -46,6 +46,7 @@ pub(super) fn check(
     }
     let services = services::services(&mut c, &file);
     services::listeners(&mut c, &file);
+    services::toxiproxy(&mut c, &file);
     let streams = streams::streams(&mut c, &file);
     let (timeline, end) = timeline::timeline(&mut c, &file, &services);
     budgets::measurable(&mut c, &file.expect, &file, &timeline, end);
@@ -86,6 +87,7 @@ pub(super) fn check(
             .into_iter()
             .map(|(name, h)| (name, h.value))
             .collect(),
+        toxiproxy: file.toxiproxy.map(|t| t.value),
         streams,
         timeline,
         end,

@@ -188,3 +188,14 @@ fn same_port(a: SocketAddr, b: SocketAddr) -> bool {
         && a.port() != 0
         && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
 }
+
+/// `driver: toxiproxy` proxies need a server to live on.
+pub(super) fn toxiproxy(c: &mut Checker, file: &ExperimentFile) {
+    for (name, p) in &file.proxies {
+        if p.value.driver == crate::experiment::schema::ProxyDriver::Toxiproxy
+            && file.toxiproxy.is_none()
+        {
+            c.report(p.referenced, format!("proxy `{name}` uses `driver: toxiproxy`, but no server is given: add `toxiproxy: {{ server: \"127.0.0.1:8474\" }}`"));
+        }
+    }
+}

@@ -189,6 +189,33 @@ fn check_fault(c: &mut Checker, fault: &Spanned<FaultSpec>) {
                 c.report(fault.referenced, format!("gpu_memory_pressure: {why}"));
             }
         }
+        FaultSpec::Toxic(t) => {
+            let known = t.kind.attributes();
+            for (name, value) in &t.attributes {
+                if !known.contains(&name.as_str()) {
+                    c.report(
+                        fault.referenced,
+                        format!(
+                            "toxic `{}` has no attribute `{name}`; it takes {}",
+                            t.kind.as_str(),
+                            known.join(", ")
+                        ),
+                    );
+                }
+                if *value < 0 {
+                    c.report(
+                        fault.referenced,
+                        format!("toxic attribute `{name}` must not be negative"),
+                    );
+                }
+            }
+            if !(0.0..=1.0).contains(&t.toxicity) {
+                c.report(
+                    fault.referenced,
+                    "`toxicity` is a share between 0.0 and 1.0",
+                );
+            }
+        }
         FaultSpec::TruncateStream(t) if t.after_bytes.is_some() && t.after_events.is_some() => {
             c.report(
                 fault.referenced,
@@ -234,8 +261,18 @@ fn fault_target(
     let fault = &inj.fault.value;
     match (&inj.proxy, &inj.service, &inj.host) {
         (Some(proxy), None, None) => {
-            if fault.acts_on() != FaultScope::Traffic {
-                c.report(inj.fault.referenced, format!("`{}` does not act on traffic: inject it with `service:` or `host:`, not `proxy:`", fault.kind()));
+            let spec = file.proxies.get(&proxy.value).map(|p| &p.value);
+            match (fault.acts_on(), spec) {
+                (FaultScope::Traffic, Some(p)) if p.takes_toxics() => c.report(
+                    inj.fault.referenced,
+                    format!("`{}` is an HTTP fault, but proxy `{}` carries bytes (mode: tcp or driver: toxiproxy): use a `toxic`", fault.kind(), proxy.value),
+                ),
+                (FaultScope::Bytes, Some(p)) if !p.takes_toxics() => c.report(
+                    inj.fault.referenced,
+                    format!("toxics act on TCP proxies: give proxy `{}` `mode: tcp` or `driver: toxiproxy`", proxy.value),
+                ),
+                (FaultScope::Traffic | FaultScope::Bytes, _) => {}
+                _ => c.report(inj.fault.referenced, format!("`{}` does not act on traffic: inject it with `service:` or `host:`, not `proxy:`", fault.kind())),
             }
             if !file.proxies.contains_key(&proxy.value) {
                 let known: Vec<&str> = file.proxies.keys().map(String::as_str).collect();
@@ -261,7 +298,7 @@ fn fault_target(
                     let known: Vec<&str> = services.iter().map(|(n, _)| n.as_str()).collect();
                     c.report(service.referenced, format!("unknown service `{}`; services: {}", service.value, known.join(", ")));
                 }
-                (FaultScope::Traffic, Some(_)) => {
+                (FaultScope::Traffic | FaultScope::Bytes, Some(_)) => {
                     c.report(inj.fault.referenced, format!("`{}` acts on traffic: inject it on a proxy with `proxy:`", fault.kind()));
                 }
                 (FaultScope::LiveHost | FaultScope::HostOrLocal, Some(_)) => {

@@ -127,6 +127,7 @@ pub fn spec(upstream: SocketAddr) -> ProxySpec {
         listen: "127.0.0.1:0".parse().unwrap(),
         upstream,
         mode: ProxyMode::Http,
+        driver: Default::default(),
     }
 }
 

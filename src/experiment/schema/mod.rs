@@ -3,14 +3,17 @@
 //! everywhere. `Spanned` marks the values that cross-checks may need to point at.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 
 use indexmap::IndexMap;
 use serde::{Deserialize, Serialize};
 use serde_saphyr::Spanned;
 
 use super::units::{Dur, Percent, Rate};
+use services::default_model;
+
+mod services;
 use crate::fault::FaultSpec;
+pub use services::*;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -26,6 +29,9 @@ pub struct ExperimentFile {
     pub services: IndexMap<String, Spanned<ServiceEntry>>,
     #[serde(default)]
     pub proxies: IndexMap<String, Spanned<ProxySpec>>,
+    /// An existing Toxiproxy server, for proxies with `driver: toxiproxy`.
+    #[serde(default)]
+    pub toxiproxy: Option<Spanned<ToxiproxyServer>>,
     /// Live hosts with a `faultline agent`, for GPU and process faults on them.
     #[serde(default)]
     pub hosts: IndexMap<String, Spanned<HostSpec>>,
@@ -85,245 +91,27 @@ fn no_budgets() -> Spanned<Budgets> {
     Spanned::new(Budgets::default(), nowhere, nowhere)
 }
 
-/// A service entry as written: exactly one of `simulate`, `gateway` or `command`; `check`
-/// turns it into a `ServiceSpec`.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ServiceEntry {
-    #[serde(default)]
-    pub simulate: Option<SimulateSpec>,
-    #[serde(default)]
-    pub gateway: Option<GatewaySpec>,
-    #[serde(default)]
-    pub command: Option<Spanned<Vec<String>>>,
-    #[serde(default)]
-    pub env: IndexMap<String, String>,
-    #[serde(default)]
-    pub cwd: Option<PathBuf>,
-    #[serde(default)]
-    pub ready: Option<Spanned<ReadySpec>>,
-    #[serde(default)]
-    pub stop_grace: Option<Dur>,
-    #[serde(default)]
-    pub listen: Option<SocketAddr>,
-}
-
-/// Something faultline starts for the drill and stops afterwards.
-#[derive(Clone, Debug, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ServiceSpec {
-    /// A simulated inference host, served in-process.
-    Simulate(SimulateSpec),
-    /// The reference gateway, a stand-in for the user's own, served in-process.
-    Gateway(GatewaySpec),
-    /// An external process (haproxy, nginx, litellm, `faultline simulate`...).
-    Command(CommandSpec),
-}
-
-impl ServiceSpec {
-    /// The address the service listens on, when faultline knows it.
-    pub fn listen(&self) -> Option<SocketAddr> {
-        match self {
-            ServiceSpec::Simulate(s) => Some(s.listen),
-            ServiceSpec::Gateway(g) => Some(g.listen),
-            ServiceSpec::Command(c) => c.listen,
-        }
-    }
-}
-
-/// An external process and how to tell it is ready.
-#[derive(Clone, Debug, Serialize, PartialEq)]
-pub struct CommandSpec {
-    /// Program and arguments. A program named `faultline` is this faultline binary.
-    pub command: Vec<String>,
-    pub env: IndexMap<String, String>,
-    /// Working directory; relative paths are from where faultline runs.
-    pub cwd: Option<PathBuf>,
-    pub ready: Option<ReadySpec>,
-    /// Time between SIGTERM and SIGKILL when stopping it.
-    pub stop_grace: Dur,
-    /// The address it listens on, if declared: checked for clashes, named in messages.
-    pub listen: Option<SocketAddr>,
-}
-
-/// A readiness probe: a TCP connect or an HTTP GET answering 2xx, retried until `within`.
-#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct ReadySpec {
-    #[serde(default)]
-    pub tcp: Option<SocketAddr>,
-    #[serde(default)]
-    pub http: Option<String>,
-    #[serde(default = "default_ready_within")]
-    pub within: Dur,
-}
-
-fn default_ready_within() -> Dur {
-    Dur::from_secs(10)
-}
-
-pub(crate) fn default_stop_grace() -> Dur {
-    Dur::from_secs(5)
-}
-
-/// What a simulated host does when every slot is busy.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize, Default)]
-#[serde(rename_all = "snake_case")]
-pub enum Overflow {
-    /// Wait for a slot.
-    #[default]
-    Queue,
-    /// Answer at once with `reject_status`.
-    Reject,
-}
-
-#[derive(Clone, Debug, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct SimulateSpec {
-    pub listen: SocketAddr,
-    /// The model id it reports; requests for other models are served anyway.
-    #[serde(default = "default_model")]
-    pub model: String,
-    /// Time to first token.
-    #[serde(default = "default_ttft")]
-    pub ttft: Dur,
-    #[serde(default = "default_tps")]
-    pub tokens_per_second: f64,
-    /// Tokens in every completion (a request's smaller `max_tokens` wins).
-    #[serde(default = "default_completion_tokens")]
-    pub completion_tokens: u32,
-    /// Concurrent requests served at once; unlimited when absent.
-    #[serde(default)]
-    pub capacity: Option<u32>,
-    #[serde(default)]
-    pub overflow: Overflow,
-    #[serde(default = "default_reject_status")]
-    pub reject_status: u16,
-    /// The value of the `x-served-by` header; the service's name when absent.
-    #[serde(default)]
-    pub served_by: Option<String>,
-    /// A KV-cache memory model: requests reserve memory, and the host can leak and run out.
-    #[serde(default)]
-    pub memory: Option<MemorySpec>,
-    /// Load time after start during which the host answers 503 to everything (`/health` too).
-    #[serde(default)]
-    pub cold_start: Option<Dur>,
-}
-
-/// The KV cache of a simulated host. Each request in flight holds `prompt + completion` tokens
-/// of it from admission until its response ends.
-#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct MemorySpec {
-    /// Capacity in tokens (sequences x tokens per sequence).
-    pub kv_tokens: u64,
-    /// Capacity lost per second to a leak, from `leak_after` on.
-    #[serde(default)]
-    pub leak_per_second: u64,
-    #[serde(default)]
-    pub leak_after: Dur,
-    /// What happens when a request does not fit.
-    #[serde(default)]
-    pub on_exhaustion: Exhaustion,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize, Default)]
-#[serde(rename_all = "snake_case")]
-pub enum Exhaustion {
-    /// The host dies, like an OOM kill: the listener closes and every connection drops (a
-    /// `faultline simulate` process exits with status 137).
-    #[default]
-    Crash,
-    /// The request is refused with `reject_status`, the host lives on.
-    Reject,
-}
-
-fn default_model() -> String {
-    "sim".into()
-}
-fn default_ttft() -> Dur {
-    Dur::from_millis(20)
-}
-fn default_tps() -> f64 {
-    200.0
-}
-fn default_completion_tokens() -> u32 {
-    16
-}
-fn default_reject_status() -> u16 {
-    429
-}
-
-/// How the reference gateway picks an upstream.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize, Default)]
-#[serde(rename_all = "snake_case")]
-pub enum Strategy {
-    /// The first healthy upstream in the list takes everything.
-    #[default]
-    Failover,
-    /// Healthy upstreams take turns.
-    RoundRobin,
-}
-
-#[derive(Clone, Debug, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct GatewaySpec {
-    pub listen: SocketAddr,
-    pub upstreams: Vec<SocketAddr>,
-    #[serde(default)]
-    pub strategy: Strategy,
-    /// Further upstreams tried after a failed attempt.
-    #[serde(default = "default_retries")]
-    pub retries: u32,
-    /// Statuses that count as a failed attempt (connection errors always do).
-    #[serde(default = "default_retry_on")]
-    pub retry_on: Vec<u16>,
-    /// Consecutive failures after which an upstream is taken out of rotation.
-    #[serde(default = "default_eject_after")]
-    pub eject_after: u32,
-    /// How long an ejected upstream stays out.
-    #[serde(default = "default_cooldown")]
-    pub cooldown: Dur,
-    /// Longest wait for an upstream's response headers.
-    #[serde(default = "default_upstream_timeout")]
-    pub timeout: Dur,
-    /// Ends a client's stream with a synthetic `finish_reason: "stop"` and `[DONE]` when the
-    /// upstream's stream is cut, as some gateways do; that hides the cut from protocol checks.
-    #[serde(default)]
-    pub reterminate_cut_streams: bool,
-    /// Protection: at most this many requests in flight to one upstream. A request that finds
-    /// every upstream full is shed at once with `shed_status` instead of piling onto them.
-    #[serde(default)]
-    pub max_in_flight_per_upstream: Option<u32>,
-    #[serde(default = "default_shed_status")]
-    pub shed_status: u16,
-}
-
-fn default_shed_status() -> u16 {
-    429
-}
-
-fn default_retries() -> u32 {
-    1
-}
-fn default_retry_on() -> Vec<u16> {
-    vec![429, 500, 502, 503, 504, 529]
-}
-fn default_eject_after() -> u32 {
-    3
-}
-fn default_cooldown() -> Dur {
-    Dur::from_secs(5)
-}
-fn default_upstream_timeout() -> Dur {
-    Dur::from_secs(10)
-}
-
+/// What a proxy understands of the traffic it carries.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum ProxyMode {
+    /// HTTP requests and streamed responses: takes the HTTP faults.
     #[default]
     Http,
+    /// Bytes: takes Toxiproxy's toxics.
+    Tcp,
+}
+
+/// Who runs a proxy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum ProxyDriver {
+    /// faultline itself, in-process.
+    #[default]
+    Builtin,
+    /// An existing Toxiproxy server (top-level `toxiproxy: { server }`), through its REST API:
+    /// the proxy is created at the start and deleted on rollback.
+    Toxiproxy,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -333,6 +121,23 @@ pub struct ProxySpec {
     pub upstream: SocketAddr,
     #[serde(default)]
     pub mode: ProxyMode,
+    #[serde(default)]
+    pub driver: ProxyDriver,
+}
+
+impl ProxySpec {
+    /// Whether the proxy takes Toxiproxy's toxics (and not faultline's HTTP faults).
+    pub fn takes_toxics(&self) -> bool {
+        self.mode == ProxyMode::Tcp || self.driver == ProxyDriver::Toxiproxy
+    }
+}
+
+/// An existing Toxiproxy server that `driver: toxiproxy` proxies live on.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ToxiproxyServer {
+    /// Its API address (Toxiproxy's default is 127.0.0.1:8474).
+    pub server: SocketAddr,
 }
 
 /// The API a load stream speaks.
