@@ -5,7 +5,7 @@
 //! `measure` (records -> metrics -> verdict) -> `report` (table, JSON, CSV, JUnit, HTML,
 //! Markdown). Around it: `simulate` (hosts and the reference gateway), `proxy` (the HTTP fault
 //! proxy), `services` (external processes), `gpu` (GPU memory pressure), `agent` (the live-host
-//! agent).
+//! agent), `toxiproxy` (a client for an existing Toxiproxy server's API).
 
 pub mod agent;
 pub mod cli;
@@ -22,6 +22,7 @@ pub mod report;
 pub mod run;
 pub mod services;
 pub mod simulate;
+pub mod toxiproxy;
 
 use clap::Parser;
 
