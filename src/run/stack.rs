@@ -8,12 +8,13 @@ use indexmap::IndexMap;
 use super::console::Console;
 use crate::agent::{self, AgentClient, FaultRequest, KeepAlive};
 use crate::exit::Failure;
-use crate::experiment::{Experiment, FaultTarget, Injection, ServiceSpec};
-use crate::fault::FaultSpec;
+use crate::experiment::{Experiment, FaultTarget, Injection, ProxyDriver, ProxyMode, ServiceSpec};
+use crate::fault::{FaultSpec, ToxicFault};
 use crate::gpu::RunningHog;
 use crate::proxy::{self, RunningProxy};
 use crate::services::{self, RunningProcess};
 use crate::simulate::{self, RunningServer};
+use crate::toxiproxy::{NewProxy, NewToxic, ToxiproxyClient, ToxiproxyError};
 
 /// Whether lifting a `kill` starts the service again.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -41,6 +42,13 @@ struct Agent {
     lease: std::time::Duration,
 }
 
+/// A toxic this run added to a Toxiproxy proxy.
+struct PlacedToxic {
+    id: String,
+    proxy: String,
+    name: String,
+}
+
 /// A fault held on a live host: the lease is renewed until it is lifted.
 struct HostFault {
     /// The id in the experiment file.
@@ -60,6 +68,10 @@ pub struct Stack {
     host_faults: Vec<HostFault>,
     /// GPU memory held on this machine, by fault id.
     local_gpu: Vec<(String, RunningHog)>,
+    /// The Toxiproxy server, and what this run created on it.
+    toxiproxy: Option<ToxiproxyClient>,
+    toxiproxy_proxies: Vec<String>,
+    toxics: Vec<PlacedToxic>,
     max_fault_duration: std::time::Duration,
 }
 
@@ -80,10 +92,21 @@ impl Stack {
                 .insert(name.clone(), connect_agent(name, host).await?);
             console.say(format!("host {name}: agent at {} answers", host.agent));
         }
+        if let Some(server) = &exp.toxiproxy {
+            self.toxiproxy = Some(connect_toxiproxy(server.server).await?);
+        }
         for p in &exp.proxies {
-            if p.spec.takes_toxics() {
+            if p.spec.driver == ProxyDriver::Toxiproxy {
+                self.create_toxiproxy_proxy(&p.name, &p.spec).await?;
+                console.say(format!(
+                    "proxy {} on {} -> {} (on the Toxiproxy server)",
+                    p.name, p.spec.listen, p.spec.upstream
+                ));
+                continue;
+            }
+            if p.spec.mode == ProxyMode::Tcp {
                 return Err(Failure::Environment(format!(
-                    "proxy `{}`: TCP proxies and Toxiproxy-driven proxies are not available in this build",
+                    "proxy `{}`: built-in TCP proxies are not available in this build; use `driver: toxiproxy`",
                     p.name
                 )));
             }
@@ -133,6 +156,9 @@ impl Stack {
     pub async fn inject(&mut self, inj: &Injection) -> Result<(), String> {
         match &inj.target {
             FaultTarget::Proxy(name) => {
+                if let FaultSpec::Toxic(toxic) = &inj.fault {
+                    return self.add_toxic(name, &inj.id, toxic).await;
+                }
                 let p = self
                     .proxies
                     .get(name)
@@ -242,6 +268,10 @@ impl Stack {
     pub async fn lift(&mut self, id: &str, target: &FaultTarget) -> Result<(), String> {
         match target {
             FaultTarget::Proxy(name) => {
+                if let Some(pos) = self.toxics.iter().position(|t| t.id == id) {
+                    let toxic = self.toxics.remove(pos);
+                    return self.remove_toxic(&toxic).await;
+                }
                 if let Some(p) = self.proxies.get(name) {
                     p.faults().lift(id);
                 }
@@ -320,6 +350,12 @@ impl Stack {
 
     async fn lift_everything(&mut self, console: &Console, restart: Restart) -> usize {
         let mut lifted: usize = self.proxies.values().map(|p| p.faults().lift_all()).sum();
+        for toxic in std::mem::take(&mut self.toxics) {
+            if let Err(why) = self.remove_toxic(&toxic).await {
+                console.say(format!("could not lift {}: {why}", toxic.id));
+            }
+            lifted += 1;
+        }
         for (id, hog) in std::mem::take(&mut self.local_gpu) {
             if let Err(why) = hog.release().await {
                 console.say(format!("could not release the GPU memory of {id}: {why}"));
@@ -356,6 +392,21 @@ impl Stack {
             p.stop().await;
             console.say(format!("proxy {name} stopped"));
         }
+        if let Some(client) = &self.toxiproxy {
+            for name in std::mem::take(&mut self.toxiproxy_proxies)
+                .into_iter()
+                .rev()
+            {
+                match client.delete_proxy(&name).await {
+                    Ok(()) => {
+                        console.say(format!("proxy {name} deleted from the Toxiproxy server"))
+                    }
+                    Err(e) => console.say(format!(
+                        "could not delete proxy {name} from the Toxiproxy server: {e}"
+                    )),
+                }
+            }
+        }
     }
 }
 
@@ -364,6 +415,83 @@ fn absolute(dir: &Path) -> String {
         .unwrap_or_else(|_| dir.to_path_buf())
         .display()
         .to_string()
+}
+
+impl Stack {
+    async fn create_toxiproxy_proxy(
+        &mut self,
+        name: &str,
+        spec: &crate::experiment::ProxySpec,
+    ) -> Result<(), Failure> {
+        let client = self
+            .toxiproxy
+            .as_ref()
+            .ok_or_else(|| Failure::Environment(format!("proxy `{name}`: no Toxiproxy server")))?;
+        let new = NewProxy {
+            name: name.to_string(),
+            listen: spec.listen.to_string(),
+            upstream: spec.upstream.to_string(),
+            enabled: true,
+        };
+        client.create_proxy(&new).await.map_err(|e| match e {
+            ToxiproxyError::Conflict { .. } => Failure::Environment(format!(
+                "proxy `{name}` already exists on the Toxiproxy server at {}; faultline does not take over proxies it did not create (delete it, or rename this one)",
+                client.addr()
+            )),
+            other => Failure::Environment(format!("proxy `{name}`: {other}")),
+        })?;
+        self.toxiproxy_proxies.push(name.to_string());
+        Ok(())
+    }
+
+    async fn add_toxic(&mut self, proxy: &str, id: &str, toxic: &ToxicFault) -> Result<(), String> {
+        let client = self
+            .toxiproxy
+            .as_ref()
+            .ok_or_else(|| format!("proxy `{proxy}` is not on a Toxiproxy server"))?;
+        let name = agent_fault_id(id);
+        let new = NewToxic {
+            name: Some(name.clone()),
+            kind: toxic.kind.as_str().to_string(),
+            stream: Some(toxic.stream.as_str().to_string()),
+            toxicity: Some(toxic.toxicity),
+            attributes: toxic
+                .attributes
+                .iter()
+                .map(|(k, v)| (k.clone(), serde_json::Value::from(*v)))
+                .collect(),
+        };
+        client
+            .add_toxic(proxy, &new)
+            .await
+            .map_err(|e| e.to_string())?;
+        self.toxics.push(PlacedToxic {
+            id: id.to_string(),
+            proxy: proxy.to_string(),
+            name,
+        });
+        Ok(())
+    }
+
+    async fn remove_toxic(&self, toxic: &PlacedToxic) -> Result<(), String> {
+        let Some(client) = &self.toxiproxy else {
+            return Ok(());
+        };
+        match client.remove_toxic(&toxic.proxy, &toxic.name).await {
+            Ok(()) | Err(ToxiproxyError::NotFound { .. }) => Ok(()),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+}
+
+/// A client for the Toxiproxy server, checked before the drill starts.
+async fn connect_toxiproxy(addr: std::net::SocketAddr) -> Result<ToxiproxyClient, Failure> {
+    let client = ToxiproxyClient::new(addr);
+    client
+        .version()
+        .await
+        .map_err(|e| Failure::Environment(format!("the Toxiproxy server does not answer: {e}")))?;
+    Ok(client)
 }
 
 fn millis(d: std::time::Duration) -> u64 {
