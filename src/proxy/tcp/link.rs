@@ -135,9 +135,13 @@ pub(crate) async fn handle(
         }
     };
     if end == End::Reset {
-        // SO_LINGER 0 makes the close below a RST on both sides.
-        let _ = socket2::SockRef::from(cr.as_ref()).set_linger(Some(Duration::ZERO));
-        let _ = socket2::SockRef::from(sr.as_ref()).set_linger(Some(Duration::ZERO));
+        // Whole sockets again: a dropped write half would send a FIN before the RST.
+        for (r, w) in [(cr, cw), (sr, sw)] {
+            if let Ok(stream) = r.reunite(w) {
+                // SO_LINGER 0 makes the drop a RST.
+                let _ = socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO));
+            }
+        }
     }
 }
 
