@@ -122,3 +122,4 @@ pub fn ping(s: &mut TcpStream, msg: &[u8]) -> std::io::Result<Vec<u8>> {
     s.read_exact(&mut back)?;
     Ok(back)
 }
+pub mod robustness;
