@@ -15,7 +15,7 @@ use tokio::time::{sleep, sleep_until, Instant};
 use super::toxic::{Stream, Toxic, ToxicKind};
 
 /// Large enough that a bulk copy costs few syscalls per megabyte.
-const BUF_SIZE: usize = 64 * 1024;
+const BUF_SIZE: usize = 256 * 1024;
 /// An upstream that does not accept within this is given up on (the client is closed).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -259,7 +259,7 @@ async fn deliver(
     }
     if delay_ms > 0 {
         // Measured from arrival, so time spent reading does not add to the delay asked for.
-        sleep_until(arrived + Duration::from_millis(delay_ms as u64)).await;
+        sleep_precise(arrived + Duration::from_millis(delay_ms as u64)).await;
     }
     let mut data = chunk;
     let mut limit_hit = false;
@@ -322,4 +322,18 @@ async fn deliver(
         }
     }
     Ok(!limit_hit)
+}
+
+/// tokio's timer ticks in whole milliseconds and rounds up, so a 10 ms latency would land near
+/// 11 ms. Sleep to within a millisecond of the deadline, then yield until it: at most about
+/// 1 ms of polling per delayed chunk buys sub-millisecond accuracy.
+async fn sleep_precise(deadline: Instant) {
+    if let Some(coarse) = deadline.checked_sub(Duration::from_millis(1)) {
+        if coarse > Instant::now() {
+            sleep_until(coarse).await;
+        }
+    }
+    while Instant::now() < deadline {
+        tokio::task::yield_now().await;
+    }
 }
