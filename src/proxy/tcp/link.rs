@@ -14,8 +14,11 @@ use tokio::time::{sleep, sleep_until, Instant};
 
 use super::toxic::{Stream, Toxic, ToxicKind};
 
-/// Large enough that a bulk copy costs few syscalls per megabyte.
-const BUF_SIZE: usize = 256 * 1024;
+/// Every connection starts with a small buffer, so thousands of chatty connections stay cheap;
+/// a read that fills it grows it (x4) up to the large size, where a bulk copy costs few
+/// syscalls per megabyte.
+const BUF_START: usize = 16 * 1024;
+const BUF_MAX: usize = 256 * 1024;
 /// An upstream that does not accept within this is given up on (the client is closed).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -158,7 +161,7 @@ async fn pump(
     stream: Stream,
     mut rx: watch::Receiver<ToxicList>,
 ) -> End {
-    let mut buf = vec![0u8; BUF_SIZE];
+    let mut buf = vec![0u8; BUF_START];
     let mut toxics = Toxics::new(stream);
     let initial = rx.borrow_and_update().clone();
     toxics.refresh(&initial);
@@ -184,6 +187,7 @@ async fn pump(
             Event::Read(Err(_)) => return End::Close,
             Event::Read(Ok(n)) => n,
         };
+        let full = n == buf.len();
         let arrived = Instant::now();
         if toxics.list.is_empty() {
             if n == 0 {
@@ -193,6 +197,7 @@ async fn pump(
             if w.write_all(&buf[..n]).await.is_err() {
                 return End::Close;
             }
+            grow(&mut buf, full);
             continue;
         }
         if let Some(ms) = toxics.reset_after() {
@@ -220,20 +225,35 @@ async fn pump(
             return End::Eof;
         }
         match deliver(&mut toxics, &buf[..n], arrived, w).await {
-            Ok(true) => {}
+            Ok(true) => grow(&mut buf, full),
             Ok(false) | Err(_) => return End::Close,
         }
+    }
+}
+
+/// A read that filled the buffer says more is waiting: take bigger bites.
+fn grow(buf: &mut Vec<u8>, full: bool) {
+    if full && buf.len() < BUF_MAX {
+        buf.resize((buf.len() * 4).min(BUF_MAX), 0);
     }
 }
 
 fn deadline(ms: u64) -> Instant {
     // `timeout: 0` means never; a far deadline keeps the select simple.
     let d = if ms == 0 {
-        Duration::from_secs(86_400 * 365)
+        FAR
     } else {
         Duration::from_millis(ms)
     };
-    Instant::now() + d
+    later(Instant::now(), d)
+}
+
+/// A year: "never" for timers, and the cap on any delay a toxic asks for.
+const FAR: Duration = Duration::from_secs(86_400 * 365);
+
+/// `at + d`, capped, so an absurd attribute cannot overflow the clock.
+fn later(at: Instant, d: Duration) -> Instant {
+    at + d.min(FAR)
 }
 
 /// Passes one chunk through latency, limit_data, slicer and bandwidth, in that order.
@@ -259,7 +279,7 @@ async fn deliver(
     }
     if delay_ms > 0 {
         // Measured from arrival, so time spent reading does not add to the delay asked for.
-        sleep_precise(arrived + Duration::from_millis(delay_ms as u64)).await;
+        sleep_precise(later(arrived, Duration::from_millis(delay_ms as u64))).await;
     }
     let mut data = chunk;
     let mut limit_hit = false;
@@ -295,7 +315,7 @@ async fn deliver(
         if let Some((avg, var, _)) = slicer {
             let var = var.min(avg.saturating_sub(1));
             let size = if var > 0 {
-                rand::random_range(avg - var..=avg + var)
+                rand::random_range(avg - var..=avg.saturating_add(var))
             } else {
                 avg
             };

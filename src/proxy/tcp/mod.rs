@@ -8,6 +8,9 @@
 mod link;
 pub mod toxic;
 
+#[cfg(test)]
+mod tests;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 
