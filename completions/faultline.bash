@@ -28,6 +28,9 @@ _faultline() {
             faultline,help)
                 cmd="faultline__subcmd__help"
                 ;;
+            faultline,proxy)
+                cmd="faultline__subcmd__proxy"
+                ;;
             faultline,run)
                 cmd="faultline__subcmd__run"
                 ;;
@@ -49,6 +52,9 @@ _faultline() {
             faultline__subcmd__help,help)
                 cmd="faultline__subcmd__help__subcmd__help"
                 ;;
+            faultline__subcmd__help,proxy)
+                cmd="faultline__subcmd__help__subcmd__proxy"
+                ;;
             faultline__subcmd__help,run)
                 cmd="faultline__subcmd__help__subcmd__run"
                 ;;
@@ -65,7 +71,7 @@ _faultline() {
 
     case "${cmd}" in
         faultline)
-            opts="-h -V --help --version run validate simulate completions agent gpu-hog help"
+            opts="-h -V --help --version run validate simulate completions agent gpu-hog proxy help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -165,7 +171,7 @@ _faultline() {
             return 0
             ;;
         faultline__subcmd__help)
-            opts="run validate simulate completions agent gpu-hog help"
+            opts="run validate simulate completions agent gpu-hog proxy help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -234,6 +240,20 @@ _faultline() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        faultline__subcmd__help__subcmd__proxy)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         faultline__subcmd__help__subcmd__run)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
@@ -269,6 +289,24 @@ _faultline() {
                 return 0
             fi
             case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        faultline__subcmd__proxy)
+            opts="-h --listen --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --listen)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;

@@ -32,6 +32,7 @@ complete -c faultline -n "__fish_faultline_needs_command" -f -a "simulate" -d 'S
 complete -c faultline -n "__fish_faultline_needs_command" -f -a "completions" -d 'Print a shell completion script'
 complete -c faultline -n "__fish_faultline_needs_command" -f -a "agent" -d 'Run on a live inference host: apply faults there for a controller, each on a lease'
 complete -c faultline -n "__fish_faultline_needs_command" -f -a "gpu-hog" -d 'Hold GPU memory (allocated and written) until SIGTERM, Ctrl-C or the end of stdin'
+complete -c faultline -n "__fish_faultline_needs_command" -f -a "proxy" -d 'Serve TCP fault proxies driven by a Toxiproxy-compatible admin API'
 complete -c faultline -n "__fish_faultline_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c faultline -n "__fish_faultline_using_subcommand run" -l seed -d 'Seed for every fault decision (overrides the file\'s `seed`)' -r
 complete -c faultline -n "__fish_faultline_using_subcommand run" -l out -d 'Directory for the reports [default: runs/<time>-<name>/]' -r -F
@@ -73,10 +74,13 @@ complete -c faultline -n "__fish_faultline_using_subcommand gpu-hog" -l chunk -d
 complete -c faultline -n "__fish_faultline_using_subcommand gpu-hog" -l ramp -d 'Spread the allocations evenly over this long, e.g. 10s [default: as fast as possible]' -r
 complete -c faultline -n "__fish_faultline_using_subcommand gpu-hog" -l ignore-stdin -d 'Hold until a signal only; for running in the background, where stdin is /dev/null'
 complete -c faultline -n "__fish_faultline_using_subcommand gpu-hog" -s h -l help -d 'Print help'
-complete -c faultline -n "__fish_faultline_using_subcommand help; and not __fish_seen_subcommand_from run validate simulate completions agent gpu-hog help" -f -a "run" -d 'Run an experiment: start its services, drive load, inject faults, judge the budgets'
-complete -c faultline -n "__fish_faultline_using_subcommand help; and not __fish_seen_subcommand_from run validate simulate completions agent gpu-hog help" -f -a "validate" -d 'Check experiment files without running anything'
-complete -c faultline -n "__fish_faultline_using_subcommand help; and not __fish_seen_subcommand_from run validate simulate completions agent gpu-hog help" -f -a "simulate" -d 'Serve a simulated inference host (OpenAI- and Anthropic-compatible)'
-complete -c faultline -n "__fish_faultline_using_subcommand help; and not __fish_seen_subcommand_from run validate simulate completions agent gpu-hog help" -f -a "completions" -d 'Print a shell completion script'
-complete -c faultline -n "__fish_faultline_using_subcommand help; and not __fish_seen_subcommand_from run validate simulate completions agent gpu-hog help" -f -a "agent" -d 'Run on a live inference host: apply faults there for a controller, each on a lease'
-complete -c faultline -n "__fish_faultline_using_subcommand help; and not __fish_seen_subcommand_from run validate simulate completions agent gpu-hog help" -f -a "gpu-hog" -d 'Hold GPU memory (allocated and written) until SIGTERM, Ctrl-C or the end of stdin'
-complete -c faultline -n "__fish_faultline_using_subcommand help; and not __fish_seen_subcommand_from run validate simulate completions agent gpu-hog help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c faultline -n "__fish_faultline_using_subcommand proxy" -l listen -d 'Address of the admin API' -r
+complete -c faultline -n "__fish_faultline_using_subcommand proxy" -s h -l help -d 'Print help'
+complete -c faultline -n "__fish_faultline_using_subcommand help; and not __fish_seen_subcommand_from run validate simulate completions agent gpu-hog proxy help" -f -a "run" -d 'Run an experiment: start its services, drive load, inject faults, judge the budgets'
+complete -c faultline -n "__fish_faultline_using_subcommand help; and not __fish_seen_subcommand_from run validate simulate completions agent gpu-hog proxy help" -f -a "validate" -d 'Check experiment files without running anything'
+complete -c faultline -n "__fish_faultline_using_subcommand help; and not __fish_seen_subcommand_from run validate simulate completions agent gpu-hog proxy help" -f -a "simulate" -d 'Serve a simulated inference host (OpenAI- and Anthropic-compatible)'
+complete -c faultline -n "__fish_faultline_using_subcommand help; and not __fish_seen_subcommand_from run validate simulate completions agent gpu-hog proxy help" -f -a "completions" -d 'Print a shell completion script'
+complete -c faultline -n "__fish_faultline_using_subcommand help; and not __fish_seen_subcommand_from run validate simulate completions agent gpu-hog proxy help" -f -a "agent" -d 'Run on a live inference host: apply faults there for a controller, each on a lease'
+complete -c faultline -n "__fish_faultline_using_subcommand help; and not __fish_seen_subcommand_from run validate simulate completions agent gpu-hog proxy help" -f -a "gpu-hog" -d 'Hold GPU memory (allocated and written) until SIGTERM, Ctrl-C or the end of stdin'
+complete -c faultline -n "__fish_faultline_using_subcommand help; and not __fish_seen_subcommand_from run validate simulate completions agent gpu-hog proxy help" -f -a "proxy" -d 'Serve TCP fault proxies driven by a Toxiproxy-compatible admin API'
+complete -c faultline -n "__fish_faultline_using_subcommand help; and not __fish_seen_subcommand_from run validate simulate completions agent gpu-hog proxy help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'

@@ -33,6 +33,15 @@ pub enum Command {
     Agent(AgentArgs),
     /// Hold GPU memory (allocated and written) until SIGTERM, Ctrl-C or the end of stdin.
     GpuHog(GpuHogArgs),
+    /// Serve TCP fault proxies driven by a Toxiproxy-compatible admin API.
+    Proxy(ProxyArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ProxyArgs {
+    /// Address of the admin API.
+    #[arg(long, default_value = "127.0.0.1:8474")]
+    pub listen: SocketAddr,
 }
 
 #[derive(Debug, Args)]

@@ -23,6 +23,7 @@ pub fn dispatch(opts: Opts) -> anyhow::Result<ExitCode> {
         Command::Completions(args) => completions(&args),
         Command::Agent(args) => agent(args),
         Command::GpuHog(args) => gpu_hog(&args),
+        Command::Proxy(args) => proxy(&args),
     }
 }
 
@@ -306,6 +307,10 @@ fn completions(args: &CompletionsArgs) -> anyhow::Result<ExitCode> {
     let mut cmd = Opts::command();
     clap_complete::generate(args.shell, &mut cmd, "faultline", &mut std::io::stdout());
     Ok(ExitCode::Success)
+}
+
+fn proxy(args: &crate::cli::ProxyArgs) -> anyhow::Result<ExitCode> {
+    Ok(runtime()?.block_on(crate::proxy::admin::run(args.listen))?)
 }
 
 #[cfg(test)]

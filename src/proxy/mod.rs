@@ -21,12 +21,14 @@
 //! `control` (the live fault table), `apply` (one request's plan), `body` (streaming body
 //! wrappers), `errors` (provider-shaped error bodies).
 
+pub mod admin;
 mod apply;
 mod body;
 mod conn;
 mod control;
 mod errors;
 mod server;
+pub mod tcp;
 
 #[cfg(test)]
 mod tests;

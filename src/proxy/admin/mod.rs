@@ -1,0 +1,123 @@
+//! `faultline proxy`: a standalone server of TCP fault proxies whose admin API speaks
+//! Toxiproxy's (routes, JSON shapes, defaults, status codes, error body), so Toxiproxy's
+//! clients drive it unchanged. Split: `routes` (one function per route), `model` (JSON and
+//! errors); this file serves HTTP.
+
+mod model;
+mod routes;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, CONTENT_TYPE};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use indexmap::IndexMap;
+use tokio::sync::Mutex;
+use tokio::task::JoinSet;
+
+use crate::exit::{ExitCode, Failure};
+use crate::proxy::tcp::TcpProxy;
+use model::ApiError;
+
+/// Every proxy by name, in creation order.
+pub type Collection = Mutex<IndexMap<String, Arc<TcpProxy>>>;
+
+/// Request bodies are small JSON documents; bigger is a mistake.
+const MAX_BODY: usize = 1024 * 1024;
+/// A client trickling its request must not hold a connection for ever.
+const READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Serves the admin API on `listen` until SIGTERM or Ctrl-C, then stops every proxy.
+pub async fn run(listen: SocketAddr) -> Result<ExitCode, Failure> {
+    let listener = crate::net::bind(listen, "the proxy admin API").await?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| Failure::Environment(format!("admin API: no local address: {e}")))?;
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())
+        .map_err(|e| Failure::Environment(format!("cannot handle SIGTERM: {e}")))?;
+    let mut int = signal(SignalKind::interrupt())
+        .map_err(|e| Failure::Environment(format!("cannot handle SIGINT: {e}")))?;
+    // Tests and scripts read this line to learn the real port when asked for port 0.
+    eprintln!("faultline proxy: admin API listening on http://{addr}");
+    let coll: Arc<Collection> = Arc::new(Mutex::new(IndexMap::new()));
+    let mut conns = JoinSet::new();
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            Some(_) = conns.join_next(), if !conns.is_empty() => {}
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => { conns.spawn(serve(stream, Arc::clone(&coll))); }
+                // Out of descriptors and the like: back off instead of spinning.
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            },
+        }
+    }
+    drop(listener);
+    conns.shutdown().await;
+    let proxies: Vec<Arc<TcpProxy>> = coll.lock().await.values().cloned().collect();
+    for p in proxies {
+        p.stop().await;
+    }
+    eprintln!("faultline proxy: stopped");
+    Ok(ExitCode::Success)
+}
+
+async fn serve(stream: tokio::net::TcpStream, coll: Arc<Collection>) {
+    let service = service_fn(move |req| {
+        let coll = Arc::clone(&coll);
+        async move { Ok::<_, Infallible>(handle(req, &coll).await) }
+    });
+    // Errors here are the client leaving or speaking bad HTTP; the connection is over anyway.
+    let _ = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(READ_TIMEOUT)
+        .serve_connection(TokioIo::new(stream), service)
+        .await;
+}
+
+async fn handle(req: Request<Incoming>, coll: &Collection) -> Response<Full<Bytes>> {
+    let method = req.method().clone();
+    let path = req.uri().path().trim_matches('/').to_string();
+    let segments: Vec<&str> = path.split('/').collect();
+    let body = match tokio::time::timeout(
+        READ_TIMEOUT,
+        Limited::new(req.into_body(), MAX_BODY).collect(),
+    )
+    .await
+    {
+        Ok(Ok(b)) => b.to_bytes(),
+        Ok(Err(e)) => return error(&ApiError::bad(format!("bad request body: {e}"))),
+        Err(_) => return error(&ApiError::bad("bad request body: not sent in time")),
+    };
+    match routes::route(coll, &method, &segments, &body).await {
+        Ok((status, Some(v))) => respond(status, Bytes::from(v.to_string())),
+        Ok((status, None)) => {
+            let mut r = Response::new(Full::new(Bytes::new()));
+            *r.status_mut() = status;
+            r
+        }
+        Err(e) => error(&e),
+    }
+}
+
+fn error(e: &ApiError) -> Response<Full<Bytes>> {
+    respond(e.status, Bytes::from(e.body().to_string()))
+}
+
+fn respond(status: StatusCode, body: Bytes) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(body));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r
+}

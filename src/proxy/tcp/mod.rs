@@ -1,0 +1,325 @@
+//! A TCP fault proxy with Toxiproxy's toxics: listens on one address, forwards every
+//! connection to one upstream, and applies a live list of toxics per direction (`upstream` =
+//! client -> server bytes, `downstream` = server -> client). Toxics added, updated or removed
+//! act on open connections too. Disabling closes every connection and stops listening.
+//!
+//! Split by concern: `toxic` (types, attributes, JSON shape), `link` (one connection's pumps).
+
+mod link;
+pub mod toxic;
+
+#[cfg(test)]
+mod tests;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use serde_json::{Map, Value};
+use tokio::net::TcpListener;
+use tokio::sync::{oneshot, watch, Mutex};
+use tokio::task::{JoinHandle, JoinSet};
+
+pub use toxic::{Stream, Toxic, ToxicKind};
+
+use link::ToxicList;
+
+/// Why an operation on a proxy failed; the admin API maps these to Toxiproxy's statuses.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum TcpError {
+    #[error("toxic not found")]
+    ToxicNotFound,
+    #[error("toxic already exists")]
+    ToxicExists,
+    #[error("{0}")]
+    BadRequest(String),
+    /// Listening failed (a taken port, an unresolvable address).
+    #[error("{0}")]
+    Listen(String),
+}
+
+/// A snapshot of a proxy, as the API shows it.
+#[derive(Clone, Debug)]
+pub struct ProxyInfo {
+    pub name: String,
+    /// The configured address until it listens, then the real one (port 0 resolved).
+    pub listen: String,
+    pub upstream: String,
+    pub enabled: bool,
+    pub toxics: Vec<Toxic>,
+}
+
+struct Running {
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<()>,
+}
+
+struct State {
+    listen: String,
+    upstream: String,
+    running: Option<Running>,
+}
+
+/// One TCP proxy. Cheap to share behind an `Arc`; every method takes `&self`.
+pub struct TcpProxy {
+    name: String,
+    state: Mutex<State>,
+    toxics: watch::Sender<ToxicList>,
+}
+
+impl TcpProxy {
+    /// A proxy that is not listening yet; call `start`.
+    pub fn new(name: &str, listen: &str, upstream: &str) -> Self {
+        TcpProxy {
+            name: name.to_string(),
+            state: Mutex::new(State {
+                listen: listen.to_string(),
+                upstream: upstream.to_string(),
+                running: None,
+            }),
+            toxics: watch::Sender::new(Arc::new(Vec::new())),
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Starts listening (no-op when already listening). Port 0 picks a free port, which is
+    /// then kept, so a disable/enable cycle listens on the same address again.
+    pub async fn start(&self) -> Result<SocketAddr, TcpError> {
+        let mut st = self.state.lock().await;
+        self.start_locked(&mut st).await
+    }
+
+    /// Closes every connection and stops listening (no-op when stopped).
+    pub async fn stop(&self) {
+        let mut st = self.state.lock().await;
+        stop_locked(&mut st).await;
+    }
+
+    pub async fn info(&self) -> ProxyInfo {
+        let st = self.state.lock().await;
+        ProxyInfo {
+            name: self.name.clone(),
+            listen: st.listen.clone(),
+            upstream: st.upstream.clone(),
+            enabled: st.running.is_some(),
+            toxics: self.toxics(),
+        }
+    }
+
+    /// Changes the address, the upstream and/or the enabled state. A new address or upstream
+    /// restarts a listening proxy (its connections close), as Toxiproxy does.
+    pub async fn update(
+        &self,
+        listen: Option<&str>,
+        upstream: Option<&str>,
+        enabled: Option<bool>,
+    ) -> Result<ProxyInfo, TcpError> {
+        {
+            let mut st = self.state.lock().await;
+            let was_running = st.running.is_some();
+            let changed = listen.is_some_and(|l| l != st.listen)
+                || upstream.is_some_and(|u| u != st.upstream);
+            if changed {
+                stop_locked(&mut st).await;
+                let old = (st.listen.clone(), st.upstream.clone());
+                if let Some(l) = listen {
+                    st.listen = l.to_string();
+                }
+                if let Some(u) = upstream {
+                    st.upstream = u.to_string();
+                }
+                if enabled.unwrap_or(was_running) {
+                    if let Err(e) = self.start_locked(&mut st).await {
+                        // Leave the proxy as it was rather than half changed.
+                        (st.listen, st.upstream) = old;
+                        if was_running {
+                            let _ = self.start_locked(&mut st).await;
+                        }
+                        return Err(e);
+                    }
+                }
+            } else {
+                match enabled {
+                    Some(true) => {
+                        self.start_locked(&mut st).await?;
+                    }
+                    Some(false) => stop_locked(&mut st).await,
+                    None => {}
+                }
+            }
+        }
+        Ok(self.info().await)
+    }
+
+    async fn start_locked(&self, st: &mut State) -> Result<SocketAddr, TcpError> {
+        if let Some(r) = &st.running {
+            if !r.task.is_finished() {
+                return resolve(&st.listen).await;
+            }
+        }
+        let addr = resolve(&st.listen).await?;
+        let listener = crate::net::bind(addr, &format!("proxy `{}`", self.name))
+            .await
+            .map_err(|e| TcpError::Listen(e.to_string()))?;
+        let real = listener
+            .local_addr()
+            .map_err(|e| TcpError::Listen(format!("no local address: {e}")))?;
+        st.listen = real.to_string();
+        let (stop, stopped) = oneshot::channel();
+        let upstream: Arc<str> = Arc::from(st.upstream.as_str());
+        let task = tokio::spawn(serve(listener, upstream, self.toxics.subscribe(), stopped));
+        st.running = Some(Running { stop, task });
+        Ok(real)
+    }
+
+    /// The toxics in the order they were added.
+    pub fn toxics(&self) -> Vec<Toxic> {
+        self.toxics.borrow().as_ref().clone()
+    }
+
+    pub fn toxic(&self, name: &str) -> Option<Toxic> {
+        self.toxics
+            .borrow()
+            .iter()
+            .find(|t| t.name == name)
+            .cloned()
+    }
+
+    /// Adds a toxic; its name must be new on this proxy.
+    pub fn add_toxic(&self, toxic: Toxic) -> Result<Toxic, TcpError> {
+        validate_toxicity(toxic.toxicity)?;
+        let mut result = Err(TcpError::ToxicExists);
+        self.toxics.send_if_modified(|list| {
+            if list.iter().any(|t| t.name == toxic.name) {
+                return false;
+            }
+            Arc::make_mut(list).push(toxic.clone());
+            result = Ok(toxic.clone());
+            true
+        });
+        result
+    }
+
+    /// Updates a toxic's attributes (those given; the rest keep their values) and toxicity.
+    pub fn update_toxic(
+        &self,
+        name: &str,
+        attributes: Option<&Map<String, Value>>,
+        toxicity: Option<f32>,
+    ) -> Result<Toxic, TcpError> {
+        if let Some(t) = toxicity {
+            validate_toxicity(t)?;
+        }
+        let mut result = Err(TcpError::ToxicNotFound);
+        self.toxics.send_if_modified(|list| {
+            let Some(i) = list.iter().position(|t| t.name == name) else {
+                return false;
+            };
+            let old = &list[i];
+            let kind = match attributes {
+                Some(a) => {
+                    match ToxicKind::from_attributes(old.kind.type_name(), a, Some(&old.kind)) {
+                        Ok(k) => k,
+                        Err(e) => {
+                            result = Err(TcpError::BadRequest(e));
+                            return false;
+                        }
+                    }
+                }
+                None => old.kind.clone(),
+            };
+            let new = Toxic::new(
+                old.name.clone(),
+                kind,
+                old.stream,
+                toxicity.unwrap_or(old.toxicity),
+            );
+            Arc::make_mut(list)[i] = new.clone();
+            result = Ok(new);
+            true
+        });
+        result
+    }
+
+    pub fn remove_toxic(&self, name: &str) -> Result<(), TcpError> {
+        let mut found = false;
+        self.toxics.send_if_modified(|list| {
+            found = list.iter().any(|t| t.name == name);
+            if found {
+                Arc::make_mut(list).retain(|t| t.name != name);
+            }
+            found
+        });
+        if found {
+            Ok(())
+        } else {
+            Err(TcpError::ToxicNotFound)
+        }
+    }
+
+    pub fn remove_all_toxics(&self) {
+        self.toxics.send_if_modified(|list| {
+            let had = !list.is_empty();
+            *list = Arc::new(Vec::new());
+            had
+        });
+    }
+}
+
+fn validate_toxicity(t: f32) -> Result<(), TcpError> {
+    if (0.0..=1.0).contains(&t) {
+        Ok(())
+    } else {
+        Err(TcpError::BadRequest(format!(
+            "toxicity must be between 0 and 1, got {t}"
+        )))
+    }
+}
+
+async fn stop_locked(st: &mut State) {
+    if let Some(r) = st.running.take() {
+        let _ = r.stop.send(());
+        // The accept loop only ends by this signal and cannot panic.
+        let _ = r.task.await;
+    }
+}
+
+/// Resolves `host:port` (Toxiproxy accepts names such as `localhost:0`) to its first address.
+async fn resolve(addr: &str) -> Result<SocketAddr, TcpError> {
+    if let Ok(a) = addr.parse() {
+        return Ok(a);
+    }
+    tokio::net::lookup_host(addr)
+        .await
+        .map_err(|e| TcpError::Listen(format!("cannot resolve listen address `{addr}`: {e}")))?
+        .next()
+        .ok_or_else(|| TcpError::Listen(format!("listen address `{addr}` resolves to nothing")))
+}
+
+/// Accepts until stopped; every connection is a task in `conns`, so stopping closes them all.
+async fn serve(
+    listener: TcpListener,
+    upstream: Arc<str>,
+    toxics: watch::Receiver<ToxicList>,
+    mut stopped: oneshot::Receiver<()>,
+) {
+    let mut conns = JoinSet::new();
+    loop {
+        tokio::select! {
+            _ = &mut stopped => break,
+            // Reap finished connections so the set does not grow with every connection served.
+            Some(_) = conns.join_next(), if !conns.is_empty() => {}
+            accepted = listener.accept() => match accepted {
+                Ok((client, _)) => {
+                    conns.spawn(link::handle(client, upstream.clone(), toxics.clone()));
+                }
+                // Out of descriptors or a client gone before accept: back off briefly, go on.
+                Err(_) => tokio::time::sleep(std::time::Duration::from_millis(10)).await,
+            },
+        }
+    }
+    drop(listener);
+    conns.shutdown().await;
+}

@@ -1,0 +1,93 @@
+//! The engine from Rust: attribute parsing and merging, toxicity per connection, live changes.
+
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+use super::*;
+
+#[test]
+fn attributes_parse_merge_and_refuse() {
+    let m = |v: serde_json::Value| v.as_object().cloned().unwrap();
+    let k = ToxicKind::from_attributes("latency", &m(json!({"latency": 5, "x": 1})), None);
+    assert_eq!(
+        k,
+        Ok(ToxicKind::Latency {
+            latency: 5,
+            jitter: 0
+        })
+    );
+    let base = k.unwrap();
+    let k = ToxicKind::from_attributes("latency", &m(json!({"jitter": 2})), Some(&base));
+    assert_eq!(
+        k,
+        Ok(ToxicKind::Latency {
+            latency: 5,
+            jitter: 2
+        })
+    );
+    assert!(ToxicKind::from_attributes("latency", &m(json!({"latency": -1})), None).is_err());
+    assert!(ToxicKind::from_attributes("nope", &m(json!({})), None).is_err());
+    let slicer = ToxicKind::Slicer {
+        average_size: 1,
+        size_variation: 2,
+        delay: 3,
+    };
+    let back = ToxicKind::from_attributes("slicer", &slicer.attributes(), None);
+    assert_eq!(back, Ok(slicer));
+}
+
+async fn echo() -> std::net::SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut c, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let (mut r, mut w) = c.split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+            });
+        }
+    });
+    addr
+}
+
+async fn round_trip(c: &mut TcpStream) -> Duration {
+    let t = Instant::now();
+    c.write_all(b"x").await.unwrap();
+    let mut b = [0u8; 1];
+    c.read_exact(&mut b).await.unwrap();
+    t.elapsed()
+}
+
+#[tokio::test]
+async fn toxicity_zero_never_acts_and_changes_reach_open_connections() {
+    let p = TcpProxy::new("t", "127.0.0.1:0", &echo().await.to_string());
+    let addr = p.start().await.unwrap();
+    let mut c = TcpStream::connect(addr).await.unwrap();
+    round_trip(&mut c).await;
+    let lat = |toxicity| {
+        Toxic::new(
+            "lat".into(),
+            ToxicKind::Latency {
+                latency: 60,
+                jitter: 0,
+            },
+            Stream::Upstream,
+            toxicity,
+        )
+    };
+    p.add_toxic(lat(0.0)).unwrap();
+    assert!(round_trip(&mut c).await < Duration::from_millis(50));
+    assert_eq!(p.add_toxic(lat(1.0)), Err(TcpError::ToxicExists));
+    p.update_toxic("lat", None, Some(1.0)).unwrap();
+    assert!(round_trip(&mut c).await >= Duration::from_millis(60));
+    p.remove_toxic("lat").unwrap();
+    assert!(round_trip(&mut c).await < Duration::from_millis(50));
+    assert_eq!(p.remove_toxic("lat"), Err(TcpError::ToxicNotFound));
+    assert!(p.add_toxic(lat(1.5)).is_err());
+    p.stop().await;
+    let mut b = [0u8; 1];
+    assert!(matches!(c.read(&mut b).await, Ok(0) | Err(_)));
+}

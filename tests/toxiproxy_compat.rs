@@ -1,0 +1,312 @@
+//! `faultline proxy` against Toxiproxy's clients and API: the Rust client crate
+//! (`toxiproxy_rust`, blocking, so called from the plain test thread), raw API calls for
+//! status codes and shapes, and the Python client when an interpreter that has it is given.
+
+mod toxiproxy;
+
+use std::io::{ErrorKind, Read, Write};
+use std::time::{Duration, Instant};
+
+use toxiproxy::{connect, echo_server, ping, Server};
+use toxiproxy_rust::client::Client;
+use toxiproxy_rust::proxy::ProxyPack;
+
+#[test]
+fn rust_client_drives_the_proxy() {
+    let server = Server::start();
+    let echo = echo_server();
+    let client = Client::new(server.admin);
+    assert!(client.is_running());
+    let proxies = client
+        .populate(vec![ProxyPack::new(
+            "echo".into(),
+            "127.0.0.1:0".into(),
+            echo.to_string(),
+        )])
+        .unwrap();
+    assert_eq!(proxies.len(), 1);
+    let listen: std::net::SocketAddr = proxies[0].proxy_pack.listen.parse().unwrap();
+    assert_ne!(listen.port(), 0, "the real port is reported");
+    assert!(client.all().unwrap().contains_key("echo"));
+    let proxy = client.find_proxy("echo").unwrap();
+
+    let mut s = connect(listen);
+    assert_eq!(ping(&mut s, b"hello").unwrap(), b"hello");
+
+    // Latency acts on the already open connection too.
+    proxy.with_latency("downstream".into(), 100, 0, 1.0);
+    assert_eq!(proxy.toxics().unwrap().len(), 1);
+    assert_eq!(proxy.toxics().unwrap()[0].name, "latency_downstream");
+    let t = Instant::now();
+    ping(&mut s, b"again").unwrap();
+    assert!(
+        t.elapsed() >= Duration::from_millis(100),
+        "{:?}",
+        t.elapsed()
+    );
+    proxy.delete_all_toxics().unwrap();
+    let t = Instant::now();
+    ping(&mut s, b"fast").unwrap();
+    assert!(t.elapsed() < Duration::from_millis(90), "{:?}", t.elapsed());
+
+    // limit_data: exactly N bytes come back, then the connection closes.
+    proxy.with_limit_data("downstream".into(), 10, 1.0);
+    let mut s = connect(listen);
+    s.write_all(&[7u8; 64]).unwrap();
+    let mut got = Vec::new();
+    let _ = s.read_to_end(&mut got);
+    assert_eq!(got.len(), 10);
+    proxy.delete_all_toxics().unwrap();
+
+    // reset_peer has no helper in the crate: add it through the API.
+    let (status, body) = server.call(
+        "POST",
+        "/proxies/echo/toxics",
+        r#"{"type":"reset_peer","attributes":{"timeout":0}}"#,
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["name"], "reset_peer_downstream");
+    let mut s = connect(listen);
+    s.write_all(b"x").unwrap();
+    let mut buf = [0u8; 16];
+    let err = s.read(&mut buf).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::ConnectionReset);
+
+    proxy.delete_all_toxics().unwrap();
+    assert!(proxy.toxics().unwrap().is_empty());
+    let mut s = connect(listen);
+    assert_eq!(ping(&mut s, b"ok").unwrap(), b"ok");
+
+    proxy.with_latency("upstream".into(), 50, 0, 1.0);
+    client.reset().unwrap();
+    assert!(client
+        .find_proxy("echo")
+        .unwrap()
+        .toxics()
+        .unwrap()
+        .is_empty());
+    proxy.delete().unwrap();
+    assert!(client.all().unwrap().is_empty());
+    assert!(client.version().unwrap().contains("version"));
+}
+
+#[test]
+fn api_status_codes_shapes_and_defaults() {
+    let server = Server::start();
+    let echo = echo_server();
+    let listen = server.create("p", echo);
+    let body = format!(r#"{{"name":"p","listen":"127.0.0.1:0","upstream":"{echo}"}}"#);
+    let (status, err) = server.call("POST", "/proxies", &body);
+    assert_eq!(
+        (status, &err["error"]),
+        (409, &"proxy already exists".into())
+    );
+    assert_eq!(err["status"], 409);
+    let (status, err) = server.call("POST", "/proxies", r#"{"name":"q"}"#);
+    assert_eq!(status, 400);
+    assert_eq!(err["error"], "missing required field: upstream");
+    let (status, _) = server.call("POST", "/proxies", "{not json");
+    assert_eq!(status, 400);
+    let (status, err) = server.call("GET", "/proxies/nope", "");
+    assert_eq!((status, &err["error"]), (404, &"proxy not found".into()));
+
+    let (status, t) = server.call("POST", "/proxies/p/toxics", r#"{"type":"latency"}"#);
+    assert_eq!(status, 200);
+    assert_eq!(t["name"], "latency_downstream");
+    assert_eq!(t["stream"], "downstream");
+    assert_eq!(t["toxicity"], 1.0);
+    assert_eq!(t["attributes"]["latency"], 0);
+    assert_eq!(t["attributes"]["jitter"], 0);
+    let (status, _) = server.call("POST", "/proxies/p/toxics", r#"{"type":"latency"}"#);
+    assert_eq!(status, 409);
+    for bad in [
+        r#"{"type":"nope"}"#,
+        r#"{"type":"latency","name":"x","stream":"sideways"}"#,
+        r#"{"type":"latency","name":"x","toxicity":2}"#,
+        r#"{"type":"latency","name":"x","attributes":{"latency":-1}}"#,
+        r#"{"type":"latency","name":"x","attributes":{"latency":"1"}}"#,
+    ] {
+        let (status, err) = server.call("POST", "/proxies/p/toxics", bad);
+        assert_eq!(status, 400, "{bad}: {err}");
+        assert!(err["error"].is_string());
+    }
+    let (_, list) = server.call("GET", "/proxies/p/toxics", "");
+    assert_eq!(
+        list.as_array().unwrap().len(),
+        1,
+        "a rejected toxic changes nothing"
+    );
+
+    // Update with PATCH and with POST; unspecified attributes keep their values.
+    let (status, t) = server.call(
+        "PATCH",
+        "/proxies/p/toxics/latency_downstream",
+        r#"{"attributes":{"latency":5}}"#,
+    );
+    assert_eq!((status, &t["attributes"]["latency"]), (200, &5.into()));
+    let (_, t) = server.call(
+        "POST",
+        "/proxies/p/toxics/latency_downstream",
+        r#"{"attributes":{"jitter":1},"toxicity":0.5}"#,
+    );
+    assert_eq!(t["attributes"]["latency"], 5);
+    assert_eq!(t["attributes"]["jitter"], 1);
+    assert_eq!(t["toxicity"], 0.5);
+    let (status, _) = server.call("DELETE", "/proxies/p/toxics/latency_downstream", "");
+    assert_eq!(status, 204);
+    let (status, _) = server.call("DELETE", "/proxies/p/toxics/latency_downstream", "");
+    assert_eq!(status, 404);
+
+    // Disable closes open connections and stops listening; enable listens on the same port.
+    let mut s = connect(listen);
+    assert_eq!(ping(&mut s, b"a").unwrap(), b"a");
+    let (status, p) = server.call("PATCH", "/proxies/p", r#"{"enabled":false}"#);
+    assert_eq!((status, &p["enabled"]), (200, &false.into()));
+    let mut buf = [0u8; 4];
+    assert!(matches!(s.read(&mut buf), Ok(0) | Err(_)));
+    assert!(std::net::TcpStream::connect(listen).is_err());
+    let (status, p) = server.call("POST", "/proxies/p", r#"{"enabled":true}"#);
+    assert_eq!((status, &p["listen"]), (200, &listen.to_string().into()));
+    let mut s = connect(listen);
+    assert_eq!(ping(&mut s, b"b").unwrap(), b"b");
+
+    let (status, _) = server.call("POST", "/proxies/p", r#"{"enabled":"yes"}"#);
+    assert_eq!(status, 400);
+    let (_, all) = server.call("GET", "/proxies", "");
+    assert_eq!(all["p"]["toxics"], serde_json::json!([]));
+    let (status, _) = server.call("POST", "/reset", "");
+    assert_eq!(status, 204);
+    let (status, _) = server.call("DELETE", "/proxies/p", "");
+    assert_eq!(status, 204);
+    let (status, _) = server.call("DELETE", "/proxies/p", "");
+    assert_eq!(status, 404);
+}
+
+#[test]
+fn timeout_slow_close_slicer_and_bandwidth_act() {
+    let server = Server::start();
+    let echo = echo_server();
+    let listen = server.create("t", echo);
+    let add = |body: &str| {
+        let (status, t) = server.call("POST", "/proxies/t/toxics", body);
+        assert_eq!(status, 200, "{t}");
+    };
+    let clear = || {
+        let (_, list) = server.call("GET", "/proxies/t/toxics", "");
+        for t in list.as_array().unwrap() {
+            let path = format!("/proxies/t/toxics/{}", t["name"].as_str().unwrap());
+            assert_eq!(server.call("DELETE", &path, "").0, 204);
+        }
+    };
+
+    add(r#"{"type":"timeout","attributes":{"timeout":200}}"#);
+    let mut s = connect(listen);
+    let t = Instant::now();
+    s.write_all(b"lost").unwrap();
+    let mut buf = [0u8; 8];
+    assert!(
+        matches!(s.read(&mut buf), Ok(0) | Err(_)),
+        "closed, nothing passed"
+    );
+    assert!(
+        t.elapsed() >= Duration::from_millis(190),
+        "{:?}",
+        t.elapsed()
+    );
+    clear();
+
+    // 100 KB/s: 50 KB takes about half a second.
+    add(r#"{"type":"bandwidth","attributes":{"rate":100}}"#);
+    let mut s = connect(listen);
+    let t = Instant::now();
+    ping(&mut s, &[1u8; 50_000]).unwrap();
+    let took = t.elapsed();
+    assert!(
+        took >= Duration::from_millis(400) && took < Duration::from_secs(3),
+        "{took:?}"
+    );
+    clear();
+
+    add(r#"{"type":"slicer","attributes":{"average_size":10,"size_variation":2,"delay":1000}}"#);
+    let mut s = connect(listen);
+    assert_eq!(ping(&mut s, &[3u8; 200]).unwrap(), vec![3u8; 200]);
+    clear();
+
+    add(r#"{"type":"slow_close","stream":"upstream","attributes":{"delay":200}}"#);
+    let mut s = connect(listen);
+    let t = Instant::now();
+    s.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut rest = Vec::new();
+    let _ = s.read_to_end(&mut rest);
+    assert!(
+        t.elapsed() >= Duration::from_millis(190),
+        "{:?}",
+        t.elapsed()
+    );
+}
+
+/// The Python client (`toxiproxy-python`), when `FAULTLINE_TOXIPROXY_PYTHON` names an
+/// interpreter that can `import toxiproxy`; CI sets it up in a venv.
+#[test]
+fn python_client_drives_the_proxy() {
+    let Some(python) = std::env::var_os("FAULTLINE_TOXIPROXY_PYTHON") else {
+        eprintln!(
+            "SKIPPED python_client_drives_the_proxy: FAULTLINE_TOXIPROXY_PYTHON is not set \
+             (a python with `pip install toxiproxy-python==0.1.1`)"
+        );
+        return;
+    };
+    let server = Server::start();
+    let echo = echo_server();
+    let script = r#"
+import socket, sys, time
+from toxiproxy import Toxiproxy
+host, port, upstream = sys.argv[1], sys.argv[2], sys.argv[3]
+tp = Toxiproxy()
+tp.update_api_consumer(host, int(port))
+assert tp.running()
+p = tp.create(upstream=upstream, name="py", listen="127.0.0.1:0")
+assert "py" in tp.proxies()
+listen = tp.get_proxy("py").listen
+h, pt = listen.rsplit(":", 1)
+assert int(pt) != 0, listen
+p.add_toxic(type="latency", attributes={"latency": 100})
+assert "latency_downstream" in p.toxics()
+s = socket.create_connection((h, int(pt)), timeout=10)
+t = time.time()
+s.sendall(b"hi")
+assert s.recv(2) == b"hi"
+took = time.time() - t
+assert took >= 0.1, took
+p.destroy_toxic("latency_downstream")
+assert p.toxics() == {}
+t = time.time()
+s.sendall(b"yo")
+assert s.recv(2) == b"yo"
+assert time.time() - t < 0.09
+s.close()
+p.disable()
+assert tp.get_proxy("py").enabled is False
+p.enable()
+assert tp.reset()
+p.destroy()
+assert "py" not in tp.proxies()
+print("python ok")
+"#;
+    let out = std::process::Command::new(python)
+        .args([
+            "-c",
+            script,
+            &server.admin.ip().to_string(),
+            &server.admin.port().to_string(),
+            &echo.to_string(),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "stdout: {}\nstderr: {}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
