@@ -9,8 +9,11 @@ use super::console::Console;
 use crate::agent::{self, AgentClient, FaultRequest, KeepAlive};
 use crate::exit::Failure;
 use crate::experiment::{Experiment, FaultTarget, Injection, ProxyDriver, ProxyMode, ServiceSpec};
-use crate::fault::{FaultSpec, ToxicFault};
+use crate::fault::{FaultSpec, ToxicFault, ToxicStream};
 use crate::gpu::RunningHog;
+use crate::proxy::tcp::{
+    Stream as TcpStream, TcpProxy, Toxic as TcpToxic, ToxicKind as TcpToxicKind,
+};
 use crate::proxy::{self, RunningProxy};
 use crate::services::{self, RunningProcess};
 use crate::simulate::{self, RunningServer};
@@ -71,6 +74,8 @@ pub struct Stack {
     /// The Toxiproxy server, and what this run created on it.
     toxiproxy: Option<ToxiproxyClient>,
     toxiproxy_proxies: Vec<String>,
+    /// Built-in TCP proxies (`mode: tcp`).
+    tcp_proxies: IndexMap<String, TcpProxy>,
     toxics: Vec<PlacedToxic>,
     max_fault_duration: std::time::Duration,
 }
@@ -105,10 +110,21 @@ impl Stack {
                 continue;
             }
             if p.spec.mode == ProxyMode::Tcp {
-                return Err(Failure::Environment(format!(
-                    "proxy `{}`: built-in TCP proxies are not available in this build; use `driver: toxiproxy`",
-                    p.name
-                )));
+                let tcp = TcpProxy::new(
+                    &p.name,
+                    &p.spec.listen.to_string(),
+                    &p.spec.upstream.to_string(),
+                );
+                let addr = tcp
+                    .start()
+                    .await
+                    .map_err(|e| Failure::Environment(format!("proxy `{}`: {e}", p.name)))?;
+                console.say(format!(
+                    "tcp proxy {} on {addr} -> {}",
+                    p.name, p.spec.upstream
+                ));
+                self.tcp_proxies.insert(p.name.clone(), tcp);
+                continue;
             }
             let running = proxy::start(&p.name, &p.spec, seed).await?;
             console.say(format!(
@@ -392,6 +408,10 @@ impl Stack {
             p.stop().await;
             console.say(format!("proxy {name} stopped"));
         }
+        while let Some((name, tcp)) = self.tcp_proxies.pop() {
+            tcp.stop().await;
+            console.say(format!("tcp proxy {name} stopped"));
+        }
         if let Some(client) = &self.toxiproxy {
             for name in std::mem::take(&mut self.toxiproxy_proxies)
                 .into_iter()
@@ -445,26 +465,37 @@ impl Stack {
     }
 
     async fn add_toxic(&mut self, proxy: &str, id: &str, toxic: &ToxicFault) -> Result<(), String> {
-        let client = self
-            .toxiproxy
-            .as_ref()
-            .ok_or_else(|| format!("proxy `{proxy}` is not on a Toxiproxy server"))?;
         let name = agent_fault_id(id);
-        let new = NewToxic {
-            name: Some(name.clone()),
-            kind: toxic.kind.as_str().to_string(),
-            stream: Some(toxic.stream.as_str().to_string()),
-            toxicity: Some(toxic.toxicity),
-            attributes: toxic
-                .attributes
-                .iter()
-                .map(|(k, v)| (k.clone(), serde_json::Value::from(*v)))
-                .collect(),
-        };
-        client
-            .add_toxic(proxy, &new)
-            .await
-            .map_err(|e| e.to_string())?;
+        let attributes: serde_json::Map<String, serde_json::Value> = toxic
+            .attributes
+            .iter()
+            .map(|(k, v)| (k.clone(), serde_json::Value::from(*v)))
+            .collect();
+        if let Some(tcp) = self.tcp_proxies.get(proxy) {
+            let kind = TcpToxicKind::from_attributes(toxic.kind.as_str(), &attributes, None)?;
+            let stream = match toxic.stream {
+                ToxicStream::Upstream => TcpStream::Upstream,
+                ToxicStream::Downstream => TcpStream::Downstream,
+            };
+            tcp.add_toxic(TcpToxic::new(name.clone(), kind, stream, toxic.toxicity))
+                .map_err(|e| e.to_string())?;
+        } else {
+            let client = self
+                .toxiproxy
+                .as_ref()
+                .ok_or_else(|| format!("proxy `{proxy}` is not on a Toxiproxy server"))?;
+            let new = NewToxic {
+                name: Some(name.clone()),
+                kind: toxic.kind.as_str().to_string(),
+                stream: Some(toxic.stream.as_str().to_string()),
+                toxicity: Some(toxic.toxicity),
+                attributes,
+            };
+            client
+                .add_toxic(proxy, &new)
+                .await
+                .map_err(|e| e.to_string())?;
+        }
         self.toxics.push(PlacedToxic {
             id: id.to_string(),
             proxy: proxy.to_string(),
@@ -474,6 +505,9 @@ impl Stack {
     }
 
     async fn remove_toxic(&self, toxic: &PlacedToxic) -> Result<(), String> {
+        if let Some(tcp) = self.tcp_proxies.get(&toxic.proxy) {
+            return tcp.remove_toxic(&toxic.name).map_err(|e| e.to_string());
+        }
         let Some(client) = &self.toxiproxy else {
             return Ok(());
         };
