@@ -310,3 +310,180 @@ print("python ok")
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// A tiny HTTP/1.1 upstream: every request gets `200 ok`, one request per connection.
+fn http_upstream() -> std::net::SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for c in l.incoming() {
+            let Ok(mut c) = c else { continue };
+            std::thread::spawn(move || {
+                c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+                let mut req = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match c.read(&mut buf) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => req.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = c.write_all(
+                    b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok",
+                );
+            });
+        }
+    });
+    addr
+}
+
+/// One GET through an http proxy; returns the status.
+fn http_get(addr: std::net::SocketAddr) -> u16 {
+    let mut s = connect(addr);
+    write!(
+        s,
+        "GET /v1/models HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out[9..12].parse().unwrap()
+}
+
+#[test]
+fn http_mode_proxies_take_http_faults_as_toxics() {
+    let server = Server::start();
+    let upstream = http_upstream();
+    let (status, p) = server.call(
+        "POST",
+        "/proxies",
+        &format!(
+            r#"{{"name":"llm","listen":"127.0.0.1:0","upstream":"{upstream}","mode":"http"}}"#
+        ),
+    );
+    assert_eq!(status, 201, "{p}");
+    assert_eq!(p["mode"], "http");
+    let listen: std::net::SocketAddr = p["listen"].as_str().unwrap().parse().unwrap();
+    assert_ne!(listen.port(), 0, "the real port is reported");
+    assert_eq!(http_get(listen), 200);
+
+    let (status, t) = server.call(
+        "POST",
+        "/proxies/llm/toxics",
+        r#"{"type":"http_error","attributes":{"status":503,"probability":"100%"}}"#,
+    );
+    assert_eq!(status, 200, "{t}");
+    assert_eq!(t["name"], "http_error_downstream");
+    assert_eq!(http_get(listen), 503);
+    let (status, list) = server.call("GET", "/proxies/llm/toxics", "");
+    assert_eq!(status, 200);
+    assert_eq!(list[0]["type"], "http_error");
+    assert_eq!(list[0]["attributes"]["status"], 503);
+    let (status, _) = server.call(
+        "POST",
+        "/proxies/llm/toxics",
+        r#"{"type":"http_error","attributes":{"status":500}}"#,
+    );
+    assert_eq!(status, 409, "an existing name");
+    let (status, _) = server.call("DELETE", "/proxies/llm/toxics/http_error_downstream", "");
+    assert_eq!(status, 204);
+    assert_eq!(http_get(listen), 200);
+
+    let (status, t) = server.call(
+        "POST",
+        "/proxies/llm/toxics",
+        r#"{"type":"latency","attributes":{"delay":"200ms"}}"#,
+    );
+    assert_eq!(status, 200, "{t}");
+    let t0 = Instant::now();
+    assert_eq!(http_get(listen), 200);
+    assert!(
+        t0.elapsed() >= Duration::from_millis(200),
+        "{:?}",
+        t0.elapsed()
+    );
+    let (status, _) = server.call("POST", "/reset", "");
+    assert_eq!(status, 204);
+    let (_, list) = server.call("GET", "/proxies/llm/toxics", "");
+    assert_eq!(list, serde_json::json!([]));
+    let t0 = Instant::now();
+    assert_eq!(http_get(listen), 200);
+    assert!(
+        t0.elapsed() < Duration::from_millis(190),
+        "{:?}",
+        t0.elapsed()
+    );
+
+    // Refused whole: a TCP toxic type, an unknown attribute, a toxicity, an upstream stream.
+    for body in [
+        r#"{"type":"bandwidth","attributes":{"rate":1}}"#,
+        r#"{"type":"kill"}"#,
+        r#"{"type":"http_error","attributes":{"status":503,"colour":"red"}}"#,
+        r#"{"type":"http_error","attributes":{"status":503},"toxicity":0.5}"#,
+        r#"{"type":"http_error","attributes":{"status":503},"stream":"upstream"}"#,
+    ] {
+        let (status, err) = server.call("POST", "/proxies/llm/toxics", body);
+        assert_eq!(status, 400, "{body}: {err}");
+    }
+    let (_, err) = server.call(
+        "POST",
+        "/proxies/llm/toxics",
+        r#"{"type":"bandwidth","attributes":{"rate":1}}"#,
+    );
+    assert_eq!(err["error"], "invalid toxic type");
+    let (_, list) = server.call("GET", "/proxies/llm/toxics", "");
+    assert_eq!(list, serde_json::json!([]), "nothing applied");
+    assert_eq!(http_get(listen), 200);
+
+    // Update replaces the fault; a disable/enable cycle keeps the port and the toxics.
+    server.call(
+        "POST",
+        "/proxies/llm/toxics",
+        r#"{"name":"e","type":"http_error","attributes":{"status":503}}"#,
+    );
+    let (status, t) = server.call(
+        "POST",
+        "/proxies/llm/toxics/e",
+        r#"{"attributes":{"status":429}}"#,
+    );
+    assert_eq!(status, 200, "{t}");
+    assert_eq!(http_get(listen), 429);
+    let (status, p) = server.call("POST", "/proxies/llm", r#"{"enabled":false}"#);
+    assert_eq!((status, &p["enabled"]), (200, &false.into()));
+    assert!(std::net::TcpStream::connect(listen).is_err());
+    let (status, p) = server.call("POST", "/proxies/llm", r#"{"enabled":true}"#);
+    assert_eq!((status, &p["listen"]), (200, &listen.to_string().into()));
+    assert_eq!(http_get(listen), 429);
+
+    // A TCP proxy still refuses the HTTP faults, and says it is one.
+    let echo = echo_server();
+    server.create("raw", echo);
+    let (_, p) = server.call("GET", "/proxies/raw", "");
+    assert_eq!(p["mode"], "tcp");
+    let (status, err) = server.call(
+        "POST",
+        "/proxies/raw/toxics",
+        r#"{"type":"http_error","attributes":{"status":503}}"#,
+    );
+    assert_eq!((status, &err["error"]), (400, &"invalid toxic type".into()));
+
+    let (status, out) = server.call(
+        "POST",
+        "/populate",
+        &format!(
+            r#"[{{"name":"llm2","listen":"127.0.0.1:0","upstream":"{upstream}","mode":"http"}}]"#
+        ),
+    );
+    assert_eq!(status, 201, "{out}");
+    assert_eq!(out["proxies"][0]["mode"], "http");
+    let llm2: std::net::SocketAddr = out["proxies"][0]["listen"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(http_get(llm2), 200);
+
+    let (status, _) = server.call("DELETE", "/proxies/llm", "");
+    assert_eq!(status, 204);
+    std::net::TcpListener::bind(listen).expect("the port is free again");
+}

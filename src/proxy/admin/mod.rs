@@ -1,8 +1,12 @@
 //! `faultline proxy`: a standalone server of TCP fault proxies whose admin API speaks
 //! Toxiproxy's (routes, JSON shapes, defaults, status codes, error body), so Toxiproxy's
-//! clients drive it unchanged. Split: `routes` (one function per route), `model` (JSON and
-//! errors); this file serves HTTP.
+//! clients drive it unchanged. A proxy created with `"mode": "http"` is faultline's HTTP fault
+//! proxy instead, its toxics the HTTP faults. Split: `routes` (one function per route),
+//! `entry` (a proxy of either kind), `http_entry` (the http kind), `model` (JSON and errors);
+//! this file serves HTTP.
 
+mod entry;
+mod http_entry;
 mod model;
 mod routes;
 
@@ -24,11 +28,11 @@ use tokio::sync::Mutex;
 use tokio::task::JoinSet;
 
 use crate::exit::{ExitCode, Failure};
-use crate::proxy::tcp::TcpProxy;
+use entry::Entry;
 use model::ApiError;
 
 /// Every proxy by name, in creation order.
-pub type Collection = Mutex<IndexMap<String, Arc<TcpProxy>>>;
+pub type Collection = Mutex<IndexMap<String, Entry>>;
 
 /// Request bodies are small JSON documents; bigger is a mistake.
 const MAX_BODY: usize = 1024 * 1024;
@@ -64,7 +68,7 @@ pub async fn run(listen: SocketAddr) -> Result<ExitCode, Failure> {
     }
     drop(listener);
     conns.shutdown().await;
-    let proxies: Vec<Arc<TcpProxy>> = coll.lock().await.values().cloned().collect();
+    let proxies: Vec<Entry> = coll.lock().await.values().cloned().collect();
     for p in proxies {
         p.stop().await;
     }

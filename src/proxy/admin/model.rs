@@ -54,6 +54,7 @@ pub fn proxy_json(p: &ProxyInfo) -> Value {
         "listen": p.listen,
         "upstream": p.upstream,
         "enabled": p.enabled,
+        "mode": "tcp",
         "toxics": p.toxics.iter().map(|t| t.to_json()).collect::<Vec<_>>(),
     })
 }

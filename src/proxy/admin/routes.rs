@@ -1,14 +1,12 @@
 //! One function per Toxiproxy route. Every request is validated whole before anything
 //! changes, so a 400 leaves the proxies as they were.
 
-use std::sync::Arc;
-
 use hyper::{Method, StatusCode};
 use serde_json::{json, Map, Value};
 
-use super::model::{self, opt_bool, opt_f32, opt_object, opt_str, required_str, ApiError};
+use super::entry::{Entry, Mode};
+use super::model::{self, opt_bool, opt_str, required_str, ApiError};
 use super::Collection;
-use crate::proxy::tcp::{Stream, TcpProxy, Toxic, ToxicKind};
 
 /// The default for a proxy created without `listen`.
 const DEFAULT_LISTEN: &str = "127.0.0.1:0";
@@ -28,28 +26,25 @@ pub async fn route(coll: &Collection, method: &Method, segments: &[&str], body: 
         (["proxies"], "GET") => index(coll).await,
         (["proxies"], "POST") => create(coll, body).await,
         (["populate"], "POST") => populate(coll, body).await,
-        (["proxies", name], "GET") => ok(model::proxy_json(&get(coll, name).await?.info().await)),
+        (["proxies", name], "GET") => ok(get(coll, name).await?.json().await),
         (["proxies", name], "POST" | "PATCH") => update(coll, name, body).await,
         (["proxies", name], "DELETE") => delete(coll, name).await,
         (["proxies", name, "toxics"], "GET") => {
-            let p = get(coll, name).await?;
-            ok(Value::Array(
-                p.toxics().iter().map(Toxic::to_json).collect(),
-            ))
+            ok(Value::Array(get(coll, name).await?.toxics().await))
         }
-        (["proxies", name, "toxics"], "POST") => toxic_create(coll, name, body).await,
-        (["proxies", name, "toxics", toxic], "GET") => {
+        (["proxies", name, "toxics"], "POST") => {
             let p = get(coll, name).await?;
-            let t = p
-                .toxic(toxic)
-                .ok_or(crate::proxy::tcp::TcpError::ToxicNotFound)?;
-            ok(t.to_json())
+            ok(p.add_toxic(&model::object(body)?).await?)
+        }
+        (["proxies", name, "toxics", toxic], "GET") => {
+            ok(get(coll, name).await?.toxic(toxic).await?)
         }
         (["proxies", name, "toxics", toxic], "POST" | "PATCH") => {
-            toxic_update(coll, name, toxic, body).await
+            let p = get(coll, name).await?;
+            ok(p.update_toxic(toxic, &model::object(body)?).await?)
         }
         (["proxies", name, "toxics", toxic], "DELETE") => {
-            get(coll, name).await?.remove_toxic(toxic)?;
+            get(coll, name).await?.remove_toxic(toxic).await?;
             Ok((StatusCode::NO_CONTENT, None))
         }
         (["version"] | ["reset"] | ["proxies"] | ["populate"], _)
@@ -63,7 +58,7 @@ pub async fn route(coll: &Collection, method: &Method, segments: &[&str], body: 
     }
 }
 
-async fn get(coll: &Collection, name: &str) -> Result<Arc<TcpProxy>, ApiError> {
+async fn get(coll: &Collection, name: &str) -> Result<Entry, ApiError> {
     coll.lock()
         .await
         .get(name)
@@ -72,11 +67,15 @@ async fn get(coll: &Collection, name: &str) -> Result<Arc<TcpProxy>, ApiError> {
 }
 
 async fn index(coll: &Collection) -> Answer {
-    let proxies: Vec<Arc<TcpProxy>> = coll.lock().await.values().cloned().collect();
+    let proxies: Vec<(String, Entry)> = coll
+        .lock()
+        .await
+        .iter()
+        .map(|(n, p)| (n.clone(), p.clone()))
+        .collect();
     let mut out = Map::new();
-    for p in proxies {
-        let info = p.info().await;
-        out.insert(info.name.clone(), model::proxy_json(&info));
+    for (name, p) in proxies {
+        out.insert(name, p.json().await);
     }
     ok(Value::Object(out))
 }
@@ -87,6 +86,7 @@ struct NewProxy {
     listen: String,
     upstream: String,
     enabled: bool,
+    mode: Mode,
 }
 
 fn new_proxy(m: &Map<String, Value>) -> Result<NewProxy, ApiError> {
@@ -97,6 +97,7 @@ fn new_proxy(m: &Map<String, Value>) -> Result<NewProxy, ApiError> {
             .filter(|l| !l.is_empty())
             .unwrap_or_else(|| DEFAULT_LISTEN.to_string()),
         enabled: opt_bool(m, "enabled")?.unwrap_or(true),
+        mode: Mode::parse(opt_str(m, "mode")?.as_deref())?,
     })
 }
 
@@ -106,16 +107,13 @@ async fn create(coll: &Collection, body: &[u8]) -> Answer {
     if map.contains_key(&spec.name) {
         return Err(ApiError::new(StatusCode::CONFLICT, "proxy already exists"));
     }
-    let proxy = Arc::new(TcpProxy::new(&spec.name, &spec.listen, &spec.upstream));
+    let proxy = Entry::new(spec.mode, &spec.name, &spec.listen, &spec.upstream);
     if spec.enabled {
         proxy.start().await?;
     }
-    map.insert(spec.name.clone(), Arc::clone(&proxy));
+    map.insert(spec.name.clone(), proxy.clone());
     drop(map);
-    Ok((
-        StatusCode::CREATED,
-        Some(model::proxy_json(&proxy.info().await)),
-    ))
+    Ok((StatusCode::CREATED, Some(proxy.json().await)))
 }
 
 async fn populate(coll: &Collection, body: &[u8]) -> Answer {
@@ -140,30 +138,30 @@ async fn populate(coll: &Collection, body: &[u8]) -> Answer {
     let mut map = coll.lock().await;
     let mut out = Vec::new();
     for spec in specs {
-        // Toxiproxy replaces a proxy whose address or upstream differ and keeps an equal one.
+        // Toxiproxy replaces a proxy whose address or upstream differ and keeps an equal one;
+        // a changed mode is a different proxy too.
         if let Some(old) = map.get(&spec.name).cloned() {
-            let info = old.info().await;
-            if info.upstream == spec.upstream
-                && (info.listen == spec.listen || spec.listen == DEFAULT_LISTEN)
+            let info = old.json().await;
+            if old.mode() == spec.mode
+                && info["upstream"] == spec.upstream.as_str()
+                && (info["listen"] == spec.listen.as_str() || spec.listen == DEFAULT_LISTEN)
             {
-                old.update(None, None, Some(spec.enabled)).await?;
-                out.push(model::proxy_json(&old.info().await));
+                out.push(old.update(None, None, Some(spec.enabled)).await?);
                 continue;
             }
             old.stop().await;
             map.shift_remove(&spec.name);
         }
-        let proxy = Arc::new(TcpProxy::new(&spec.name, &spec.listen, &spec.upstream));
+        let proxy = Entry::new(spec.mode, &spec.name, &spec.listen, &spec.upstream);
         if spec.enabled {
-            if let Err(e) = proxy.start().await {
-                let err = ApiError::from(e);
+            if let Err(err) = proxy.start().await {
                 let mut body = err.body();
                 body["proxies"] = Value::Array(out);
                 return Ok((err.status, Some(body)));
             }
         }
-        map.insert(spec.name.clone(), Arc::clone(&proxy));
-        out.push(model::proxy_json(&proxy.info().await));
+        map.insert(spec.name.clone(), proxy.clone());
+        out.push(proxy.json().await);
     }
     Ok((StatusCode::CREATED, Some(json!({ "proxies": out }))))
 }
@@ -174,10 +172,8 @@ async fn update(coll: &Collection, name: &str, body: &[u8]) -> Answer {
     let listen = opt_str(&m, "listen")?.filter(|l| !l.is_empty());
     let upstream = opt_str(&m, "upstream")?.filter(|u| !u.is_empty());
     let enabled = opt_bool(&m, "enabled")?;
-    let info = p
-        .update(listen.as_deref(), upstream.as_deref(), enabled)
-        .await?;
-    ok(model::proxy_json(&info))
+    ok(p.update(listen.as_deref(), upstream.as_deref(), enabled)
+        .await?)
 }
 
 async fn delete(coll: &Collection, name: &str) -> Answer {
@@ -191,37 +187,10 @@ async fn delete(coll: &Collection, name: &str) -> Answer {
 }
 
 async fn reset(coll: &Collection) -> Answer {
-    let proxies: Vec<Arc<TcpProxy>> = coll.lock().await.values().cloned().collect();
+    let proxies: Vec<Entry> = coll.lock().await.values().cloned().collect();
     for p in proxies {
-        p.remove_all_toxics();
+        p.remove_all_toxics().await;
         p.start().await?;
     }
     Ok((StatusCode::NO_CONTENT, None))
-}
-
-async fn toxic_create(coll: &Collection, name: &str, body: &[u8]) -> Answer {
-    let p = get(coll, name).await?;
-    let m = model::object(body)?;
-    let kind_name = opt_str(&m, "type")?.unwrap_or_default();
-    let stream_name = opt_str(&m, "stream")?.unwrap_or_else(|| "downstream".to_string());
-    let stream = Stream::parse(&stream_name)
-        .ok_or_else(|| ApiError::bad("stream was invalid, can be either upstream or downstream"))?;
-    let empty = Map::new();
-    let attrs = opt_object(&m, "attributes")?.unwrap_or(&empty);
-    let kind = ToxicKind::from_attributes(&kind_name, attrs, None).map_err(ApiError::bad)?;
-    let toxic_name = opt_str(&m, "name")?
-        .filter(|n| !n.is_empty())
-        .unwrap_or_else(|| format!("{kind_name}_{stream_name}"));
-    let toxicity = opt_f32(&m, "toxicity")?.unwrap_or(1.0);
-    let t = p.add_toxic(Toxic::new(toxic_name, kind, stream, toxicity))?;
-    ok(t.to_json())
-}
-
-async fn toxic_update(coll: &Collection, name: &str, toxic: &str, body: &[u8]) -> Answer {
-    let p = get(coll, name).await?;
-    let m = model::object(body)?;
-    let attrs = opt_object(&m, "attributes")?;
-    let toxicity = opt_f32(&m, "toxicity")?;
-    let t = p.update_toxic(toxic, attrs, toxicity)?;
-    ok(t.to_json())
 }
