@@ -19,6 +19,7 @@ pub mod measure;
 pub mod net;
 pub mod proxy;
 pub mod report;
+pub mod rest;
 pub mod run;
 pub mod services;
 pub mod simulate;

@@ -5,15 +5,14 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::Full;
 use hyper::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE};
 use hyper::{Method, Request, StatusCode};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::task::JoinHandle;
+
+use crate::rest;
 
 use super::model::{
     check_id, AgentStatus, FaultRequest, FaultStarted, RenewRequest, Renewed, Stopped,
@@ -59,7 +58,7 @@ pub struct AgentClient {
     addr: SocketAddr,
     token: String,
     timeout: Duration,
-    http: Client<HttpConnector, Full<Bytes>>,
+    http: rest::JsonClient,
 }
 
 // Written by hand so the token never reaches a log line.
@@ -75,14 +74,11 @@ impl std::fmt::Debug for AgentClient {
 
 impl AgentClient {
     pub fn new(addr: SocketAddr, token: String) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(Duration::from_secs(5)));
         AgentClient {
             addr,
             token,
             timeout: DEFAULT_TIMEOUT,
-            http: Client::builder(TokioExecutor::new()).build(connector),
+            http: rest::json_client(Duration::from_secs(5)),
         }
     }
 
@@ -155,32 +151,17 @@ impl AgentClient {
             .header(CONTENT_TYPE, "application/json")
             .body(Full::new(Bytes::from(bytes)))
             .map_err(|e| request_error(e.to_string()))?;
-        let exchange = async {
-            let resp = self
-                .http
-                .request(req)
-                .await
-                .map_err(|e| AgentError::Transport {
-                    addr,
-                    message: chain(&e),
-                })?;
-            let status = resp.status();
-            let body = Limited::new(resp.into_body(), MAX_ANSWER)
-                .collect()
-                .await
-                .map_err(|e| AgentError::Transport {
-                    addr,
-                    message: format!("reading the answer: {e}"),
-                })?
-                .to_bytes();
-            Ok::<_, AgentError>((status, body))
-        };
-        let (status, body) = tokio::time::timeout(self.timeout, exchange)
+        let (status, body) = rest::call(&self.http, req, self.timeout, MAX_ANSWER)
             .await
-            .map_err(|_| AgentError::Timeout {
-                addr,
-                timeout: self.timeout,
-            })??;
+            .map_err(|e| match e {
+                rest::CallError::Transport(message) | rest::CallError::Body(message) => {
+                    AgentError::Transport { addr, message }
+                }
+                rest::CallError::Timeout => AgentError::Timeout {
+                    addr,
+                    timeout: self.timeout,
+                },
+            })?;
         if status != expect {
             return Err(AgentError::Status {
                 addr,
@@ -195,23 +176,9 @@ impl AgentClient {
     }
 }
 
-/// An error with its causes: hyper's top-level message alone ("client error (Connect)") does
-/// not say that the connection was refused.
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut parts = vec![e.to_string()];
-    let mut source = e.source();
-    while let Some(s) = source {
-        parts.push(s.to_string());
-        source = s.source();
-    }
-    parts.join(": ")
-}
-
 /// The agent's `error` message, or the raw body (shortened) if it is not the agent's JSON.
 fn error_text(body: &[u8]) -> String {
-    serde_json::from_slice::<serde_json::Value>(body)
-        .ok()
-        .and_then(|v| v.get("error")?.as_str().map(String::from))
+    rest::json_error(body)
         .unwrap_or_else(|| String::from_utf8_lossy(&body[..body.len().min(500)]).into_owned())
 }
 

@@ -136,7 +136,7 @@ pub(crate) async fn handle(
             return Ok(errors::bad_gateway(
                 &shared.name,
                 &shared.upstream,
-                &chain(&e),
+                &crate::rest::error_chain(&e),
             ))
         }
     };
@@ -245,21 +245,6 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
     // hyper frames each hop itself (chunked or by length) from the body it is given.
     headers.remove(hyper::header::TRANSFER_ENCODING);
-}
-
-/// An error with its causes, since the client's top-level message ("client error (Connect)")
-/// says little on its own.
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    // Bounded: error chains are short, but a cyclic one must not loop forever.
-    for _ in 0..8 {
-        let Some(s) = source else { break };
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }
 
 #[cfg(test)]

@@ -150,7 +150,7 @@ impl Gateway {
                 }
                 Ok(Err(e)) => {
                     self.pool.record(index, false);
-                    failures.push(format!("{addr}: {}", describe(&e)));
+                    failures.push(format!("{addr}: {}", crate::rest::error_chain(&e)));
                     last_response = None;
                 }
                 Err(_) => {
@@ -309,17 +309,4 @@ fn gateway_error(status: StatusCode, message: &str) -> Response<Body> {
         status,
         &serde_json::json!({ "error": { "message": message, "type": "gateway_error" } }),
     )
-}
-
-/// An error and its causes on one line; the client's own message alone ("client error
-/// (Connect)") does not say what happened.
-fn describe(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }

@@ -5,14 +5,13 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::Full;
 use hyper::header::{HeaderValue, CONTENT_TYPE};
 use hyper::{Method, Request, StatusCode};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+
+use crate::rest;
 
 use super::model::{check_name, NewProxy, NewToxic, Proxy, Toxic};
 
@@ -80,7 +79,7 @@ impl ToxiproxyError {
 pub struct ToxiproxyClient {
     addr: SocketAddr,
     timeout: Duration,
-    http: Client<HttpConnector, Full<Bytes>>,
+    http: rest::JsonClient,
 }
 
 // Written by hand: the derived form would print the whole connection pool.
@@ -96,15 +95,12 @@ impl std::fmt::Debug for ToxiproxyClient {
 impl ToxiproxyClient {
     /// A client for the API at `addr` (Toxiproxy's default is 127.0.0.1:8474).
     pub fn new(addr: SocketAddr) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        // The call's own timeout bounds connecting too; this only keeps a connect attempt from
-        // outliving a long call timeout.
-        connector.set_connect_timeout(Some(DEFAULT_TIMEOUT));
         ToxiproxyClient {
             addr,
             timeout: DEFAULT_TIMEOUT,
-            http: Client::builder(TokioExecutor::new()).build(connector),
+            // The call's own timeout bounds connecting too; this only keeps a connect attempt
+            // from outliving a long call timeout.
+            http: rest::json_client(DEFAULT_TIMEOUT),
         }
     }
 
@@ -255,32 +251,16 @@ impl ToxiproxyClient {
                 addr,
                 message: format!("cannot build the request: {e}"),
             })?;
-        let exchange = async {
-            let resp = self
-                .http
-                .request(req)
-                .await
-                .map_err(|e| ToxiproxyError::Unreachable {
-                    addr,
-                    reason: chain(&e),
-                })?;
-            let status = resp.status();
-            let body = Limited::new(resp.into_body(), MAX_ANSWER)
-                .collect()
-                .await
-                .map_err(|e| ToxiproxyError::BadAnswer {
-                    addr,
-                    message: format!("reading the answer: {e}"),
-                })?
-                .to_bytes();
-            Ok::<_, ToxiproxyError>((status, body))
-        };
-        let (status, body) = tokio::time::timeout(self.timeout, exchange)
+        let (status, body) = rest::call(&self.http, req, self.timeout, MAX_ANSWER)
             .await
-            .map_err(|_| ToxiproxyError::Timeout {
-                addr,
-                timeout: self.timeout,
-            })??;
+            .map_err(|e| match e {
+                rest::CallError::Transport(reason) => ToxiproxyError::Unreachable { addr, reason },
+                rest::CallError::Body(message) => ToxiproxyError::BadAnswer { addr, message },
+                rest::CallError::Timeout => ToxiproxyError::Timeout {
+                    addr,
+                    timeout: self.timeout,
+                },
+            })?;
         // Any 2xx is a success: the API's own codes (200, 201, 204) differ by route, and a
         // compatible server answering 200 where Toxiproxy says 201 means the same.
         if status.is_success() {
@@ -320,32 +300,17 @@ fn parse_version(body: &[u8]) -> Option<String> {
     plausible.then_some(version)
 }
 
-/// An error with its causes: hyper's top-level message alone does not say that the connection
-/// was refused.
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut parts = vec![e.to_string()];
-    let mut source = e.source();
-    while let Some(s) = source {
-        parts.push(s.to_string());
-        source = s.source();
-    }
-    parts.join(": ")
-}
-
 /// Toxiproxy's error bodies are `{"error": "...", "status": N}`: the `error` text, or the body
 /// itself (shortened) if it is not that JSON.
 fn error_text(body: &[u8]) -> String {
-    serde_json::from_slice::<serde_json::Value>(body)
-        .ok()
-        .and_then(|v| v.get("error")?.as_str().map(String::from))
-        .unwrap_or_else(|| {
-            let text = quote(body);
-            if text.is_empty() {
-                "(no body)".into()
-            } else {
-                text
-            }
-        })
+    rest::json_error(body).unwrap_or_else(|| {
+        let text = quote(body);
+        if text.is_empty() {
+            "(no body)".into()
+        } else {
+            text
+        }
+    })
 }
 
 /// A body for a message: trimmed and shortened; lossy, so any bytes are safe to slice.
