@@ -27,6 +27,7 @@ mod body;
 mod conn;
 mod control;
 mod errors;
+mod lifecycle;
 mod server;
 pub mod tcp;
 

@@ -3,6 +3,7 @@
 //! the attributes an experiment file would use. The running proxy forgets its faults when it
 //! stops, so the applied toxics are kept here and put in force again on every start.
 
+use crate::proxy::lifecycle;
 use std::net::SocketAddr;
 
 use hyper::StatusCode;
@@ -99,34 +100,16 @@ impl HttpProxy {
     ) -> Result<Value, ApiError> {
         {
             let mut st = self.state.lock().await;
-            let was_running = st.running.is_some();
-            let changed = listen.is_some_and(|l| l != st.listen)
-                || upstream.is_some_and(|u| u != st.upstream);
-            if changed {
-                stop_locked(&mut st).await;
-                let old = (st.listen.clone(), st.upstream.clone());
-                if let Some(l) = listen {
-                    st.listen = l.to_string();
-                }
-                if let Some(u) = upstream {
-                    st.upstream = u.to_string();
-                }
-                if enabled.unwrap_or(was_running) {
-                    if let Err(e) = self.start_locked(&mut st).await {
-                        (st.listen, st.upstream) = old;
-                        if was_running {
-                            let _ = self.start_locked(&mut st).await;
-                        }
-                        return Err(e);
-                    }
-                }
-            } else {
-                match enabled {
-                    Some(true) => self.start_locked(&mut st).await?,
-                    Some(false) => stop_locked(&mut st).await,
-                    None => {}
-                }
-            }
+            lifecycle::update(
+                &mut Locked {
+                    proxy: self,
+                    st: &mut st,
+                },
+                listen,
+                upstream,
+                enabled,
+            )
+            .await?;
         }
         Ok(self.json().await)
     }
@@ -304,4 +287,29 @@ async fn resolve(field: &str, addr: &str) -> Result<SocketAddr, ApiError> {
         .map_err(|_| unresolved())?
         .next()
         .ok_or_else(unresolved)
+}
+
+/// A proxy with its state locked, for the shared update rules.
+struct Locked<'a> {
+    proxy: &'a HttpProxy,
+    st: &'a mut State,
+}
+
+impl lifecycle::Relisten for Locked<'_> {
+    type Error = ApiError;
+    fn listen_mut(&mut self) -> &mut String {
+        &mut self.st.listen
+    }
+    fn upstream_mut(&mut self) -> &mut String {
+        &mut self.st.upstream
+    }
+    fn is_running(&self) -> bool {
+        self.st.running.is_some()
+    }
+    async fn start(&mut self) -> Result<(), ApiError> {
+        self.proxy.start_locked(self.st).await
+    }
+    async fn stop(&mut self) {
+        stop_locked(self.st).await
+    }
 }

@@ -11,6 +11,7 @@ pub mod toxic;
 #[cfg(test)]
 mod tests;
 
+use crate::proxy::lifecycle;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -118,37 +119,16 @@ impl TcpProxy {
     ) -> Result<ProxyInfo, TcpError> {
         {
             let mut st = self.state.lock().await;
-            let was_running = st.running.is_some();
-            let changed = listen.is_some_and(|l| l != st.listen)
-                || upstream.is_some_and(|u| u != st.upstream);
-            if changed {
-                stop_locked(&mut st).await;
-                let old = (st.listen.clone(), st.upstream.clone());
-                if let Some(l) = listen {
-                    st.listen = l.to_string();
-                }
-                if let Some(u) = upstream {
-                    st.upstream = u.to_string();
-                }
-                if enabled.unwrap_or(was_running) {
-                    if let Err(e) = self.start_locked(&mut st).await {
-                        // Leave the proxy as it was rather than half changed.
-                        (st.listen, st.upstream) = old;
-                        if was_running {
-                            let _ = self.start_locked(&mut st).await;
-                        }
-                        return Err(e);
-                    }
-                }
-            } else {
-                match enabled {
-                    Some(true) => {
-                        self.start_locked(&mut st).await?;
-                    }
-                    Some(false) => stop_locked(&mut st).await,
-                    None => {}
-                }
-            }
+            lifecycle::update(
+                &mut Locked {
+                    proxy: self,
+                    st: &mut st,
+                },
+                listen,
+                upstream,
+                enabled,
+            )
+            .await?;
         }
         Ok(self.info().await)
     }
@@ -322,4 +302,29 @@ async fn serve(
     }
     drop(listener);
     conns.shutdown().await;
+}
+
+/// A proxy with its state locked, for the shared update rules.
+struct Locked<'a> {
+    proxy: &'a TcpProxy,
+    st: &'a mut State,
+}
+
+impl lifecycle::Relisten for Locked<'_> {
+    type Error = TcpError;
+    fn listen_mut(&mut self) -> &mut String {
+        &mut self.st.listen
+    }
+    fn upstream_mut(&mut self) -> &mut String {
+        &mut self.st.upstream
+    }
+    fn is_running(&self) -> bool {
+        self.st.running.is_some()
+    }
+    async fn start(&mut self) -> Result<(), TcpError> {
+        self.proxy.start_locked(self.st).await.map(|_| ())
+    }
+    async fn stop(&mut self) {
+        stop_locked(self.st).await
+    }
 }
