@@ -2,6 +2,7 @@
 //! and alters the stream in one way: a delay per chunk, a cut, or an in-stream error event.
 
 use std::future::Future;
+use std::ops::ControlFlow;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
@@ -36,6 +37,21 @@ pub(crate) fn full(bytes: Bytes) -> ProxyBody {
 }
 
 type Polled = Poll<Option<Result<Frame<Bytes>, BoxError>>>;
+
+/// The next non-empty data frame of `inner`; anything else (waiting, the end, an error,
+/// trailers, an empty frame) is what the wrapping body answers as it is.
+fn next_data(inner: &mut ProxyBody, cx: &mut Context<'_>) -> ControlFlow<Polled, Bytes> {
+    let frame = match Pin::new(inner).poll_frame(cx) {
+        Poll::Pending => return ControlFlow::Break(Poll::Pending),
+        Poll::Ready(Some(Ok(frame))) => frame,
+        Poll::Ready(other) => return ControlFlow::Break(Poll::Ready(other)),
+    };
+    match frame.into_data() {
+        Ok(data) if !data.is_empty() => ControlFlow::Continue(data),
+        Ok(data) => ControlFlow::Break(Poll::Ready(Some(Ok(Frame::data(data))))),
+        Err(frame) => ControlFlow::Break(Poll::Ready(Some(Ok(frame)))),
+    }
+}
 
 /// Finds the ends of SSE events in a byte stream fed in arbitrary pieces. An event ends at a
 /// blank line after some content: `\n\n` or `\r\n\r\n` (a `\r` is ignored, so mixed endings
@@ -197,17 +213,10 @@ impl Body for Truncate {
             // connection ends (close, reset) or hangs until the client or the proxy leaves.
             return Poll::Pending;
         };
-        let frame = match ready!(Pin::new(inner).poll_frame(cx)) {
-            Some(Ok(frame)) => frame,
-            other => return Poll::Ready(other),
+        let mut data = match next_data(inner, cx) {
+            ControlFlow::Continue(data) => data,
+            ControlFlow::Break(answer) => return answer,
         };
-        let mut data = match frame.into_data() {
-            Ok(data) => data,
-            Err(frame) => return Poll::Ready(Some(Ok(frame))),
-        };
-        if data.is_empty() {
-            return Poll::Ready(Some(Ok(Frame::data(data))));
-        }
         if this.phase == Phase::AtLimit {
             this.cut();
             return Poll::Pending;
@@ -273,17 +282,10 @@ impl Body for StreamError {
         let Some(inner) = this.inner.as_mut() else {
             return Poll::Ready(None);
         };
-        let frame = match ready!(Pin::new(inner).poll_frame(cx)) {
-            Some(Ok(frame)) => frame,
-            other => return Poll::Ready(other),
+        let mut data = match next_data(inner, cx) {
+            ControlFlow::Continue(data) => data,
+            ControlFlow::Break(answer) => return answer,
         };
-        let mut data = match frame.into_data() {
-            Ok(data) => data,
-            Err(frame) => return Poll::Ready(Some(Ok(frame))),
-        };
-        if data.is_empty() {
-            return Poll::Ready(Some(Ok(Frame::data(data))));
-        }
         if this.phase == Phase::AtLimit {
             return this.replace_rest(Bytes::new());
         }
