@@ -84,21 +84,31 @@ fn start_run(file: &std::path::Path, dir: &std::path::Path) -> Child {
         .unwrap()
 }
 
-#[test]
-fn a_run_pauses_and_resumes_a_process_on_a_live_host() {
+/// An agent, a target process, and a run that pauses it at 1 s through the agent; returns
+/// once the target is paused.
+fn paused_by_a_run(
+    lift_at: &str,
+    end_at: &str,
+) -> (tempfile::TempDir, AgentProcess, Target, Child) {
     let dir = tempfile::tempdir().unwrap();
     let agent = AgentProcess::start(dir.path(), &[]);
     let target = Target::start();
     let file = write(
         dir.path(),
         "drill.yaml",
-        &drill(agent.addr, target.pid(), "2500ms", "3s"),
+        &drill(agent.addr, target.pid(), lift_at, end_at),
     );
-    let mut run = start_run(&file, dir.path());
+    let run = start_run(&file, dir.path());
     assert!(
         wait_for_state(&target, 'T', Duration::from_secs(5)),
         "the target was never paused"
     );
+    (dir, agent, target, run)
+}
+
+#[test]
+fn a_run_pauses_and_resumes_a_process_on_a_live_host() {
+    let (_dir, _agent, target, mut run) = paused_by_a_run("2500ms", "3s");
     assert_eq!(run.wait().unwrap().code(), Some(0));
     assert_eq!(
         target.state(),
@@ -109,19 +119,7 @@ fn a_run_pauses_and_resumes_a_process_on_a_live_host() {
 
 #[test]
 fn when_the_controller_dies_the_agent_lifts_within_the_lease() {
-    let dir = tempfile::tempdir().unwrap();
-    let agent = AgentProcess::start(dir.path(), &[]);
-    let target = Target::start();
-    let file = write(
-        dir.path(),
-        "drill.yaml",
-        &drill(agent.addr, target.pid(), "50s", "60s"),
-    );
-    let mut run = start_run(&file, dir.path());
-    assert!(
-        wait_for_state(&target, 'T', Duration::from_secs(5)),
-        "the target was never paused"
-    );
+    let (_dir, _agent, target, mut run) = paused_by_a_run("50s", "60s");
     // Held across several renewals first: the lease alone would have lapsed by now.
     std::thread::sleep(Duration::from_millis(1500));
     assert_eq!(
