@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use super::latency::{Distribution, Recorder};
 use super::phase::{Phase, Timeline};
-use super::windows::{judge, Judgement, Settling};
+use super::windows::{judge, Judgement, Settling, SHARE_EPSILON};
 use crate::experiment::MeasureSpec;
 use crate::load::record::{Outcome, RequestRecord};
 
@@ -100,6 +100,7 @@ pub struct ServedShare {
 #[derive(Clone, Copy, Debug, PartialEq, Serialize)]
 pub struct SteadyState {
     pub baseline_requests: u64,
+    pub baseline_ok: u64,
     /// Success share of the baseline; 1.0 when the baseline had no requests.
     pub success_rate: f64,
     pub tolerance: f64,
@@ -108,6 +109,40 @@ pub struct SteadyState {
     /// Width of the windows in which failover and recovery are judged.
     #[serde(rename = "window_ms", serialize_with = "super::ms::serialize")]
     pub window: Duration,
+    /// `measure.min_steady_state`: the baseline success share the guard requires.
+    pub min_success_rate: f64,
+    /// `measure.min_baseline_requests`: the fewest baseline requests the guard requires.
+    pub min_requests: u64,
+    /// Whether the baseline passed the guard; failover, recovery and isolation budgets are
+    /// judged only when it did (a system failing before any fault must not pass them).
+    pub steady: bool,
+}
+
+impl SteadyState {
+    /// Why the baseline cannot serve as a steady state, or `None` when it can.
+    pub fn unsteady_reason(&self) -> Option<String> {
+        if self.baseline_requests < self.min_requests {
+            return Some(format!(
+                "baseline too short: {} before the first fault, at least {} needed to know the \
+                 steady state (start the first fault later, raise the rate, or lower \
+                 measure.min_baseline_requests)",
+                super::verdict::plural(self.baseline_requests, "request"),
+                self.min_requests
+            ));
+        }
+        if self.success_rate + SHARE_EPSILON < self.min_success_rate {
+            return Some(format!(
+                "baseline not steady: {} of {} requests ok before the first fault ({}, below \
+                 measure.min_steady_state {}); the system was failing before any fault was \
+                 injected",
+                self.baseline_ok,
+                self.baseline_requests,
+                super::verdict::percent_text(self.success_rate),
+                super::verdict::percent_text(self.min_success_rate)
+            ));
+        }
+        None
+    }
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -227,13 +262,18 @@ pub fn compute(records: &[&RequestRecord], timeline: &Timeline, spec: &MeasureSp
 
     let success_rate = share(baseline.ok, baseline.requests, 1.0);
     let tolerance = spec.tolerance.fraction();
-    let steady_state = SteadyState {
+    let mut steady_state = SteadyState {
         baseline_requests: baseline.requests,
+        baseline_ok: baseline.ok,
         success_rate,
         tolerance,
         threshold: (success_rate - tolerance).max(0.0),
         window: spec.window.0,
+        min_success_rate: spec.min_steady_state.fraction(),
+        min_requests: spec.min_baseline_requests,
+        steady: false,
     };
+    steady_state.steady = steady_state.unsteady_reason().is_none();
 
     let width = spec.window.0;
     let episodes: Vec<Episode> = timeline

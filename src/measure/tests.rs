@@ -352,7 +352,10 @@ fn a_stream_named_only_by_a_budget_is_still_measured() {
     budgets.streams.insert("ghost".into(), spanned(b));
     let e = evaluate(&[], &facts(), &budgets, &MeasureSpec::default());
     assert!(e.streams.contains_key("ghost"));
-    assert!(row(&e, "stream ghost", "max_errors").passed);
+    // A stream without traffic has no baseline, so its isolation budget proves nothing.
+    let r = row(&e, "stream ghost", "max_errors");
+    assert!(!r.passed);
+    assert!(r.detail.starts_with("baseline too short"), "{}", r.detail);
 }
 
 #[test]
@@ -494,4 +497,123 @@ fn without_faults_error_budgets_judge_the_whole_run() {
         "{}",
         row.detail
     );
+}
+
+#[test]
+fn a_system_failing_before_any_fault_fails_failover_and_recovery() {
+    // Every request fails, before, during and after the fault: with a steady state of 0% every
+    // window would "qualify" and both budgets would pass at 0s.
+    let records = stream("a", |r, _| r.http_error(500));
+    let budgets = Budgets {
+        failover_within: dur("1s"),
+        recover_within: dur("1s"),
+        ..Budgets::default()
+    };
+    let e = evaluate(&records, &facts(), &budgets, &MeasureSpec::default());
+    assert!(!e.overall.steady_state.steady);
+    for budget in ["failover_within", "recover_within"] {
+        let r = row(&e, "all", budget);
+        assert!(!r.passed, "{r:?}");
+        assert_eq!(
+            r.detail,
+            "baseline not steady: 0 of 100 requests ok before the first fault (0%, below \
+             measure.min_steady_state 95%); the system was failing before any fault was injected"
+        );
+    }
+    assert!(!e.verdict.passed);
+}
+
+#[test]
+fn a_baseline_just_below_the_minimum_share_is_not_steady() {
+    // 94 of 100 baseline requests ok against the default 95%; faults then fail over at once.
+    let records = stream("a", |r, t| if t < 600 { r.http_error(503) } else { r });
+    let budgets = Budgets {
+        failover_within: dur("1s"),
+        ..Budgets::default()
+    };
+    let e = evaluate(&records, &facts(), &budgets, &MeasureSpec::default());
+    assert_eq!(e.overall.steady_state.baseline_ok, 94);
+    let r = row(&e, "all", "failover_within");
+    assert!(!r.passed);
+    assert!(r.detail.contains("94 of 100 requests ok"), "{}", r.detail);
+
+    // The same run judged with a lower minimum passes: the guard is what failed it.
+    let lenient = MeasureSpec {
+        min_steady_state: Percent::from_fraction(0.9).unwrap(),
+        ..MeasureSpec::default()
+    };
+    let e = evaluate(&records, &facts(), &budgets, &lenient);
+    assert!(row(&e, "all", "failover_within").passed);
+}
+
+#[test]
+fn a_baseline_with_too_few_requests_is_not_steady() {
+    // 1 request before the fault: 100% of one request says nothing about the steady state.
+    let records: Vec<RequestRecord> = stream("a", |r, _| r)
+        .into_iter()
+        .filter(|r| r.intended >= Duration::from_millis(9_900))
+        .collect();
+    let budgets = Budgets {
+        failover_within: dur("1s"),
+        recover_within: dur("1s"),
+        ..Budgets::default()
+    };
+    let e = evaluate(&records, &facts(), &budgets, &MeasureSpec::default());
+    let r = row(&e, "all", "failover_within");
+    assert!(!r.passed);
+    assert!(
+        r.detail
+            .starts_with("baseline too short: 1 request before the first fault, at least 20"),
+        "{}",
+        r.detail
+    );
+    let spec = MeasureSpec {
+        min_baseline_requests: 1,
+        ..MeasureSpec::default()
+    };
+    let e = evaluate(&records, &facts(), &budgets, &spec);
+    assert!(row(&e, "all", "failover_within").passed);
+    assert!(row(&e, "all", "recover_within").passed);
+}
+
+#[test]
+fn the_guard_applies_to_each_stream_on_its_own_baseline() {
+    // Stream a is healthy; stream b was failing before the fault (a broken route), so neither
+    // its failover budget nor its isolation budget may pass, though the whole run's do.
+    let mut records = stream("a", |r, _| r);
+    records.extend(stream(
+        "b",
+        |r, t| if t < 10_000 { r.http_error(401) } else { r },
+    ));
+    let mut budgets = Budgets {
+        failover_within: dur("1s"),
+        ..Budgets::default()
+    };
+    for name in ["a", "b"] {
+        let b = Budgets {
+            failover_within: dur("1s"),
+            max_error_rate: pct("1%"),
+            ..Budgets::default()
+        };
+        budgets.streams.insert(name.into(), spanned(b));
+    }
+    let spec = MeasureSpec {
+        min_steady_state: Percent::from_fraction(0.5).unwrap(),
+        ..MeasureSpec::default()
+    };
+    let e = evaluate(&records, &facts(), &budgets, &spec);
+    // Overall baseline: 100 of 200 ok = 50%, at the minimum.
+    assert!(row(&e, "all", "failover_within").passed);
+    assert!(row(&e, "stream a", "failover_within").passed);
+    assert!(row(&e, "stream a", "max_error_rate").passed);
+    for budget in ["failover_within", "max_error_rate"] {
+        let r = row(&e, "stream b", budget);
+        assert!(!r.passed, "{r:?}");
+        assert!(
+            r.detail.starts_with("baseline not steady: 0 of 100"),
+            "{}",
+            r.detail
+        );
+    }
+    assert!(!e.verdict.passed);
 }

@@ -42,12 +42,12 @@ pub(crate) fn judge(
     budgets: &Budgets,
 ) -> Verdict {
     let mut rows = Vec::new();
-    scope_rows("all", overall, budgets, &mut rows);
+    scope_rows("all", false, overall, budgets, &mut rows);
     for (name, stream_budgets) in &budgets.streams {
         let scope = format!("stream {name}");
         // `evaluate` measures every stream a budget names, even one without records.
         if let Some(m) = streams.get(name) {
-            scope_rows(&scope, m, &stream_budgets.value, &mut rows);
+            scope_rows(&scope, true, m, &stream_budgets.value, &mut rows);
         }
     }
     Verdict {
@@ -62,7 +62,8 @@ fn share_within(measured: f64, limit: Percent) -> bool {
     measured <= limit.fraction() + SHARE_EPSILON
 }
 
-fn scope_rows(scope: &str, m: &Metrics, b: &Budgets, rows: &mut Vec<VerdictRow>) {
+/// `per_stream` marks a stream's own budgets, whose error budgets are isolation budgets.
+fn scope_rows(scope: &str, per_stream: bool, m: &Metrics, b: &Budgets, rows: &mut Vec<VerdictRow>) {
     let mut push = |budget: &str, limit: String, measured: String, passed: bool, detail| {
         rows.push(VerdictRow {
             budget: budget.to_string(),
@@ -84,11 +85,14 @@ fn scope_rows(scope: &str, m: &Metrics, b: &Budgets, rows: &mut Vec<VerdictRow>)
                 false,
                 "no fault window was recorded, so there was nothing to fail over from".to_string(),
             ),
-            Some(s) => (
-                s.text(),
-                matches!(s, Settling::After(d) if d <= limit.0),
-                settle_detail(m, Side::Failover),
-            ),
+            Some(s) => match m.steady_state.unsteady_reason() {
+                Some(reason) => (s.text(), false, reason),
+                None => (
+                    s.text(),
+                    matches!(s, Settling::After(d) if d <= limit.0),
+                    settle_detail(m, Side::Failover),
+                ),
+            },
         };
         push(
             "failover_within",
@@ -98,9 +102,16 @@ fn scope_rows(scope: &str, m: &Metrics, b: &Budgets, rows: &mut Vec<VerdictRow>)
             detail,
         );
     }
+    // A stream's own error budgets are isolation budgets ("this model must not notice that
+    // one's outage"): they prove nothing unless the stream was healthy before the fault.
+    let unsteady = per_stream
+        .then(|| m.steady_state.unsteady_reason())
+        .flatten();
     if let Some(limit) = b.max_error_rate {
-        let passed = share_within(fault.error_rate, limit);
-        let detail = errors_detail(m);
+        let (passed, detail) = match &unsteady {
+            Some(reason) => (false, reason.clone()),
+            None => (share_within(fault.error_rate, limit), errors_detail(m)),
+        };
         push(
             "max_error_rate",
             limit.to_string(),
@@ -110,12 +121,15 @@ fn scope_rows(scope: &str, m: &Metrics, b: &Budgets, rows: &mut Vec<VerdictRow>)
         );
     }
     if let Some(limit) = b.max_errors {
-        let detail = errors_detail(m);
+        let (passed, detail) = match &unsteady {
+            Some(reason) => (false, reason.clone()),
+            None => (fault.errors <= limit, errors_detail(m)),
+        };
         push(
             "max_errors",
             limit.to_string(),
             fault.errors.to_string(),
-            fault.errors <= limit,
+            passed,
             detail,
         );
     }
@@ -181,11 +195,14 @@ fn scope_rows(scope: &str, m: &Metrics, b: &Budgets, rows: &mut Vec<VerdictRow>)
                 false,
                 "no time followed a fault window, so recovery could not be seen".to_string(),
             ),
-            Some(s) => (
-                s.text(),
-                matches!(s, Settling::After(d) if d <= limit.0),
-                settle_detail(m, Side::Recovery),
-            ),
+            Some(s) => match m.steady_state.unsteady_reason() {
+                Some(reason) => (s.text(), false, reason),
+                None => (
+                    s.text(),
+                    matches!(s, Settling::After(d) if d <= limit.0),
+                    settle_detail(m, Side::Recovery),
+                ),
+            },
         };
         push(
             "recover_within",
@@ -254,7 +271,7 @@ fn errors_detail(m: &Metrics) -> String {
 }
 
 /// "1 truncated response", "2 truncated responses".
-fn plural(n: u64, noun: &str) -> String {
+pub(super) fn plural(n: u64, noun: &str) -> String {
     if n == 1 {
         format!("{n} {noun}")
     } else {

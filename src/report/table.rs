@@ -126,8 +126,10 @@ pub(super) fn errors_cell(p: &PhaseMetrics) -> String {
 pub(super) fn summary_line(m: &Metrics) -> String {
     let s = &m.steady_state;
     let mut parts = vec![format!(
-        "steady state {} (threshold {}, {} windows)",
+        "steady state {} of {} baseline requests{} (threshold {}, {} windows)",
         percent_text(s.success_rate),
+        s.baseline_requests,
+        if s.steady { "" } else { ", NOT STEADY" },
         percent_text(s.threshold),
         human_duration(s.window)
     )];

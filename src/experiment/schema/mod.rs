@@ -281,6 +281,13 @@ pub struct MeasureSpec {
     /// How far below the baseline success rate a window may fall and still count as steady.
     #[serde(default = "default_tolerance")]
     pub tolerance: Percent,
+    /// The baseline success share below which the system counts as failing before any fault:
+    /// failover, recovery and isolation budgets then fail instead of being judged against it.
+    #[serde(default = "default_min_steady_state")]
+    pub min_steady_state: Percent,
+    /// The fewest baseline requests from which a steady state may be taken.
+    #[serde(default = "default_min_baseline_requests")]
+    pub min_baseline_requests: u64,
 }
 
 impl Default for MeasureSpec {
@@ -288,6 +295,8 @@ impl Default for MeasureSpec {
         MeasureSpec {
             window: default_window(),
             tolerance: default_tolerance(),
+            min_steady_state: default_min_steady_state(),
+            min_baseline_requests: default_min_baseline_requests(),
         }
     }
 }
@@ -297,4 +306,10 @@ fn default_window() -> Dur {
 }
 fn default_tolerance() -> Percent {
     Percent::from_fraction(0.02).unwrap_or(Percent::ZERO)
+}
+fn default_min_steady_state() -> Percent {
+    Percent::from_fraction(0.95).unwrap_or(Percent::ZERO)
+}
+fn default_min_baseline_requests() -> u64 {
+    20
 }
