@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::experiment::units::{Dur, Percent, Size};
+use crate::units::{Dur, Percent, Size};
 
 #[derive(Debug, Parser)]
 #[command(

@@ -12,7 +12,8 @@ use crate::cli::{
     ValidateArgs,
 };
 use crate::exit::{ExitCode, Failure};
-use crate::experiment::{self, units::Dur, Exhaustion, MemorySpec, Overflow, SimulateSpec};
+use crate::experiment::{self, Exhaustion, MemorySpec, Overflow, SimulateSpec};
+use crate::units::Dur;
 use crate::{measure, report, run};
 
 pub fn dispatch(opts: Opts) -> anyhow::Result<ExitCode> {

@@ -5,7 +5,8 @@
 //! `measure` (records -> metrics -> verdict) -> `report` (table, JSON, CSV, JUnit, HTML,
 //! Markdown). Around it: `simulate` (hosts and the reference gateway), `proxy` (the HTTP fault
 //! proxy), `services` (external processes), `gpu` (GPU memory pressure), `agent` (the live-host
-//! agent), `toxiproxy` (a client for an existing Toxiproxy server's API).
+//! agent), `toxiproxy` (a client for an existing Toxiproxy server's API). `units` (durations,
+//! rates, shares, sizes) is the vocabulary every stage shares.
 
 pub mod agent;
 pub mod cli;
@@ -24,6 +25,7 @@ pub mod run;
 pub mod services;
 pub mod simulate;
 pub mod toxiproxy;
+pub mod units;
 
 use clap::Parser;
 

@@ -4,7 +4,6 @@
 mod check;
 pub mod error;
 pub mod schema;
-pub mod units;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

@@ -9,7 +9,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use super::spec::Selection;
-use crate::experiment::units::Percent;
+use crate::units::Percent;
 
 /// The named generator for one fault on one proxy.
 #[derive(Clone, Debug)]
@@ -76,8 +76,8 @@ pub fn selects(selection: Selection, draw: &mut Draw, since_injection: Duration)
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::experiment::units::Dur;
     use crate::fault::spec::Burst;
+    use crate::units::Dur;
 
     fn decisions(seed: u64, p: f64, n: u64) -> Vec<bool> {
         let d = Decider::new(seed, "primary-proxy", "errors");

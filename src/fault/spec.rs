@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::experiment::units::{Dur, Percent};
+use crate::units::{Dur, Percent};
 
 /// One fault, written as a single-key map: `{ http_error: { status: 503 } }`.
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]

@@ -141,7 +141,7 @@ impl RunningHog {
                 Err(Failure::Environment(format!(
                     "GPU memory pressure did not start: the hog did not hold its memory within \
                      {} and was killed{}",
-                    crate::experiment::units::human_duration(limit),
+                    crate::units::human_duration(limit),
                     stderr.tail().await
                 )))
             }

@@ -17,7 +17,7 @@ use super::driver::{Context, Driver, DriverError};
 use super::plan::{self, DeviceMemory, DevicePlan};
 use super::report::{DeviceRelease, DeviceReport, HogEvent, HogReport, ReleaseReport};
 use crate::exit::{ExitCode, Failure};
-use crate::experiment::units::Size;
+use crate::units::Size;
 
 /// Runs the hog until it is told to release. `watch_stdin`: the end of stdin releases too
 /// (how a controller that dies without signalling is noticed, and Ctrl-D in a terminal).

@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::experiment::units::Size;
+use crate::units::Size;
 
 /// One device while the hog holds its memory. Bytes throughout.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

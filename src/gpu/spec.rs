@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use super::controller::GpuPressure;
 use super::plan::{Target, DEFAULT_CHUNK};
 use crate::cli::GpuHogArgs;
-use crate::experiment::units::{Dur, Percent, Size};
+use crate::units::{Dur, Percent, Size};
 
 /// Smallest chunk accepted: below this the allocation count explodes (80 GiB in 1-byte
 /// chunks would be 86 billion driver calls) for no benefit.

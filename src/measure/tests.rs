@@ -6,8 +6,8 @@ use serde_saphyr::{Location, Spanned};
 
 use super::testutil::{rec, records_at, RecordExt};
 use super::*;
-use crate::experiment::units::{human_duration, Dur, Percent};
 use crate::load::record::Outcome;
+use crate::units::{human_duration, Dur, Percent};
 
 fn window(start_ms: u64, end_ms: u64) -> FaultWindow {
     FaultWindow {

@@ -6,8 +6,8 @@ use serde::Serialize;
 
 use super::metrics::{Metrics, PhaseMetrics, SteadyState};
 use super::windows::{Judgement, Settling, SHARE_EPSILON};
-use crate::experiment::units::{human_duration, Percent};
 use crate::experiment::Budgets;
+use crate::units::{human_duration, Percent};
 
 #[derive(Clone, Debug, Serialize)]
 pub struct Verdict {

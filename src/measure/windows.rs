@@ -8,8 +8,8 @@ use serde::ser::SerializeStruct;
 use serde::{Serialize, Serializer};
 
 use super::phase::Span;
-use crate::experiment::units::human_duration;
 use crate::load::record::RequestRecord;
+use crate::units::human_duration;
 
 /// Slack for comparing shares computed in floating point: a window of 49/50 against a threshold
 /// of 100% - 2% must meet it, whatever the last bit of either says.

@@ -95,11 +95,11 @@ mod tests {
     use serde_saphyr::{Location, Spanned};
 
     use super::*;
-    use crate::experiment::units::{Dur, Percent};
     use crate::experiment::{Budgets, MeasureSpec};
     use crate::load::record::Outcome;
     use crate::measure::testutil::{rec, records_at, RecordExt};
     use crate::measure::{evaluate, FaultWindow};
+    use crate::units::{Dur, Percent};
 
     const SCHEMA: &str = include_str!("../../docs/report.schema.json");
 

@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 
 use super::table::phase_rows;
-use crate::experiment::units::human_duration;
 use crate::measure::Evaluation;
+use crate::units::human_duration;
 
 /// The variable GitHub Actions sets to the file a step may append its summary to.
 pub const STEP_SUMMARY_VAR: &str = "GITHUB_STEP_SUMMARY";

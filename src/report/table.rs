@@ -4,8 +4,8 @@
 use comfy_table::presets::UTF8_FULL_CONDENSED;
 use comfy_table::{Cell, CellAlignment, Color, ContentArrangement, Table};
 
-use crate::experiment::units::human_duration;
 use crate::measure::{percent_text, Distribution, Evaluation, Metrics, Phase, PhaseMetrics};
+use crate::units::human_duration;
 
 /// Renders the verdict table, the reasons for failures, the per-phase table and, with several
 /// streams, a per-stream table. Colour is applied only when stdout is a terminal.
@@ -190,10 +190,10 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::experiment::units::Dur;
     use crate::experiment::{Budgets, MeasureSpec};
     use crate::measure::testutil::{rec, records_at, RecordExt};
     use crate::measure::{evaluate, FaultWindow, RunFacts};
+    use crate::units::Dur;
 
     fn eval() -> Evaluation {
         let mut records = records_at(0..100, |i| {

@@ -7,11 +7,11 @@ use std::time::Duration;
 use indexmap::IndexMap;
 use serde_saphyr::{Location, Spanned};
 
-use crate::experiment::units::{Dur, Percent};
 use crate::experiment::{Budgets, MeasureSpec};
 use crate::load::record::{Outcome, RequestRecord};
 use crate::measure::testutil::{rec, records_at, RecordExt};
 use crate::measure::{evaluate, Evaluation, FaultWindow, RunFacts};
+use crate::units::{Dur, Percent};
 
 /// A name that breaks any format that forgets to escape.
 pub const NASTY_NAME: &str = r#"drill <"a&b"> | *x*"#;

@@ -11,10 +11,10 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::exit::Failure;
-use crate::experiment::units::human_duration;
 use crate::experiment::Experiment;
 use crate::load::{self, RequestRecord};
 use crate::measure::{FaultWindow, RunFacts};
+use crate::units::human_duration;
 
 pub use console::Console;
 pub use stack::Stack;

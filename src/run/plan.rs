@@ -2,8 +2,8 @@
 
 use std::fmt::Write;
 
-use crate::experiment::units::human_duration;
 use crate::experiment::{Action, Api, Experiment, LiftTarget, ServiceSpec};
+use crate::units::human_duration;
 
 /// The plan as text, in the order things would happen.
 pub fn render(exp: &Experiment, seed: u64) -> String {

@@ -331,7 +331,7 @@ impl Stack {
             Err(e) if e.status() == Some(hyper::StatusCode::NOT_FOUND) => Ok(()),
             Err(e) => Err(format!(
                 "{e}; the agent lifts it by itself within {}",
-                crate::experiment::units::human_duration(agent.lease)
+                crate::units::human_duration(agent.lease)
             )),
         }
     }

@@ -189,7 +189,7 @@ fn effective(scheduled: Duration, origin: Instant, id: &str, console: &Console) 
         console.say(format!(
             "[{:>7}] {id} took {} to apply; its window starts when it was in place",
             fmt_at(done),
-            crate::experiment::units::human_duration(done - scheduled)
+            crate::units::human_duration(done - scheduled)
         ));
         done
     } else {

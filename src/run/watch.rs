@@ -7,10 +7,10 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 use super::console::Console;
-use crate::experiment::units::human_duration;
 use crate::experiment::AbortIf;
 use crate::load::live::{Counts, Tally};
 use crate::measure::percent_text;
+use crate::units::human_duration;
 
 const TICK: Duration = Duration::from_millis(250);
 
@@ -88,7 +88,7 @@ fn tripped(rule: AbortIf, samples: &VecDeque<(Instant, Counts)>, now: Instant) -
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::experiment::units::{Dur, Percent};
+    use crate::units::{Dur, Percent};
 
     fn rule() -> AbortIf {
         AbortIf {

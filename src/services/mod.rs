@@ -20,8 +20,8 @@ mod tests;
 use std::path::{Path, PathBuf};
 
 use crate::exit::Failure;
-use crate::experiment::units::human_duration;
 use crate::experiment::CommandSpec;
+use crate::units::human_duration;
 
 pub use logs::log_tail;
 use process::{describe_status, Leader};

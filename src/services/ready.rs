@@ -212,7 +212,7 @@ pub(super) async fn wait_ready(
             result = timeout(limit, round) => match result {
                 Ok(Ok(())) => return still_up(leader),
                 Ok(Err(why)) => last = why,
-                Err(_) => last = format!("no answer within {}", crate::experiment::units::human_duration(limit)),
+                Err(_) => last = format!("no answer within {}", crate::units::human_duration(limit)),
             },
         }
         let next = (Instant::now() + RETRY_EVERY).min(deadline);

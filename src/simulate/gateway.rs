@@ -26,7 +26,7 @@ use super::inflight::{Guarded, Ticket};
 use super::server::Handler;
 use crate::exit::Failure;
 use crate::experiment::schema::GatewaySpec;
-use crate::experiment::units::human_duration;
+use crate::units::human_duration;
 
 /// Request bodies are buffered so that they can be sent again; prompts are small.
 const MAX_REQUEST_BYTES: usize = 16 * 1024 * 1024;

@@ -244,7 +244,7 @@ impl Memory {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::experiment::units::Dur;
+    use crate::units::Dur;
 
     fn spec(kv_tokens: u64, leak_per_second: u64, on_exhaustion: Exhaustion) -> MemorySpec {
         MemorySpec {

@@ -8,9 +8,9 @@ use serde_saphyr::{Location, Spanned};
 
 use super::Checker;
 use crate::experiment::schema::{ExperimentFile, StepSpec};
-use crate::experiment::units::human_duration;
 use crate::experiment::{Action, FaultTarget, Injection, LiftTarget, ServiceSpec, Step};
 use crate::fault::{FaultScope, FaultSpec};
+use crate::units::human_duration;
 
 pub(super) fn timeline(
     c: &mut Checker,

@@ -8,7 +8,7 @@ use indexmap::IndexMap;
 use serde::{Deserialize, Serialize};
 use serde_saphyr::Spanned;
 
-use super::units::{Dur, Percent, Rate};
+use crate::units::{Dur, Percent, Rate};
 use services::default_model;
 
 mod services;

@@ -8,7 +8,7 @@ use indexmap::IndexMap;
 use serde::{Deserialize, Serialize};
 use serde_saphyr::Spanned;
 
-use crate::experiment::units::Dur;
+use crate::units::Dur;
 
 /// A service entry as written: exactly one of `simulate`, `gateway` or `command`; `check`
 /// turns it into a `ServiceSpec`.

@@ -6,8 +6,8 @@ use std::fmt::Write;
 
 use super::escape;
 use super::series::{Series, UNKNOWN_BACKEND};
-use crate::experiment::units::human_duration;
 use crate::measure::FaultWindow;
+use crate::units::human_duration;
 
 const WIDTH: f64 = 960.0;
 const LEFT: f64 = 72.0;

@@ -13,9 +13,9 @@ use std::time::SystemTime;
 use anyhow::Context;
 
 use super::table::{errors_cell, phase_rows, summary_line};
-use crate::experiment::units::human_duration;
 use crate::load::record::RequestRecord;
 use crate::measure::{Evaluation, RunFacts};
+use crate::units::human_duration;
 use crate::ExitCode;
 
 pub struct HtmlInput<'a> {

@@ -5,8 +5,8 @@ use std::time::{Duration, Instant};
 use tokio::net::TcpStream;
 
 use super::support::*;
-use crate::experiment::units::Dur;
 use crate::services::start;
+use crate::units::Dur;
 
 #[tokio::test]
 async fn stop_sigkills_what_ignores_sigterm_after_the_grace() {

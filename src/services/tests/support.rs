@@ -10,8 +10,8 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use crate::exit::Failure;
-use crate::experiment::units::Dur;
 use crate::experiment::{CommandSpec, ReadySpec};
+use crate::units::Dur;
 
 pub fn spec(argv: &[&str]) -> CommandSpec {
     CommandSpec {

@@ -14,9 +14,9 @@ use hyper_util::rt::TokioIo;
 use tokio::time::Instant;
 
 use crate::experiment::schema::{GatewaySpec, Overflow, SimulateSpec, Strategy};
-use crate::experiment::units::Dur;
 use crate::simulate::body::{self, Body};
 use crate::simulate::server::{self, Handler, RunningServer};
+use crate::units::Dur;
 
 /// Upper bound on any single exchange, so a broken server fails a test instead of hanging it.
 const EXCHANGE_LIMIT: Duration = Duration::from_secs(10);

@@ -10,11 +10,11 @@ use tokio::sync::mpsc;
 
 use super::client::*;
 use crate::experiment::schema::Strategy;
-use crate::experiment::units::Dur;
 use crate::simulate::body;
 use crate::simulate::content::{self, Verification};
 use crate::simulate::RunningServer;
 use crate::simulate::{start_gateway, start_host};
+use crate::units::Dur;
 
 async fn named_host(name: &str) -> crate::simulate::RunningServer {
     start_host(name, &host_spec()).await.unwrap()

@@ -8,9 +8,9 @@ use serde_json::{json, Value};
 use super::client::*;
 use crate::exit::Failure;
 use crate::experiment::schema::Overflow;
-use crate::experiment::units::Dur;
 use crate::simulate::content::{self, Verification};
 use crate::simulate::start_host;
+use crate::units::Dur;
 
 #[tokio::test]
 async fn openai_stream_ends_with_done_and_verifies() {

@@ -11,8 +11,8 @@ use tokio::time::Instant;
 
 use super::client::*;
 use crate::experiment::schema::{Exhaustion, MemorySpec, Overflow, SimulateSpec};
-use crate::experiment::units::Dur;
 use crate::simulate::{start_host, RunningServer};
+use crate::units::Dur;
 
 const CRASH_LIMIT: Duration = Duration::from_secs(3);
 

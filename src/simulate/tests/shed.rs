@@ -10,8 +10,8 @@ use serde_json::json;
 
 use super::client::*;
 use crate::experiment::schema::{Exhaustion, MemorySpec, SimulateSpec, Strategy};
-use crate::experiment::units::Dur;
 use crate::simulate::{start_gateway, start_host, RunningServer};
+use crate::units::Dur;
 
 const CRASH_LIMIT: Duration = Duration::from_secs(3);
 
