@@ -68,9 +68,11 @@ fn drive(rt: &tokio::runtime::Runtime, exp: &Experiment) -> Vec<RequestRecord> {
         quiet: true,
         log_dir: std::env::temp_dir(),
     };
-    rt.block_on(run::execute(exp, &opts))
-        .map(|r| r.records)
-        .expect("the bench run completes")
+    let run = rt.block_on(run::execute(exp, &opts));
+    if let Some(failure) = run.failure {
+        panic!("the bench run did not complete: {failure}");
+    }
+    run.records
 }
 
 struct Summary {

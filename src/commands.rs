@@ -76,10 +76,13 @@ fn run_experiment(args: RunArgs) -> anyhow::Result<ExitCode> {
     std::fs::create_dir_all(&out_dir)
         .with_context(|| format!("cannot create the report directory {}", out_dir.display()))?;
 
-    let outcome = runtime()?.block_on(run::execute(&exp, &opts))?;
+    let mut outcome = runtime()?.block_on(run::execute(&exp, &opts));
     let evaluation =
         measure::evaluate(&outcome.records, &outcome.facts, &exp.budgets, &exp.measure);
-    let code = if outcome.aborted.is_some() {
+    let failure = outcome.failure.take();
+    let code = if let Some(f) = &failure {
+        f.exit_code()
+    } else if outcome.aborted.is_some() {
         ExitCode::Aborted
     } else if evaluation.verdict.passed {
         ExitCode::Success
@@ -94,9 +97,15 @@ fn run_experiment(args: RunArgs) -> anyhow::Result<ExitCode> {
         args.json.as_deref(),
         args.junit.as_deref(),
         &outcome,
+        failure.as_ref(),
         &evaluation,
         code,
     )?;
+    // A run that could not reach a verdict still leaves its reports, then fails as it must.
+    if let Some(f) = failure {
+        eprintln!("reports (partial): {}", out_dir.display());
+        return Err(f.into());
+    }
 
     // The verdict is in the exit code and the report files; a closed stdout (`| head`) must
     // not turn it into an error.
@@ -131,13 +140,15 @@ fn write_reports(
     json_copy: Option<&Path>,
     junit_copy: Option<&Path>,
     outcome: &run::RunRecord,
+    failure: Option<&Failure>,
     evaluation: &measure::Evaluation,
     code: ExitCode,
 ) -> anyhow::Result<()> {
     let mut info = report::json::ExperimentInfo::from_experiment(exp);
     info.seed = seed;
-    let json =
+    let mut json =
         report::json::JsonReport::new(info, outcome.started_at, &outcome.facts, evaluation, code);
+    json.ended_early = failure.map(ToString::to_string).or(outcome.aborted.clone());
     report::json::write(&out_dir.join("report.json"), &json)?;
     if let Some(path) = json_copy {
         report::json::write(path, &json)?;

@@ -38,13 +38,21 @@ pub enum Failure {
     Environment(String),
     #[error("aborted: {0}")]
     Aborted(String),
+    /// A fault could not be applied mid-drill: the run stopped there and rolled back.
+    #[error("could not inject {id} on {target}: {source}; every fault was lifted and every service stopped")]
+    Inject {
+        id: String,
+        target: String,
+        #[source]
+        source: Box<crate::run::FaultError>,
+    },
 }
 
 impl Failure {
     pub fn exit_code(&self) -> ExitCode {
         match self {
             Failure::BadExperiment(_) | Failure::Usage(_) => ExitCode::BadInput,
-            Failure::Environment(_) => ExitCode::Environment,
+            Failure::Environment(_) | Failure::Inject { .. } => ExitCode::Environment,
             Failure::Aborted(_) => ExitCode::Aborted,
         }
     }

@@ -47,7 +47,12 @@ fn a_service_that_exits_early_fails_the_run_with_its_log() {
             && stderr.contains("listen failed: bad config"),
         "{stderr}"
     );
-    assert!(report.is_none(), "no verdict without a system under test");
+    // Every exit path leaves a report: this one says why the run never started.
+    let report = report.expect("a report even when start-up failed");
+    assert_eq!(report["exit_code"], 4);
+    let why = report["ended_early"].as_str().unwrap_or_default();
+    assert!(why.contains("service `broken`"), "{why}");
+    assert_eq!(report["fault_windows"].as_array().map(Vec::len), Some(0));
 }
 
 #[test]

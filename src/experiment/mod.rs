@@ -82,7 +82,7 @@ pub struct Step {
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum Action {
-    Inject(Injection),
+    Inject(Box<Injection>),
     Lift(LiftTarget),
     End,
 }
@@ -91,7 +91,10 @@ pub enum Action {
 pub struct Injection {
     pub id: String,
     pub target: FaultTarget,
+    /// The fault as the file states it (for the reports and `--dry-run`).
     pub fault: FaultSpec,
+    /// The same fault, checked and in the form its backend applies.
+    pub action: crate::fault::FaultAction,
 }
 
 /// What a fault acts on: a proxy's traffic or a service's process.

@@ -41,6 +41,9 @@ pub struct FaultWindow {
     /// The lift time, or the run's end if it was still active then.
     #[serde(rename = "end_ms", serialize_with = "ms::serialize")]
     pub end: Duration,
+    /// Set when the fault could not be lifted: it stayed in force to `end`, the run's end.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lift_error: Option<String>,
 }
 
 /// What the orchestrator knows about the run, besides the records.
@@ -96,7 +99,16 @@ pub fn evaluate(
             (name, m)
         })
         .collect();
-    let verdict = verdict::judge(&overall, &streams, budgets);
+    let mut verdict = verdict::judge(&overall, &streams, budgets);
+    for w in &facts.windows {
+        if let Some(why) = &w.lift_error {
+            verdict.warnings.push(format!(
+                "fault `{}` on {} could not be lifted ({why}): it stayed in force to the end of \
+                 the run, so no recovery was judged after it",
+                w.id, w.target
+            ));
+        }
+    }
     Evaluation {
         overall,
         streams,

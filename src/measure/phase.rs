@@ -119,6 +119,7 @@ mod tests {
             kind: "http_error".into(),
             start: Duration::from_millis(start_ms),
             end: Duration::from_millis(end_ms),
+            lift_error: None,
         }
     }
 

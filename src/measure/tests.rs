@@ -16,6 +16,7 @@ fn window(start_ms: u64, end_ms: u64) -> FaultWindow {
         kind: "http_error".into(),
         start: Duration::from_millis(start_ms),
         end: Duration::from_millis(end_ms),
+        lift_error: None,
     }
 }
 

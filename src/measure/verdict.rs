@@ -14,6 +14,9 @@ pub struct Verdict {
     /// Every row passed (true when no budget was set).
     pub passed: bool,
     pub rows: Vec<VerdictRow>,
+    /// What the reader must know beside the rows (a fault that could not be lifted).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -53,6 +56,7 @@ pub(crate) fn judge(
     Verdict {
         passed: rows.iter().all(|r| r.passed),
         rows,
+        warnings: Vec::new(),
     }
 }
 

@@ -1,4 +1,4 @@
-//! The JSON report: versioned (`docs/report.schema.json` describes version 1), self-contained
+//! The JSON report: versioned (`docs/report.schema.json` describes the current version), self-contained
 //! (the experiment's text rides along so the drill can be re-run from the report alone). Times
 //! are milliseconds as numbers, in fields ending `_ms`.
 
@@ -15,7 +15,7 @@ use crate::ExitCode;
 /// Bumped on any change a reader could trip over: a field removed, renamed or retyped. Adding a
 /// field is not such a change only where the schema allows extra properties, which it does
 /// nowhere, so any change bumps it.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 
 #[derive(Debug, Serialize)]
 pub struct JsonReport<'a> {
@@ -28,6 +28,10 @@ pub struct JsonReport<'a> {
     pub fault_windows: &'a [FaultWindow],
     pub evaluation: &'a Evaluation,
     pub exit_code: u8,
+    /// Why the run ended before its end step (an interruption, `abort_if`, a start-up that
+    /// failed, a fault that could not be applied); the report then covers what there was.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ended_early: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -70,6 +74,7 @@ impl<'a> JsonReport<'a> {
             fault_windows: &facts.windows,
             evaluation,
             exit_code: exit_code as u8,
+            ended_early: None,
         }
     }
 }
@@ -142,6 +147,7 @@ mod tests {
                     kind: "http_error".into(),
                     start: Duration::from_secs(2),
                     end: Duration::from_secs(4),
+                    lift_error: None,
                 },
                 FaultWindow {
                     id: "primary-proxy/truncate_stream".into(),
@@ -149,6 +155,7 @@ mod tests {
                     kind: "truncate_stream".into(),
                     start: Duration::from_secs(8),
                     end: Duration::from_secs(10),
+                    lift_error: None,
                 },
             ],
             streams: vec!["model-a".into(), "model-b".into()],

@@ -43,6 +43,9 @@ pub fn render(eval: &Evaluation) -> String {
             verdict.rows.len()
         ));
     }
+    for w in &verdict.warnings {
+        out.push_str(&format!("WARNING: {w}\n"));
+    }
     out.push('\n');
     out.push_str(&phase_table(&eval.overall).to_string());
     out.push('\n');
@@ -213,6 +216,7 @@ mod tests {
                 kind: "http_error".into(),
                 start: Duration::from_secs(4),
                 end: Duration::from_secs(7),
+                lift_error: None,
             }],
             streams: vec!["a".into(), "b".into()],
         };

@@ -50,6 +50,7 @@ pub fn sample() -> Sample {
                 kind: "http_error".into(),
                 start: Duration::from_secs(10),
                 end: Duration::from_secs(20),
+                lift_error: None,
             },
             FaultWindow {
                 id: "primary-proxy/latency".into(),
@@ -57,6 +58,7 @@ pub fn sample() -> Sample {
                 kind: "latency".into(),
                 start: Duration::from_secs(12),
                 end: Duration::from_secs(15),
+                lift_error: None,
             },
         ],
         streams: vec!["model-a".into(), NASTY_STREAM.into()],

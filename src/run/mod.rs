@@ -2,8 +2,10 @@
 //! roll back: every fault lifted and everything started stopped, however the run ends.
 
 mod console;
+mod faults;
 pub mod plan;
 mod stack;
+mod targets;
 mod timeline;
 mod watch;
 
@@ -17,6 +19,7 @@ use crate::measure::{FaultWindow, RunFacts};
 use crate::units::human_duration;
 
 pub use console::Console;
+pub use faults::FaultError;
 pub use stack::Stack;
 
 /// Options for one run, already validated.
@@ -37,10 +40,32 @@ pub struct RunRecord {
     pub unfinished: usize,
     /// Why the run stopped early, if it did.
     pub aborted: Option<String>,
+    /// Why the run could not reach a verdict (a start-up that failed or was interrupted, a
+    /// fault that could not be applied); the reports are still written with what there is.
+    pub failure: Option<Failure>,
 }
 
-/// Runs the experiment to its end (or an interruption) and rolls everything back.
-pub async fn execute(exp: &Experiment, opts: &RunOptions) -> Result<RunRecord, Failure> {
+impl RunRecord {
+    /// A run that ended before its load started: no requests, no fault windows.
+    fn not_started(exp: &Experiment, failure: Failure) -> RunRecord {
+        RunRecord {
+            started_at: SystemTime::now(),
+            records: Vec::new(),
+            facts: RunFacts {
+                duration: Duration::ZERO,
+                windows: Vec::new(),
+                streams: exp.streams.iter().map(|s| s.name.clone()).collect(),
+            },
+            unfinished: 0,
+            aborted: matches!(failure, Failure::Aborted(_)).then(|| failure.to_string()),
+            failure: Some(failure),
+        }
+    }
+}
+
+/// Runs the experiment to its end (or an interruption) and rolls everything back. However it
+/// ends, what it has is returned, so the reports can always be written.
+pub async fn execute(exp: &Experiment, opts: &RunOptions) -> RunRecord {
     let console = Console::new(opts.quiet);
     let mut interrupt = Box::pin(interrupted());
     let mut stack = Stack::default();
@@ -57,7 +82,7 @@ pub async fn execute(exp: &Experiment, opts: &RunOptions) -> Result<RunRecord, F
     };
     if let Err(e) = started {
         stack.teardown(&console).await;
-        return Err(e);
+        return RunRecord::not_started(exp, e);
     }
 
     let started_at = SystemTime::now();
@@ -66,9 +91,10 @@ pub async fn execute(exp: &Experiment, opts: &RunOptions) -> Result<RunRecord, F
         Ok(l) => l,
         Err(e) => {
             stack.teardown(&console).await;
-            return Err(Failure::Environment(format!(
-                "cannot start the load generator: {e:#}"
-            )));
+            return RunRecord::not_started(
+                exp,
+                Failure::Environment(format!("cannot start the load generator: {e:#}")),
+            );
         }
     };
     console.say(format!(
@@ -101,16 +127,19 @@ pub async fn execute(exp: &Experiment, opts: &RunOptions) -> Result<RunRecord, F
     let (aborted, failed) = match ending {
         timeline::Ending::Completed => (None, None),
         timeline::Ending::Stopped(reason) => (Some(reason), None),
-        timeline::Ending::Failed(reason) => (Some(reason.clone()), Some(reason)),
+        timeline::Ending::Failed(failure) => (Some(failure.to_string()), Some(failure)),
     };
     console.clear_status();
 
     // Lift first: on an abort nothing may stay injected while we wait for requests in flight.
+    let lifted = stack.roll_back().await;
     let now = origin.elapsed();
-    let lifted = stack.roll_back(&console).await;
-    windows.close_all(now);
-    if lifted > 0 {
-        console.say(format!("[{:>7}] lifted {lifted} fault(s)", fmt_at(now)));
+    let n = lifted.iter().filter(|l| l.result.is_ok()).count();
+    if n > 0 {
+        console.say(format!("[{:>7}] lifted {n} fault(s)", fmt_at(now)));
+    }
+    for l in lifted {
+        timeline::record_lift(&mut windows, &l.id, l.result, now, &console);
     }
     if aborted.is_some() {
         load.stop_sending();
@@ -128,11 +157,6 @@ pub async fn execute(exp: &Experiment, opts: &RunOptions) -> Result<RunRecord, F
     };
     let (records, unfinished) = load.finish(grace).await;
     stack.teardown(&console).await;
-    if let Some(reason) = failed {
-        return Err(Failure::Environment(format!(
-            "{reason}; every fault was lifted and every service stopped"
-        )));
-    }
 
     let duration = if aborted.is_some() { now } else { exp.end };
     let facts = RunFacts {
@@ -140,13 +164,14 @@ pub async fn execute(exp: &Experiment, opts: &RunOptions) -> Result<RunRecord, F
         windows: windows.into_windows(duration),
         streams: exp.streams.iter().map(|s| s.name.clone()).collect(),
     };
-    Ok(RunRecord {
+    RunRecord {
         started_at,
         records,
         facts,
         unfinished,
         aborted,
-    })
+        failure: failed,
+    }
 }
 
 /// Resolves on Ctrl-C or SIGTERM with the signal's name.
@@ -190,5 +215,6 @@ pub(crate) fn window(
         kind: kind.to_string(),
         start,
         end,
+        lift_error: None,
     }
 }

@@ -6,9 +6,10 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 use super::console::Console;
+use super::faults::FaultError;
 use super::{fmt_at, stack::Stack, window};
+use crate::exit::Failure;
 use crate::experiment::{Action, Experiment, FaultTarget, LiftTarget};
-use crate::fault::FaultSpec;
 use crate::measure::FaultWindow;
 
 /// An injected fault whose window is still open.
@@ -17,6 +18,8 @@ struct Open {
     target: FaultTarget,
     kind: String,
     start: Duration,
+    /// Why the last try to lift it failed: it is still in force.
+    lift_error: Option<String>,
 }
 
 /// Fault windows as they happened.
@@ -34,22 +37,23 @@ impl Windows {
             target: target.clone(),
             kind: kind.into(),
             start: at,
+            lift_error: None,
         });
     }
 
-    /// Closes the window of fault `id`; returns its target if it was open.
-    fn close(&mut self, id: &str, at: Duration) -> Option<FaultTarget> {
-        let pos = self.open.iter().position(|w| w.id == id)?;
-        let w = self.open.remove(pos);
-        self.closed
-            .push(window(&w.id, w.target.name(), &w.kind, w.start, at));
-        Some(w.target)
+    /// Closes the window of fault `id`, once it really was lifted.
+    pub fn close(&mut self, id: &str, at: Duration) {
+        if let Some(pos) = self.open.iter().position(|w| w.id == id) {
+            let w = self.open.remove(pos);
+            self.closed.push(w.closed_at(at));
+        }
     }
 
-    pub fn close_all(&mut self, at: Duration) {
-        for w in self.open.drain(..) {
-            self.closed
-                .push(window(&w.id, w.target.name(), &w.kind, w.start, at));
+    /// A lift of `id` failed: its window stays open (the fault is still in force, so the time
+    /// after it must not be judged as recovery) and the report says why.
+    pub fn lift_failed(&mut self, id: &str, why: String) {
+        if let Some(w) = self.open.iter_mut().find(|w| w.id == id) {
+            w.lift_error = Some(why);
         }
     }
 
@@ -67,10 +71,22 @@ impl Windows {
         }
     }
 
+    /// Every window as it happened; those still open (never lifted, or whose lift failed)
+    /// end at `end`.
     pub fn into_windows(mut self, end: Duration) -> Vec<FaultWindow> {
-        self.close_all(end);
+        for w in std::mem::take(&mut self.open) {
+            self.closed.push(w.closed_at(end));
+        }
         self.closed.sort_by_key(|w| w.start);
         self.closed
+    }
+}
+
+impl Open {
+    fn closed_at(self, end: Duration) -> FaultWindow {
+        let mut w = window(&self.id, self.target.name(), &self.kind, self.start, end);
+        w.lift_error = self.lift_error;
+        w
     }
 }
 
@@ -110,11 +126,12 @@ pub async fn follow(
                 };
                 match applied {
                     Ok(()) => {
+                        let momentary = inj.action.is_momentary();
                         // A restart's window is the outage itself: from the stop to ready again.
-                        let now = if matches!(inj.fault, FaultSpec::Restart(_)) {
+                        let now = if momentary {
                             now
                         } else {
-                            effective(now, origin, &inj.id, console)
+                            effective(now, origin, &inj.id, "apply", console)
                         };
                         windows.open(&inj.id, &inj.target, inj.fault.kind(), now);
                         console.say(format!(
@@ -124,8 +141,10 @@ pub async fn follow(
                             inj.fault.kind(),
                             inj.target.name()
                         ));
-                        if matches!(inj.fault, FaultSpec::Restart(_)) {
-                            // A restart is over once the service is ready again.
+                        if momentary {
+                            // A restart is over once the service is ready again; the ledger's
+                            // record of it has nothing left to undo.
+                            let _ = stack.lift(&inj.id).await;
                             let ready = origin.elapsed();
                             windows.close(&inj.id, ready);
                             console.say(format!(
@@ -137,41 +156,50 @@ pub async fn follow(
                     }
                     Err(why) => {
                         // A drill whose fault could not be applied measures nothing: stop here.
-                        let reason = format!(
-                            "could not inject {} on {}: {why}",
+                        console.say(format!(
+                            "[{:>7}] could not inject {} on {}: {why}",
+                            fmt_at(now),
                             inj.id,
                             inj.target.name()
-                        );
-                        console.say(format!("[{:>7}] {reason}", fmt_at(now)));
-                        return Ending::Failed(reason);
+                        ));
+                        return Ending::Failed(Failure::Inject {
+                            id: inj.id.clone(),
+                            target: inj.target.name().to_string(),
+                            source: Box::new(why),
+                        });
                     }
                 }
             }
             Action::Lift(LiftTarget::All) => {
-                let n = tokio::select! {
-                    n = stack.lift_all(console) => n,
+                let lifted = tokio::select! {
+                    l = stack.lift_all() => l,
                     reason = stop.as_mut() => {
                         console.say(format!("[{:>7}] {reason}", fmt_at(origin.elapsed())));
                         return Ending::Stopped(reason);
                     }
                 };
-                windows.close_all(now);
-                console.say(format!("[{:>7}] lift all ({n} fault(s))", fmt_at(now)));
+                let at = effective(now, origin, "lift all", "lift", console);
+                let n = lifted.iter().filter(|l| l.result.is_ok()).count();
+                console.say(format!("[{:>7}] lift all ({n} fault(s))", fmt_at(at)));
+                for l in lifted {
+                    record_lift(windows, &l.id, l.result, at, console);
+                }
             }
             Action::Lift(LiftTarget::Fault(id)) => {
-                if let Some(target) = windows.close(id, now) {
-                    let lifted = tokio::select! {
-                        r = stack.lift(id, &target) => r,
-                        reason = stop.as_mut() => {
-                            console.say(format!("[{:>7}] {reason}", fmt_at(origin.elapsed())));
-                            return Ending::Stopped(reason);
-                        }
-                    };
-                    if let Err(why) = lifted {
-                        console.say(format!("[{:>7}] could not lift {id}: {why}", fmt_at(now)));
-                    } else {
-                        console.say(format!("[{:>7}] lift {id}", fmt_at(now)));
+                let lifted = tokio::select! {
+                    r = stack.lift(id) => r,
+                    reason = stop.as_mut() => {
+                        console.say(format!("[{:>7}] {reason}", fmt_at(origin.elapsed())));
+                        return Ending::Stopped(reason);
                     }
+                };
+                // `None`: not in force (a restart that is over, or lifted by `lift: all`).
+                if let Some(result) = lifted {
+                    let at = effective(now, origin, id, "lift", console);
+                    if result.is_ok() {
+                        console.say(format!("[{:>7}] lift {id}", fmt_at(at)));
+                    }
+                    record_lift(windows, id, result, at, console);
                 }
             }
             Action::End => break,
@@ -181,13 +209,40 @@ pub async fn follow(
     Ending::Completed
 }
 
-/// When an injection really took effect: its scheduled time, unless applying it took long
-/// enough to matter (then the window starts when it was in place, and the log says so).
-fn effective(scheduled: Duration, origin: Instant, id: &str, console: &Console) -> Duration {
+/// A lift's outcome on the fault's window: closed at `at` once lifted; left open, with the
+/// reason, when the fault is still in force.
+pub fn record_lift(
+    windows: &mut Windows,
+    id: &str,
+    result: Result<(), FaultError>,
+    at: Duration,
+    console: &Console,
+) {
+    match result {
+        Ok(()) => windows.close(id, at),
+        Err(why) => {
+            console.say(format!(
+                "[{:>7}] could not lift {id}: {why}; it is still in force",
+                fmt_at(at)
+            ));
+            windows.lift_failed(id, why.to_string());
+        }
+    }
+}
+
+/// When a step really took effect: its scheduled time, unless applying or lifting took long
+/// enough to matter (then the window edge is when it was done, and the log says so).
+fn effective(
+    scheduled: Duration,
+    origin: Instant,
+    id: &str,
+    what: &str,
+    console: &Console,
+) -> Duration {
     let done = origin.elapsed();
     if done.saturating_sub(scheduled) > Duration::from_millis(50) {
         console.say(format!(
-            "[{:>7}] {id} took {} to apply; its window starts when it was in place",
+            "[{:>7}] {id} took {} to {what}; its window edge is when that was done",
             fmt_at(done),
             crate::units::human_duration(done - scheduled)
         ));
@@ -203,7 +258,7 @@ pub enum Ending {
     /// A signal or `abort_if`: roll back and exit 3.
     Stopped(String),
     /// A fault could not be applied: roll back and fail as an environment error.
-    Failed(String),
+    Failed(Failure),
 }
 
 /// Waits until `due` to within tens of microseconds. tokio's timer fires up to a millisecond
@@ -215,5 +270,41 @@ async fn wait_until(due: Instant) {
     tokio::time::sleep_until(tokio::time::Instant::from_std(early)).await;
     while Instant::now() < due {
         tokio::task::yield_now().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(v: u64) -> Duration {
+        Duration::from_millis(v)
+    }
+
+    #[test]
+    fn a_failed_lift_keeps_the_window_open_to_the_end_and_says_why() {
+        let console = Console::new(true);
+        let mut windows = Windows::default();
+        let target = FaultTarget::Proxy("p".into());
+        windows.open("ok", &target, "toxic", ms(1_000));
+        windows.open("stuck", &target, "toxic", ms(1_000));
+        record_lift(&mut windows, "ok", Ok(()), ms(3_000), &console);
+        let refused = FaultError::NotRunning {
+            what: "proxy",
+            name: "p".into(),
+        };
+        record_lift(&mut windows, "stuck", Err(refused), ms(3_000), &console);
+        assert_eq!(windows.phase(), "fault (stuck)");
+
+        let all = windows.into_windows(ms(9_000));
+        let ok = all.iter().find(|w| w.id == "ok").unwrap();
+        assert_eq!((ok.end, &ok.lift_error), (ms(3_000), &None));
+        // Still in force when the run ended: no recovery may be judged after the failed lift.
+        let stuck = all.iter().find(|w| w.id == "stuck").unwrap();
+        assert_eq!(stuck.end, ms(9_000));
+        assert_eq!(
+            stuck.lift_error.as_deref(),
+            Some("proxy `p` is not running")
+        );
     }
 }

@@ -105,22 +105,24 @@ impl RunningServer {
     }
 
     /// Starts a `memory_leak` fault: the host's KV cache shrinks by `per_second` tokens every
-    /// second until lifted. Only a simulated host with a `memory:` model can leak.
-    pub fn inject_leak(&self, per_second: u64) -> Result<(), String> {
-        let memory = self
-            .memory
-            .as_ref()
-            .ok_or("this service has no KV-cache memory model to leak from")?;
-        memory.start_leak(per_second);
-        Ok(())
+    /// second until lifted. Only a simulated host with a `memory:` model can leak: `false`
+    /// when this one has none.
+    #[must_use]
+    pub fn inject_leak(&self, per_second: u64) -> bool {
+        match &self.memory {
+            Some(memory) => {
+                memory.start_leak(per_second);
+                true
+            }
+            None => false,
+        }
     }
 
     /// Lifts a `memory_leak` fault; the memory it took stays lost.
-    pub fn lift_leak(&self) -> Result<(), String> {
+    pub fn lift_leak(&self) {
         if let Some(memory) = &self.memory {
             memory.stop_leak();
         }
-        Ok(())
     }
 
     /// The address it listens on (the real port when the spec asked for port 0).

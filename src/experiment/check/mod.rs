@@ -2,6 +2,7 @@
 //! timeline, listeners that must not collide, budgets that the run must be able to measure.
 //! Checks go on after the first problem, so one run reports them all.
 
+mod action;
 mod budgets;
 mod services;
 mod streams;

@@ -95,6 +95,7 @@ pub(super) fn timeline(
             });
         } else if let Some(inject) = &s.inject {
             let inj = &inject.value;
+            let problems_before = c.problems.len();
             let Some(target) = fault_target(c, inject, file, services) else {
                 continue;
             };
@@ -102,6 +103,16 @@ pub(super) fn timeline(
             let id = match &inj.id {
                 Some(id) => id.value.clone(),
                 None => format!("{}/{}", target.name(), inj.fault.value.kind()),
+            };
+            let action = match super::action::build(&id, &target, &inj.fault.value, file) {
+                Ok(action) => action,
+                Err(why) => {
+                    // The target checks above explain most mismatches already; say it once.
+                    if c.problems.len() == problems_before {
+                        c.report(inj.fault.referenced, why);
+                    }
+                    continue;
+                }
             };
             let id_loc = inj
                 .id
@@ -117,11 +128,12 @@ pub(super) fn timeline(
             }
             steps.push(Step {
                 at,
-                action: Action::Inject(Injection {
+                action: Action::Inject(Box::new(Injection {
                     id: id.clone(),
                     target,
                     fault: inj.fault.value.clone(),
-                }),
+                    action,
+                })),
             });
             if let Some(d) = &inj.duration {
                 let lift_at = at + d.value.0;

@@ -1,0 +1,120 @@
+//! Every way a run can end leaves its reports, with the exit code that ending gets and the
+//! reason: an interruption during start-up, a fault that cannot be applied mid-drill.
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{faultline, free_ports, report, write};
+
+#[test]
+fn a_fault_that_cannot_be_applied_mid_drill_still_leaves_its_reports() {
+    // GPU memory pressure on this machine, which has no CUDA driver (CI machines have none):
+    // the injection at 1s fails, the run rolls back and exits 4, and says so in report.json.
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_ports(1)[0];
+    let yaml = format!(
+        r#"version: 1
+name: fault-fails
+services:
+  host: {{ simulate: {{ listen: "127.0.0.1:{port}", ttft: 5ms, tokens_per_second: 1000, completion_tokens: 4 }} }}
+load:
+  s: {{ url: "http://127.0.0.1:{port}/v1/chat/completions", rate: 10/s, request: {{ api: openai-chat }} }}
+timeline:
+  - {{ at: 1s, inject: {{ id: hog, fault: {{ gpu_memory_pressure: {{ allocate: 1GiB }} }} }} }}
+  - {{ at: 3s, end: true }}
+"#
+    );
+    let file = write(dir.path(), "gpu.yaml", &yaml);
+    let out = dir.path().join("out");
+    let run = faultline()
+        .arg("run")
+        .arg(&file)
+        .arg("--out")
+        .arg(&out)
+        // No real or fake libcuda where the hog looks first.
+        .env("LD_LIBRARY_PATH", dir.path())
+        .timeout(Duration::from_secs(120))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert_eq!(run.status.code(), Some(4), "{stderr}");
+    assert!(stderr.contains("could not inject hog on local"), "{stderr}");
+    let report = report(&out);
+    assert_eq!(report["exit_code"], 4);
+    let why = report["ended_early"].as_str().unwrap_or_default();
+    assert!(why.starts_with("could not inject hog on local: "), "{why}");
+    // What ran before the failure is there: a second of baseline traffic.
+    let baseline = &report["evaluation"]["overall"]["phases"]["baseline"]["requests"];
+    assert!(baseline.as_u64().unwrap_or(0) >= 5, "{baseline}");
+    assert!(out.join("requests.csv").exists());
+    assert!(out.join("junit.xml").exists() && out.join("report.html").exists());
+}
+
+#[test]
+fn a_run_interrupted_during_start_up_still_leaves_its_reports() {
+    // A service that never gets ready holds the run in start-up; SIGTERM arrives there.
+    let dir = tempfile::tempdir().unwrap();
+    let [port, never] = free_ports(2)[..] else {
+        unreachable!()
+    };
+    let yaml = format!(
+        r#"version: 1
+name: interrupted-start
+services:
+  slow:
+    command: [sleep, "60"]
+    ready: {{ tcp: "127.0.0.1:{never}", within: 60s }}
+load:
+  s: {{ url: "http://127.0.0.1:{port}/v1/chat/completions", rate: 5/s, request: {{ api: openai-chat }} }}
+timeline:
+  - {{ at: 2s, end: true }}
+"#
+    );
+    let file = write(dir.path(), "slow.yaml", &yaml);
+    let out = dir.path().join("out");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_faultline"))
+        .arg("run")
+        .arg(&file)
+        .arg("--out")
+        .arg(&out)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The service's log appears once faultline has started it: the run is in start-up then.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !std::fs::read_dir(&out)
+        .map(|d| {
+            d.flatten()
+                .any(|e| e.file_name().to_string_lossy().contains("slow"))
+        })
+        .unwrap_or(false)
+    {
+        assert!(Instant::now() < deadline, "the service was never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let code = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status.code();
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("still running 20 s after SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let stderr = std::io::read_to_string(child.stderr.take().unwrap()).unwrap();
+    assert_eq!(code, Some(3), "{stderr}");
+    let report = report(&out);
+    assert_eq!(report["exit_code"], 3);
+    let why = report["ended_early"].as_str().unwrap_or_default();
+    assert!(why.contains("SIGTERM while starting services"), "{why}");
+}
