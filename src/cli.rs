@@ -99,8 +99,8 @@ pub struct SimulateArgs {
     #[arg(long, value_enum, default_value_t = OverflowArg::Queue)]
     pub overflow: OverflowArg,
     /// Status answered when rejecting.
-    #[arg(long, default_value_t = 429)]
-    pub reject_status: u16,
+    #[arg(long, default_value = "429")]
+    pub reject_status: crate::units::ErrorStatus,
     /// Value of the x-served-by header.
     #[arg(long, default_value = "sim")]
     pub served_by: String,

@@ -294,3 +294,83 @@ mod tests {
         assert_eq!(human_duration(Duration::from_millis(1_198_500)), "19m58.5s");
     }
 }
+
+/// An HTTP error status (400-599): checked where it is read, so every later use is infallible.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "u16", into = "u16")]
+pub struct ErrorStatus(u16);
+
+impl ErrorStatus {
+    pub const fn new(v: u16) -> Option<ErrorStatus> {
+        if v >= 400 && v <= 599 {
+            Some(ErrorStatus(v))
+        } else {
+            None
+        }
+    }
+
+    pub fn code(self) -> u16 {
+        self.0
+    }
+
+    pub fn status(self) -> hyper::StatusCode {
+        // Every code in 400..=599 is a valid status code, so the fallback is never taken.
+        hyper::StatusCode::from_u16(self.0).unwrap_or(hyper::StatusCode::INTERNAL_SERVER_ERROR)
+    }
+}
+
+impl TryFrom<u16> for ErrorStatus {
+    type Error = String;
+    fn try_from(v: u16) -> Result<Self, String> {
+        ErrorStatus::new(v).ok_or_else(|| format!("{v} is not an HTTP error status (400-599)"))
+    }
+}
+
+impl From<ErrorStatus> for u16 {
+    fn from(s: ErrorStatus) -> u16 {
+        s.0
+    }
+}
+
+impl std::str::FromStr for ErrorStatus {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let v: u16 = s
+            .trim()
+            .parse()
+            .map_err(|_| format!("`{s}` is not an HTTP status code"))?;
+        ErrorStatus::try_from(v)
+    }
+}
+
+impl fmt::Display for ErrorStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+#[cfg(test)]
+mod error_status_tests {
+    use super::ErrorStatus;
+
+    #[test]
+    fn only_4xx_and_5xx_are_error_statuses() {
+        for ok in [400u16, 429, 503, 599] {
+            assert_eq!(ErrorStatus::try_from(ok).map(ErrorStatus::code), Ok(ok));
+        }
+        for bad in [0u16, 200, 302, 399, 600, 999] {
+            let e = ErrorStatus::try_from(bad).unwrap_err();
+            assert_eq!(e, format!("{bad} is not an HTTP error status (400-599)"));
+        }
+        assert_eq!(
+            "503".parse::<ErrorStatus>().map(|s| s.status().as_u16()),
+            Ok(503)
+        );
+        assert!("five".parse::<ErrorStatus>().is_err());
+        // Read from YAML as a plain number, so a bad one is an error at its line and column.
+        let e = serde_saphyr::from_str::<ErrorStatus>("200")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("200 is not an HTTP error status"), "{e}");
+    }
+}

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::units::{Dur, Percent};
+use crate::units::{Dur, ErrorStatus, Percent};
 
 /// One fault, written as a single-key map: `{ http_error: { status: 503 } }`.
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
@@ -149,7 +149,7 @@ pub struct Burst {
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct HttpErrorFault {
-    pub status: u16,
+    pub status: ErrorStatus,
     #[serde(default)]
     pub body: ErrorShape,
     #[serde(default)]

@@ -273,7 +273,7 @@ mod tests {
         control.inject("r", spec(serde_json::json!({"reset": {}})));
         let plan = Plan::decide(&control.snapshot(), 0, Instant::now());
         assert_eq!(plan.before_forward, Duration::from_millis(150));
-        assert!(matches!(plan.outcome, Outcome::Error(ref e) if e.status == 503));
+        assert!(matches!(plan.outcome, Outcome::Error(ref e) if e.status.code() == 503));
     }
 
     #[test]

@@ -11,8 +11,7 @@ use crate::fault::{ErrorShape, HttpErrorFault};
 
 /// The answer to a request an `http_error` fault selected; the upstream never sees it.
 pub(crate) fn http_error(proxy: &str, fault: &HttpErrorFault) -> Response<ProxyBody> {
-    // Validation rejects statuses outside 100-999; a bad one that slips through still answers.
-    let status = StatusCode::from_u16(fault.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let status = fault.status.status();
     let body = error_json(fault.body, status, proxy);
     let mut response = json_response(status, body.as_ref(), proxy);
     for (name, value) in &fault.headers {

@@ -53,15 +53,7 @@ pub(crate) fn handler(name: &str, spec: &GatewaySpec) -> Result<Handler, Failure
             "gateway `{name}` needs at least one upstream"
         )));
     }
-    let shed_status = StatusCode::from_u16(spec.shed_status)
-        .ok()
-        .filter(|s| s.is_client_error() || s.is_server_error())
-        .ok_or_else(|| {
-            Failure::Usage(format!(
-                "gateway `{name}`: shed_status {} is not an HTTP error status",
-                spec.shed_status
-            ))
-        })?;
+    let shed_status = spec.shed_status.status();
     if spec.max_in_flight_per_upstream == Some(0) {
         return Err(Failure::Usage(format!(
             "gateway `{name}`: max_in_flight_per_upstream must be at least 1 (0 would shed \

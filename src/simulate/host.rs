@@ -99,15 +99,7 @@ pub(crate) fn handler(
             "service `{name}`: `{label}` cannot be sent as an x-served-by header value"
         ))
     })?;
-    let reject_status = StatusCode::from_u16(spec.reject_status)
-        .ok()
-        .filter(|s| s.is_client_error() || s.is_server_error())
-        .ok_or_else(|| {
-            Failure::Usage(format!(
-                "service `{name}`: reject_status {} is not an HTTP error status",
-                spec.reject_status
-            ))
-        })?;
+    let reject_status = spec.reject_status.status();
     let slots = spec
         .capacity
         .map_or_else(|| "unlimited".to_string(), |n| n.to_string());

@@ -59,15 +59,6 @@ fn service(c: &mut Checker, name: &str, entry: &Spanned<ServiceEntry>) -> Option
                 format!("service `{name}`: capacity must be at least 1"),
             );
         }
-        if !(400..=599).contains(&sim.reject_status) {
-            c.report(
-                entry.referenced,
-                format!(
-                    "service `{name}`: reject_status {} is not an HTTP error status (400-599)",
-                    sim.reject_status
-                ),
-            );
-        }
         if let Some(label) = &sim.served_by {
             if hyper::header::HeaderValue::from_str(label).is_err() {
                 c.report(
@@ -91,15 +82,6 @@ fn service(c: &mut Checker, name: &str, entry: &Spanned<ServiceEntry>) -> Option
             c.report(
                 entry.referenced,
                 format!("gateway `{name}` needs at least one upstream"),
-            );
-        }
-        if !(400..=599).contains(&gw.shed_status) {
-            c.report(
-                entry.referenced,
-                format!(
-                    "gateway `{name}`: shed_status {} is not an HTTP error status (400-599)",
-                    gw.shed_status
-                ),
             );
         }
         if gw.max_in_flight_per_upstream == Some(0) {

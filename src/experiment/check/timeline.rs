@@ -182,15 +182,6 @@ pub(super) fn timeline(
 
 fn check_fault(c: &mut Checker, fault: &Spanned<FaultSpec>) {
     match &fault.value {
-        FaultSpec::HttpError(e) if !(400..=599).contains(&e.status) => {
-            c.report(
-                fault.referenced,
-                format!(
-                    "http_error status {} is not an error status (400-599)",
-                    e.status
-                ),
-            );
-        }
         FaultSpec::HostProcess(p) => {
             if let Err(why) = p.target() {
                 c.report(fault.referenced, why);

@@ -8,7 +8,7 @@ use indexmap::IndexMap;
 use serde::{Deserialize, Serialize};
 use serde_saphyr::Spanned;
 
-use crate::units::Dur;
+use crate::units::{Dur, ErrorStatus};
 
 /// A service entry as written: exactly one of `simulate`, `gateway` or `command`; `check`
 /// turns it into a `ServiceSpec`.
@@ -123,7 +123,7 @@ pub struct SimulateSpec {
     #[serde(default)]
     pub overflow: Overflow,
     #[serde(default = "default_reject_status")]
-    pub reject_status: u16,
+    pub reject_status: ErrorStatus,
     /// The value of the `x-served-by` header; the service's name when absent.
     #[serde(default)]
     pub served_by: Option<String>,
@@ -175,8 +175,8 @@ fn default_tps() -> f64 {
 fn default_completion_tokens() -> u32 {
     16
 }
-fn default_reject_status() -> u16 {
-    429
+fn default_reject_status() -> ErrorStatus {
+    TOO_MANY_REQUESTS
 }
 
 /// How the reference gateway picks an upstream.
@@ -221,12 +221,17 @@ pub struct GatewaySpec {
     #[serde(default)]
     pub max_in_flight_per_upstream: Option<u32>,
     #[serde(default = "default_shed_status")]
-    pub shed_status: u16,
+    pub shed_status: ErrorStatus,
 }
 
-fn default_shed_status() -> u16 {
-    429
+fn default_shed_status() -> ErrorStatus {
+    TOO_MANY_REQUESTS
 }
+
+const TOO_MANY_REQUESTS: ErrorStatus = match ErrorStatus::new(429) {
+    Some(s) => s,
+    None => unreachable!(),
+};
 
 fn default_retries() -> u32 {
     1

@@ -34,7 +34,7 @@ pub fn host_spec() -> SimulateSpec {
         completion_tokens: 8,
         capacity: None,
         overflow: Overflow::Queue,
-        reject_status: 429,
+        reject_status: 429.try_into().unwrap(),
         served_by: None,
         memory: None,
         cold_start: None,
@@ -53,7 +53,7 @@ pub fn gateway_spec(upstreams: Vec<SocketAddr>) -> GatewaySpec {
         timeout: Dur::from_secs(5),
         reterminate_cut_streams: false,
         max_in_flight_per_upstream: None,
-        shed_status: 429,
+        shed_status: 429.try_into().unwrap(),
     }
 }
 

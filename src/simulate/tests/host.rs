@@ -151,7 +151,7 @@ async fn full_host_rejects_with_retry_after() {
     let mut spec = host_spec();
     spec.capacity = Some(1);
     spec.overflow = Overflow::Reject;
-    spec.reject_status = 529;
+    spec.reject_status = 529.try_into().unwrap();
     spec.ttft = Dur::from_millis(400);
     let host = start_host("small", &spec).await.unwrap();
     let addr = host.addr();
