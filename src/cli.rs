@@ -42,6 +42,10 @@ pub struct ProxyArgs {
     /// Address of the admin API.
     #[arg(long, default_value = "127.0.0.1:8474")]
     pub listen: SocketAddr,
+    /// Also accept this name (no port) in a request's Host header, e.g. the name other
+    /// containers reach it by; repeat for several. Its address and localhost always pass.
+    #[arg(long = "allow-host", value_name = "NAME")]
+    pub allow_hosts: Vec<String>,
 }
 
 #[derive(Debug, Args)]
