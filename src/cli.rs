@@ -161,6 +161,11 @@ pub struct AgentArgs {
     /// Longest lease a controller may ask for, e.g. 60s.
     #[arg(long, value_name = "DURATION", default_value = "60s")]
     pub max_lease_ttl: String,
+    /// Directory for the journal of what is in force, which a restarted agent undoes
+    /// [default: /var/lib/faultline as root, else $XDG_STATE_HOME/faultline or
+    /// ~/.local/state/faultline].
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
 }
 
 /// How much to take is exactly one of --allocate, --fraction, --leave-free.

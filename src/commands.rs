@@ -289,10 +289,15 @@ fn agent(args: AgentArgs) -> anyhow::Result<ExitCode> {
     .map_err(Failure::Usage)?;
     // Checked here too (Agent::start repeats it) so the refusal comes before the runtime starts.
     crate::agent::auth::check_exposure(args.listen, &token).map_err(Failure::Usage)?;
+    let state_dir = match args.state_dir {
+        Some(dir) => dir,
+        None => crate::agent::journal::default_dir().map_err(Failure::Usage)?,
+    };
     let config = crate::agent::AgentConfig {
         listen: args.listen,
         token,
         limits,
+        state_dir,
     };
     Ok(runtime()?.block_on(crate::agent::run(config))?)
 }
