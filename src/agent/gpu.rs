@@ -72,27 +72,26 @@ pub async fn apply(
                 // Our unreaped child: its /proc entry exists, and its pid is not reused.
                 let info = procfs::read_proc(pid)
                     .ok_or_else(|| format!("the GPU hog (pid {pid}) is not in /proc"))?;
-                journal
+                let ids = journal
                     .record(What::GpuHog, &[info])
-                    .map_err(|e| e.to_string())
+                    .map_err(|e| e.to_string())?;
+                ids.first()
+                    .copied()
+                    .ok_or_else(|| "the journal returned no record".to_string())
             })
             .await
             .unwrap_or_else(|e| Err(e.to_string()))
         }
         None => Err("the GPU hog exited as it started".to_string()),
     };
-    match recorded.as_deref() {
-        Ok([record]) => Ok(Box::new(Held {
+    match recorded {
+        Ok(record) => Ok(Box::new(Held {
             hog,
-            record: *record,
+            record,
             journal,
         })),
-        // Unjournaled, a killed agent could leave it behind unseen: not applied.
-        other => {
-            let why = match other {
-                Err(e) => e.clone(),
-                Ok(_) => "the journal returned no record".to_string(),
-            };
+        // Unjournaled, a hog outliving a killed agent would go unseen: not applied.
+        Err(why) => {
             let _ = hog.release().await;
             Err(ApiError::new(
                 StatusCode::INTERNAL_SERVER_ERROR,

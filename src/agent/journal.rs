@@ -247,11 +247,6 @@ impl Journal {
         Ok(())
     }
 
-    /// What is recorded now.
-    pub fn records(&self) -> Vec<Record> {
-        self.lock().records.clone()
-    }
-
     fn write(&self, records: &[Record]) -> Result<(), JournalError> {
         let doc = Doc {
             version: VERSION,
