@@ -85,7 +85,7 @@ _faultline() {
             return 0
             ;;
         faultline__subcmd__agent)
-            opts="-h --listen --token-env --token-file --max-fault-duration --max-lease-ttl --help"
+            opts="-h --listen --token-env --token-file --max-fault-duration --max-lease-ttl --state-dir --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -108,6 +108,10 @@ _faultline() {
                     return 0
                     ;;
                 --max-lease-ttl)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --state-dir)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -297,13 +301,17 @@ _faultline() {
             return 0
             ;;
         faultline__subcmd__proxy)
-            opts="-h --listen --help"
+            opts="-h --listen --allow-host --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
                 --listen)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --allow-host)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

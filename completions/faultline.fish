@@ -65,6 +65,7 @@ complete -c faultline -n "__fish_faultline_using_subcommand agent" -l token-env 
 complete -c faultline -n "__fish_faultline_using_subcommand agent" -l token-file -d 'File holding the bearer token (surrounding whitespace is ignored)' -r -F
 complete -c faultline -n "__fish_faultline_using_subcommand agent" -l max-fault-duration -d 'Longest any fault may last, however often it is renewed, e.g. 30m' -r
 complete -c faultline -n "__fish_faultline_using_subcommand agent" -l max-lease-ttl -d 'Longest lease a controller may ask for, e.g. 60s' -r
+complete -c faultline -n "__fish_faultline_using_subcommand agent" -l state-dir -d 'Directory for the journal of what is in force, which a restarted agent undoes [default: /var/lib/faultline as root, else $XDG_STATE_HOME/faultline or ~/.local/state/faultline]' -r -F
 complete -c faultline -n "__fish_faultline_using_subcommand agent" -s h -l help -d 'Print help'
 complete -c faultline -n "__fish_faultline_using_subcommand gpu-hog" -l allocate -d 'Take this much on each device, e.g. 40GiB' -r
 complete -c faultline -n "__fish_faultline_using_subcommand gpu-hog" -l fraction -d 'Bring each device\'s used memory up to this share of its total, e.g. 0.9 or 90%' -r
@@ -75,6 +76,7 @@ complete -c faultline -n "__fish_faultline_using_subcommand gpu-hog" -l ramp -d 
 complete -c faultline -n "__fish_faultline_using_subcommand gpu-hog" -l ignore-stdin -d 'Hold until a signal only; for running in the background, where stdin is /dev/null'
 complete -c faultline -n "__fish_faultline_using_subcommand gpu-hog" -s h -l help -d 'Print help'
 complete -c faultline -n "__fish_faultline_using_subcommand proxy" -l listen -d 'Address of the admin API' -r
+complete -c faultline -n "__fish_faultline_using_subcommand proxy" -l allow-host -d 'Also accept this name (no port) in a request\'s Host header, e.g. the name other containers reach it by; repeat for several. Its address and localhost always pass' -r
 complete -c faultline -n "__fish_faultline_using_subcommand proxy" -s h -l help -d 'Print help'
 complete -c faultline -n "__fish_faultline_using_subcommand help; and not __fish_seen_subcommand_from run validate simulate completions agent gpu-hog proxy help" -f -a "run" -d 'Run an experiment: start its services, drive load, inject faults, judge the budgets'
 complete -c faultline -n "__fish_faultline_using_subcommand help; and not __fish_seen_subcommand_from run validate simulate completions agent gpu-hog proxy help" -f -a "validate" -d 'Check experiment files without running anything'

@@ -42,6 +42,10 @@ pub struct ProxyArgs {
     /// Address of the admin API.
     #[arg(long, default_value = "127.0.0.1:8474")]
     pub listen: SocketAddr,
+    /// Also accept this name (no port) in a request's Host header, e.g. the name other
+    /// containers reach it by; repeat for several. Its address and localhost always pass.
+    #[arg(long = "allow-host", value_name = "NAME")]
+    pub allow_hosts: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -157,6 +161,11 @@ pub struct AgentArgs {
     /// Longest lease a controller may ask for, e.g. 60s.
     #[arg(long, value_name = "DURATION", default_value = "60s")]
     pub max_lease_ttl: String,
+    /// Directory for the journal of what is in force, which a restarted agent undoes
+    /// [default: /var/lib/faultline as root, else $XDG_STATE_HOME/faultline or
+    /// ~/.local/state/faultline].
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
 }
 
 /// How much to take is exactly one of --allocate, --fraction, --leave-free.

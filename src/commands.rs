@@ -300,10 +300,15 @@ fn agent(args: AgentArgs) -> anyhow::Result<ExitCode> {
     .map_err(Failure::Usage)?;
     // Checked here too (Agent::start repeats it) so the refusal comes before the runtime starts.
     crate::agent::auth::check_exposure(args.listen, &token).map_err(Failure::Usage)?;
+    let state_dir = match args.state_dir {
+        Some(dir) => dir,
+        None => crate::agent::journal::default_dir().map_err(Failure::Usage)?,
+    };
     let config = crate::agent::AgentConfig {
         listen: args.listen,
         token,
         limits,
+        state_dir,
     };
     Ok(runtime()?.block_on(crate::agent::run(config))?)
 }
@@ -322,7 +327,7 @@ fn completions(args: &CompletionsArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn proxy(args: &crate::cli::ProxyArgs) -> anyhow::Result<ExitCode> {
-    Ok(runtime()?.block_on(crate::proxy::admin::run(args.listen))?)
+    Ok(runtime()?.block_on(crate::proxy::admin::run(args.listen, &args.allow_hosts))?)
 }
 
 #[cfg(test)]

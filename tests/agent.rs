@@ -28,9 +28,13 @@ impl Agent {
     fn start(extra: &[&str]) -> Agent {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("agent.log");
-        let child = Command::new(env!("CARGO_BIN_EXE_faultline"))
-            .args(["agent", "--listen", "127.0.0.1:0"])
-            .args(extra)
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_faultline"));
+        cmd.args(["agent", "--listen", "127.0.0.1:0"]).args(extra);
+        // Its own journal unless the test names one: never the user's, never another test's.
+        if !extra.contains(&"--state-dir") {
+            cmd.arg("--state-dir").arg(dir.path().join("state"));
+        }
+        let child = cmd
             .env("FAULTLINE_AGENT_TOKEN", TOKEN)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -61,6 +65,21 @@ impl Agent {
 
     fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits (bounded) for `needle` in the log. A lift's line follows its SIGCONT by the
+    /// journal's fsync, so a test that saw the process resume may still be ahead of the line.
+    fn log_says(&self, needle: &str, within: Duration) -> bool {
+        let deadline = Instant::now() + within;
+        loop {
+            if self.log().contains(needle) {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 
     fn call(&self, method: &str, path: &str, body: &str) -> (u16, Value) {
@@ -356,7 +375,11 @@ fn an_unrenewed_lease_lifts_the_fault() {
         sent.elapsed() >= Duration::from_millis(500),
         "lifted before the lease ran out"
     );
-    assert!(agent.log().contains("lease expired"), "{}", agent.log());
+    assert!(
+        agent.log_says("lease expired", Duration::from_secs(2)),
+        "{}",
+        agent.log()
+    );
 }
 
 /// The test plays the controller: it renews from its own runtime, then dies (the runtime and
@@ -438,7 +461,7 @@ fn the_maximum_duration_beats_renewals() {
     assert!(wait_state(pid, 'S', Duration::from_millis(900)));
     assert!(began.elapsed() >= Duration::from_millis(800));
     assert!(
-        agent.log().contains("maximum duration of 900ms"),
+        agent.log_says("maximum duration of 900ms", Duration::from_secs(2)),
         "{}",
         agent.log()
     );
@@ -528,4 +551,112 @@ fn bad_input_is_refused_and_starts_nothing() {
     );
     assert_eq!(agent.call("GET", "/status", "").1["faults"], json!([]));
     assert_eq!(state(pid), Some('S'));
+}
+
+/// The journal of `state_dir`, parsed.
+fn journal(state_dir: &std::path::Path) -> Value {
+    let text = std::fs::read_to_string(state_dir.join("agent-journal.json")).unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+/// An agent killed with SIGKILL lifts nothing, so its pause stays in force; the next agent
+/// with the same state directory finds it in the journal, resumes the process and says so.
+#[test]
+fn a_successor_resumes_what_a_killed_agent_left_paused() {
+    let scratch = tempfile::tempdir().unwrap();
+    let state_dir = scratch.path().join("agent-state");
+    let flags = ["--state-dir", state_dir.to_str().unwrap()];
+    let target = Target::sleep("30");
+    let mut first = Agent::start(&flags);
+    // A long lease: only the kill, not the dead-man's switch, may end this agent's hold.
+    let (status, started) = first.call("POST", "/v1/faults", &pause(target.pid(), 50_000));
+    assert_eq!(status, 201, "{started}");
+    assert!(wait_state(target.pid(), 'T', Duration::from_secs(2)));
+    let mode = |p: &std::path::Path| {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::metadata(p).unwrap().permissions().mode() & 0o777
+    };
+    assert_eq!(mode(&state_dir), 0o700);
+    assert_eq!(mode(&state_dir.join("agent-journal.json")), 0o600);
+    let recorded = journal(&state_dir);
+    assert_eq!(recorded["records"][0]["pid"], target.pid(), "{recorded}");
+    assert_eq!(recorded["records"][0]["what"], "paused", "{recorded}");
+
+    first.child.kill().unwrap(); // SIGKILL: no shutdown, no lift
+    first.child.wait().unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(
+        state(target.pid()),
+        Some('T'),
+        "nothing resumes it but a successor"
+    );
+
+    let second = Agent::start(&flags);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while state(target.pid()) == Some('T') {
+        assert!(Instant::now() < deadline, "not resumed:\n{}", second.log());
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(
+        matches!(state(target.pid()), Some('S' | 'R')),
+        "{:?}",
+        state(target.pid())
+    );
+    let line = format!(
+        "resumed pid {} (`sleep 30`), left paused by a previous agent",
+        target.pid()
+    );
+    assert!(
+        second.log_says(&line, Duration::from_secs(2)),
+        "{}",
+        second.log()
+    );
+    assert_eq!(
+        journal(&state_dir)["records"],
+        json!([]),
+        "the journal is cleared"
+    );
+}
+
+/// A corrupt journal stops the agent with an error naming the file; it never starts serving.
+#[test]
+fn a_corrupt_journal_is_a_clear_error() {
+    let scratch = tempfile::tempdir().unwrap();
+    let file = scratch.path().join("agent-journal.json");
+    std::fs::write(&file, "{\"version\": 1, \"records\": [").unwrap();
+    let out = common::faultline()
+        .args(["agent", "--listen", "127.0.0.1:0", "--state-dir"])
+        .arg(scratch.path())
+        .env("FAULTLINE_AGENT_TOKEN", TOKEN)
+        .timeout(Duration::from_secs(10))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(4), "{err}");
+    assert!(
+        err.contains(&format!("{} is corrupt", file.display())),
+        "{err}"
+    );
+    assert!(
+        !err.contains("listening") && !err.contains("panicked"),
+        "{err}"
+    );
+}
+
+/// Two agents on one state directory would undo each other's faults as leftovers.
+#[test]
+fn a_second_agent_on_the_same_state_dir_is_refused() {
+    let scratch = tempfile::tempdir().unwrap();
+    let flags = ["--state-dir", scratch.path().to_str().unwrap()];
+    let _first = Agent::start(&flags);
+    let out = common::faultline()
+        .args(["agent", "--listen", "127.0.0.1:0"])
+        .args(flags)
+        .env("FAULTLINE_AGENT_TOKEN", TOKEN)
+        .timeout(Duration::from_secs(10))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(4), "{err}");
+    assert!(err.contains("another faultline agent"), "{err}");
 }

@@ -156,3 +156,74 @@ fn a_missing_agent_token_fails_before_anything_starts() {
         "{stderr}"
     );
 }
+
+/// Every file under `dir`, recursively, as text (lossy).
+fn all_text(dir: &std::path::Path) -> Vec<(std::path::PathBuf, String)> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let path = e.path();
+            if path.is_dir() {
+                todo.push(path);
+            } else {
+                let bytes = std::fs::read(&path).unwrap_or_default();
+                out.push((path, String::from_utf8_lossy(&bytes).into_owned()));
+            }
+        }
+    }
+    out
+}
+
+/// A host's token under a custom `token_env` name is the controller's alone: a `command:`
+/// service does not inherit it, and it reaches none of the run's files or output.
+#[test]
+fn a_custom_token_env_is_withheld_from_command_services_and_logs() {
+    let dir = tempfile::tempdir().unwrap();
+    let agent = AgentProcess::start(dir.path(), &[]);
+    let host = free_ports(1)[0];
+    let yaml = format!(
+        r#"version: 1
+name: withheld
+hosts:
+  node: {{ agent: "{agent}", token_env: FAULTLINE_TEST_AGENT_TOKEN, lease: 1s }}
+services:
+  sim: {{ simulate: {{ listen: "127.0.0.1:{host}" }} }}
+  dump:
+    command: [sh, -c, 'env > "$FAULTLINE_RUN_DIR/env.txt"; exec sleep 30']
+    env: {{ FAULTLINE_TEST_MARKER: "present" }}
+load:
+  s: {{ url: "http://127.0.0.1:{host}/v1/chat/completions", rate: 5/s, request: {{ api: openai-chat }} }}
+timeline:
+  - {{ at: 1s, end: true }}
+"#,
+        agent = agent.addr
+    );
+    let file = write(dir.path(), "drill.yaml", &yaml);
+    let out_dir = dir.path().join("out");
+    let output = common::faultline()
+        .arg("run")
+        .arg(&file)
+        .arg("--out")
+        .arg(&out_dir)
+        .env("FAULTLINE_TEST_AGENT_TOKEN", TOKEN)
+        .timeout(Duration::from_secs(30))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stdout}\n{stderr}");
+    let files = all_text(&out_dir);
+    let (_, env) = files
+        .iter()
+        .find(|(p, _)| p.ends_with("env.txt"))
+        .unwrap_or_else(|| panic!("the service wrote no env.txt under {}", out_dir.display()));
+    // The dump is real: it holds what the service was given.
+    assert!(env.contains("FAULTLINE_TEST_MARKER=present"), "{env}");
+    assert!(!env.contains("FAULTLINE_TEST_AGENT_TOKEN"), "{env}");
+    assert!(!env.contains(TOKEN), "{env}");
+    for (path, text) in &files {
+        assert!(!text.contains(TOKEN), "the token is in {}", path.display());
+    }
+    assert!(!stdout.contains(TOKEN) && !stderr.contains(TOKEN));
+}

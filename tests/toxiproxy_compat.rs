@@ -487,3 +487,84 @@ fn http_mode_proxies_take_http_faults_as_toxics() {
     assert_eq!(status, 204);
     std::net::TcpListener::bind(listen).expect("the port is free again");
 }
+
+/// A web page must not drive the admin API: browsers (by User-Agent), cross-site requests (by
+/// Origin or Sec-Fetch-Site) and DNS rebinding (by Host) get a 403 in the API's error shape,
+/// and the request does nothing. Toxiproxy's clients, curl and scripts pass.
+#[test]
+fn browsers_cross_site_requests_and_foreign_hosts_are_refused() {
+    let server = Server::start();
+    let echo = echo_server();
+    let host = server.admin.to_string();
+    let localhost = format!("localhost:{}", server.admin.port());
+    let create = format!(r#"{{"name":"p","listen":"127.0.0.1:0","upstream":"{echo}"}}"#);
+    let refusals: [(&[(&str, &str)], &str); 6] = [
+        (
+            &[
+                ("Host", &host),
+                ("User-Agent", "Mozilla/5.0 (X11; Linux x86_64)"),
+            ],
+            "User agent not allowed",
+        ),
+        (
+            &[("Host", &host), ("Origin", "https://evil.example")],
+            "Origin",
+        ),
+        (
+            &[("Host", &host), ("Sec-Fetch-Site", "cross-site")],
+            "cross-site",
+        ),
+        (
+            &[("Host", &host), ("Sec-Fetch-Site", "same-site")],
+            "same-site",
+        ),
+        (
+            &[("Host", &format!("evil.example:{}", server.admin.port()))],
+            "DNS rebinding",
+        ),
+        (&[("Host", "127.0.0.1:1")], "DNS rebinding"),
+    ];
+    for (headers, why) in refusals {
+        let (status, err) = server.call_with("POST", "/proxies", headers, &create);
+        assert_eq!(status, 403, "{headers:?}: {err}");
+        assert_eq!(err["status"], 403, "{err}");
+        let message = err["error"].as_str().unwrap_or_default();
+        assert!(message.contains(why), "{headers:?}: {message}");
+    }
+    let (status, all) = server.call("GET", "/proxies", "");
+    assert_eq!(
+        (status, all),
+        (200, serde_json::json!({})),
+        "nothing was created"
+    );
+
+    // Allowed: the address itself, localhost, a same-origin fetch, and no Host at all.
+    let (status, p) = server.call_with(
+        "POST",
+        "/proxies",
+        &[("Host", &localhost), ("User-Agent", "curl/8.5.0")],
+        &create,
+    );
+    assert_eq!(status, 201, "{p}");
+    let allowed: [Vec<(&str, &str)>; 3] = [
+        vec![("Host", &host), ("Sec-Fetch-Site", "same-origin")],
+        vec![("Host", &localhost), ("User-Agent", "toxiproxy-cli")],
+        vec![],
+    ];
+    for headers in allowed {
+        let (status, body) = server.call_with("GET", "/proxies/p", &headers, "");
+        assert_eq!(status, 200, "{headers:?}: {body}");
+    }
+}
+
+/// `--allow-host NAME` lets clients name the server as other containers reach it.
+#[test]
+fn allow_host_accepts_a_name_in_the_host_header() {
+    let server = Server::start_with(&["--allow-host", "Toxiproxy"]);
+    let named = format!("toxiproxy:{}", server.admin.port());
+    let (status, body) = server.call_with("GET", "/version", &[("Host", &named)], "");
+    assert_eq!(status, 200, "{body}");
+    let other = format!("other:{}", server.admin.port());
+    let (status, _) = server.call_with("GET", "/version", &[("Host", &other)], "");
+    assert_eq!(status, 403);
+}

@@ -10,21 +10,26 @@
 //! - `server`: routes; `auth`: the bearer token; `lease`: the table and its expiry task.
 //! - `fault`: the `Applied` trait every fault kind implements; `process` (+ `procfs`) for
 //!   process faults.
+//! - `journal`: what is in force, on disk, so an agent killed with SIGKILL leaves a record;
+//!   `recover`: how the next agent undoes it.
 
 pub mod auth;
 pub mod client;
 pub mod fault;
 mod gpu;
+pub mod journal;
 pub mod lease;
 pub mod model;
 pub mod process;
 pub mod procfs;
+mod recover;
 pub mod server;
 
 #[cfg(test)]
 mod tests;
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -44,6 +49,8 @@ pub struct AgentConfig {
     pub listen: SocketAddr,
     pub token: Token,
     pub limits: Limits,
+    /// Holds the journal (`journal::default_dir` when the operator names none).
+    pub state_dir: PathBuf,
 }
 
 /// A running agent.
@@ -56,9 +63,17 @@ pub struct Agent {
 }
 
 impl Agent {
-    /// Checks the exposure rule, binds and starts serving.
+    /// Checks the exposure rule, undoes what a predecessor left in force, binds and starts
+    /// serving.
     pub async fn start(config: AgentConfig) -> Result<Agent, Failure> {
         auth::check_exposure(config.listen, &config.token).map_err(Failure::Usage)?;
+        let dir = config.state_dir.clone();
+        // Blocking: file I/O with fsync, and waiting for leftover hogs to exit.
+        let journal = tokio::task::spawn_blocking(move || take_over(&dir))
+            .await
+            .map_err(|e| {
+                Failure::Environment(format!("reading the state journal failed: {e}"))
+            })??;
         let listener = crate::net::bind(config.listen, "the agent").await?;
         let addr = listener
             .local_addr()
@@ -66,6 +81,7 @@ impl Agent {
         let table = lease::Table::new();
         let state = Arc::new(server::State {
             table: Arc::clone(&table),
+            journal,
             token: config.token,
             limits: config.limits,
             listen: addr,
@@ -109,6 +125,33 @@ impl Drop for Agent {
         self.server.abort();
         self.expiry.abort();
     }
+}
+
+/// Opens the journal in `dir`, undoes what it records (one log line each) and clears it.
+fn take_over(dir: &std::path::Path) -> Result<Arc<journal::Journal>, Failure> {
+    let env = |e: journal::JournalError| Failure::Environment(e.to_string());
+    let (journal, leftover) = journal::Journal::open(dir).map_err(env)?;
+    let path = journal.path().display().to_string();
+    if leftover.stale > 0 {
+        eprintln!(
+            "faultline agent: {path} lists {} process(es) from before this host last booted;              they are gone, nothing to undo",
+            leftover.stale
+        );
+    }
+    if !leftover.records.is_empty() {
+        eprintln!(
+            "faultline agent: a previous agent left {} process(es) in {path}; undoing:",
+            leftover.records.len()
+        );
+        for line in recover::undo(&leftover.records) {
+            eprintln!("faultline agent: {line}");
+        }
+    }
+    // Cleared even where an undo failed: the line above says so, and retrying at every start
+    // would not make it succeed.
+    journal.clear().map_err(env)?;
+    eprintln!("faultline agent: state journal {path}");
+    Ok(Arc::new(journal))
 }
 
 /// `faultline agent`: serves until SIGTERM or SIGINT, then lifts every fault and exits 0 (4 if

@@ -5,32 +5,40 @@
 //! a group may well include the very supervisor whose reaction the drill is meant to observe.
 
 use std::io;
+use std::sync::Arc;
 
 use futures_util::future::BoxFuture;
 use hyper::StatusCode;
 use serde_json::{json, Value};
 
 use super::fault::Applied;
+use super::journal::{Journal, What};
 use super::model::{ApiError, ProcessAction, ProcessFault, Target};
 use super::procfs::{self, ProcInfo};
 
 /// Starts a process fault: finds its targets, then signals them.
-pub async fn apply(spec: ProcessFault) -> Result<Box<dyn Applied>, ApiError> {
+pub async fn apply(
+    spec: ProcessFault,
+    journal: Arc<Journal>,
+) -> Result<Box<dyn Applied>, ApiError> {
     let target = spec.target().map_err(ApiError::bad_request)?;
     let action = spec.action;
-    // /proc reads are blocking file I/O, and a `match` reads every process on the host.
-    let victims = tokio::task::spawn_blocking(move || resolve(&target))
-        .await
-        .map_err(|e| {
-            ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!("looking up processes failed: {e}"),
-            )
-        })??;
-    match action {
-        ProcessAction::Kill => kill(victims),
-        ProcessAction::Pause => pause(victims),
-    }
+    // /proc reads are blocking file I/O (a `match` reads every process on the host), and so
+    // is the journal's fsync.
+    tokio::task::spawn_blocking(move || {
+        let victims = resolve(&target)?;
+        match action {
+            ProcessAction::Kill => kill(victims),
+            ProcessAction::Pause => pause(victims, journal),
+        }
+    })
+    .await
+    .map_err(|e| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("applying the process fault failed: {e}"),
+        )
+    })?
 }
 
 /// The processes `target` names, or why none may be touched.
@@ -106,15 +114,27 @@ fn kill(victims: Vec<ProcInfo>) -> Result<Box<dyn Applied>, ApiError> {
 
 /// SIGSTOP to every target, all or nothing: a half-paused service is not the fault that was
 /// asked for, so on any failure the ones already stopped are resumed and the fault refused.
-fn pause(victims: Vec<ProcInfo>) -> Result<Box<dyn Applied>, ApiError> {
+///
+/// The targets are journaled before the first SIGSTOP: an agent killed at any point after it
+/// leaves a record, so its successor resumes them.
+fn pause(victims: Vec<ProcInfo>, journal: Arc<Journal>) -> Result<Box<dyn Applied>, ApiError> {
+    let ids = journal.record(What::Paused, &victims).map_err(|e| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("nothing was paused: {e}"),
+        )
+    })?;
     let mut paused = Vec::new();
-    for p in victims {
+    for (p, id) in victims.into_iter().zip(ids.iter().copied()) {
         match signal(&p, libc::SIGSTOP) {
-            Ok(()) => paused.push(p),
+            Ok(()) => paused.push((p, id)),
             Err(e) => {
                 let failed = failure(&p, &e);
-                for done in &paused {
+                for (done, _) in &paused {
                     let _ = signal(done, libc::SIGCONT);
+                }
+                if let Err(e) = journal.forget(&ids) {
+                    eprintln!("faultline agent: {e}");
                 }
                 let status = if e.raw_os_error() == Some(libc::EPERM) {
                     StatusCode::FORBIDDEN
@@ -128,7 +148,7 @@ fn pause(victims: Vec<ProcInfo>) -> Result<Box<dyn Applied>, ApiError> {
             }
         }
     }
-    Ok(Box::new(Paused { paused }))
+    Ok(Box::new(Paused { paused, journal }))
 }
 
 struct Killed {
@@ -153,35 +173,54 @@ impl Applied for Killed {
 }
 
 struct Paused {
-    paused: Vec<ProcInfo>,
+    /// Each process with its journal record.
+    paused: Vec<(ProcInfo, u64)>,
+    journal: Arc<Journal>,
+}
+
+impl Paused {
+    /// SIGCONT to each; the journal forgets those resumed (or gone) and keeps those that
+    /// could not be, for a successor to try again.
+    fn resume(&self) -> Result<(), String> {
+        let mut done = Vec::new();
+        let mut errors = Vec::new();
+        for (p, id) in &self.paused {
+            match signal(p, libc::SIGCONT) {
+                Ok(()) => done.push(*id),
+                // It died (or was killed) while paused: nothing left to resume.
+                Err(e) if e.raw_os_error() == Some(libc::ESRCH) => done.push(*id),
+                Err(e) => errors.push(format!("SIGCONT to pid {}: {e}", p.pid)),
+            }
+        }
+        // Resumed either way; a stale record only makes a successor SIGCONT a running process
+        // (a no-op) or find it gone, so this is worth a log line, not a failed lift.
+        if let Err(e) = self.journal.forget(&done) {
+            eprintln!("faultline agent: {e}");
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(errors.join("; "))
+        }
+    }
 }
 
 impl Applied for Paused {
     fn describe(&self) -> Value {
+        let procs: Vec<Value> = self.paused.iter().map(|(p, _)| p.to_json()).collect();
         json!({
             "action": "pause",
             "signal": "SIGSTOP",
-            "processes": listing(&self.paused),
+            "processes": procs,
         })
     }
 
     fn lift(self: Box<Self>) -> BoxFuture<'static, Result<(), String>> {
         Box::pin(async move {
-            let errors: Vec<String> = self
-                .paused
-                .iter()
-                .filter_map(|p| match signal(p, libc::SIGCONT) {
-                    Ok(()) => None,
-                    // It died (or was killed) while paused: nothing left to resume.
-                    Err(e) if e.raw_os_error() == Some(libc::ESRCH) => None,
-                    Err(e) => Some(format!("SIGCONT to pid {}: {e}", p.pid)),
-                })
-                .collect();
-            if errors.is_empty() {
-                Ok(())
-            } else {
-                Err(errors.join("; "))
-            }
+            // The journal's fsync is blocking I/O.
+            tokio::task::spawn_blocking(move || self.resume())
+                .await
+                .unwrap_or_else(|e| Err(format!("resuming failed: {e}")))
         })
     }
 }

@@ -79,6 +79,7 @@ fn check(
 /// Everything a request handler needs.
 pub struct State {
     pub table: Arc<Table>,
+    pub journal: Arc<super::journal::Journal>,
     pub token: Token,
     pub limits: Limits,
     pub listen: SocketAddr,
@@ -248,12 +249,13 @@ async fn create(state: &State, body: &[u8]) -> Result<Response<Full<Bytes>>, Api
         .begin()
         .ok_or_else(|| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "the agent is stopping"))?;
     let table = Arc::clone(&state.table);
+    let journal = Arc::clone(&state.journal);
     // On its own task: if the client hangs up mid-apply, the fault is still recorded (and so
     // lifted by its lease) instead of being applied and forgotten.
     let task = tokio::spawn(async move {
         let _guard = guard;
         let kind = req.fault.kind();
-        let applied = fault::apply(req.fault).await?;
+        let applied = fault::apply(req.fault, journal).await?;
         match table.insert(req.id, kind, applied, ttl, max) {
             Ok(started) => {
                 eprintln!(

@@ -9,8 +9,11 @@ use crate::agent::model::FaultRequest;
 
 const TOKEN: &str = "test-token-0123456789";
 
-async fn agent() -> (Agent, AgentClient) {
+/// The agent, its client, and its state directory (removed when dropped).
+async fn agent() -> (Agent, AgentClient, tempfile::TempDir) {
+    let state = tempfile::tempdir().unwrap();
     let config = AgentConfig {
+        state_dir: state.path().to_path_buf(),
         listen: "127.0.0.1:0".parse().unwrap(),
         token: Token::new(TOKEN).unwrap(),
         limits: Limits {
@@ -20,7 +23,7 @@ async fn agent() -> (Agent, AgentClient) {
     };
     let agent = Agent::start(config).await.unwrap();
     let client = AgentClient::new(agent.addr(), TOKEN.into());
-    (agent, client)
+    (agent, client, state)
 }
 
 fn pause_pid(pid: u32) -> FaultRequest {
@@ -42,7 +45,7 @@ fn status_of(r: Result<impl std::fmt::Debug, AgentError>) -> StatusCode {
 
 #[tokio::test]
 async fn refusals_touch_nothing() {
-    let (agent, client) = agent().await;
+    let (agent, client, _state) = agent().await;
     let wrong = AgentClient::new(agent.addr(), "nope".into());
     assert_eq!(status_of(wrong.status().await), StatusCode::UNAUTHORIZED);
 

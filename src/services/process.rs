@@ -55,10 +55,14 @@ pub(super) fn spawn(name: &str, spec: &CommandSpec, log: StartLog) -> Result<Lea
         }
     }
     let mut cmd = Command::new(&resolved);
-    cmd.args(args)
-        // A service has no business with the agents' token; `env:` can still pass it on purpose.
-        .env_remove("FAULTLINE_AGENT_TOKEN")
-        .envs(&spec.env)
+    cmd.args(args);
+    // A service has no business with the agents' tokens (the default variable and every
+    // host's `token_env`); `env:` below can still pass one on purpose.
+    cmd.env_remove(crate::agent::auth::DEFAULT_TOKEN_ENV);
+    for var in &spec.withheld_env {
+        cmd.env_remove(var);
+    }
+    cmd.envs(&spec.env)
         .stdin(Stdio::null())
         .stdout(Stdio::from(log.stdout))
         .stderr(Stdio::from(log.stderr))

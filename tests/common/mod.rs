@@ -57,6 +57,9 @@ impl AgentProcess {
         let log = dir.join("agent.log");
         let child = std::process::Command::new(env!("CARGO_BIN_EXE_faultline"))
             .args(["agent", "--listen", "127.0.0.1:0"])
+            // Its own journal, never the user's: agents of parallel tests must not meet.
+            .arg("--state-dir")
+            .arg(dir.join("agent-state"))
             .env("FAULTLINE_AGENT_TOKEN", AGENT_TOKEN)
             .envs(env.iter().copied())
             .stdin(Stdio::null())

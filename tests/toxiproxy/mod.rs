@@ -15,8 +15,14 @@ pub struct Server {
 
 impl Server {
     pub fn start() -> Server {
+        Server::start_with(&[])
+    }
+
+    /// Started with extra flags.
+    pub fn start_with(flags: &[&str]) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_faultline"))
             .args(["proxy", "--listen", "127.0.0.1:0"])
+            .args(flags)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -42,13 +48,30 @@ impl Server {
         self.child.id()
     }
 
-    /// One API call; returns the status and the body parsed as JSON (Null when empty).
+    /// One API call; returns the status and the body parsed as JSON (Null when empty). The
+    /// Host header names the address connected to, as every HTTP client sends it.
     pub fn call(&self, method: &str, path: &str, body: &str) -> (u16, serde_json::Value) {
+        let host = self.admin.to_string();
+        self.call_with(method, path, &[("Host", &host)], body)
+    }
+
+    /// One API call with exactly these extra headers (no Host unless given).
+    pub fn call_with(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &str,
+    ) -> (u16, serde_json::Value) {
         let mut s = TcpStream::connect(self.admin).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let headers: String = headers
+            .iter()
+            .map(|(k, v)| format!("{k}: {v}\r\n"))
+            .collect();
         write!(
             s,
-            "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            "{method} {path} HTTP/1.1\r\n{headers}Connection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
             body.len()
         )
         .unwrap();

@@ -12,16 +12,34 @@ use crate::experiment::schema::{
 
 /// Turns each service entry into exactly one kind of service.
 pub(super) fn services(c: &mut Checker, file: &ExperimentFile) -> Vec<(String, ServiceSpec)> {
+    let withheld = withheld_env(file);
     let mut out = Vec::new();
     for (name, entry) in &file.services {
-        if let Some(spec) = service(c, name, entry) {
+        if let Some(spec) = service(c, name, entry, &withheld) {
             out.push((name.clone(), spec));
         }
     }
     out
 }
 
-fn service(c: &mut Checker, name: &str, entry: &Spanned<ServiceEntry>) -> Option<ServiceSpec> {
+/// The variables holding agents' tokens: the default name and every host's `token_env`. A
+/// `command:` service has no business with them, and could log or forward them.
+fn withheld_env(file: &ExperimentFile) -> Vec<String> {
+    let mut vars = vec![crate::agent::auth::DEFAULT_TOKEN_ENV.to_string()];
+    for host in file.hosts.values() {
+        if !vars.contains(&host.value.token_env) {
+            vars.push(host.value.token_env.clone());
+        }
+    }
+    vars
+}
+
+fn service(
+    c: &mut Checker,
+    name: &str,
+    entry: &Spanned<ServiceEntry>,
+    withheld: &[String],
+) -> Option<ServiceSpec> {
     let e = &entry.value;
     let kinds = [
         e.simulate.is_some(),
@@ -123,6 +141,7 @@ fn service(c: &mut Checker, name: &str, entry: &Spanned<ServiceEntry>) -> Option
         ready: e.ready.as_ref().map(|r| r.value.clone()),
         stop_grace: e.stop_grace.unwrap_or_else(default_stop_grace),
         listen: e.listen,
+        withheld_env: withheld.to_vec(),
     }))
 }
 

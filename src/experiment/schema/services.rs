@@ -69,6 +69,11 @@ pub struct CommandSpec {
     pub stop_grace: Dur,
     /// The address it listens on, if declared: checked for clashes, named in messages.
     pub listen: Option<SocketAddr>,
+    /// Variables taken out of the environment the service inherits from faultline: every
+    /// host's `token_env` (the agents' tokens). `env:` can still set one on purpose. Not part
+    /// of the file, so never serialized (a report shows the service as written).
+    #[serde(skip)]
+    pub withheld_env: Vec<String>,
 }
 
 /// A readiness probe: a TCP connect or an HTTP GET answering 2xx, retried until `within`.

@@ -2,10 +2,11 @@
 //! Toxiproxy's (routes, JSON shapes, defaults, status codes, error body), so Toxiproxy's
 //! clients drive it unchanged. A proxy created with `"mode": "http"` is faultline's HTTP fault
 //! proxy instead, its toxics the HTTP faults. Split: `routes` (one function per route),
-//! `entry` (a proxy of either kind), `http_entry` (the http kind), `model` (JSON and errors);
-//! this file serves HTTP.
+//! `entry` (a proxy of either kind), `http_entry` (the http kind), `model` (JSON and errors),
+//! `guard` (refusing browsers and DNS rebinding); this file serves HTTP.
 
 mod entry;
+mod guard;
 mod http_entry;
 mod model;
 mod routes;
@@ -29,6 +30,7 @@ use tokio::task::JoinSet;
 
 use crate::exit::{ExitCode, Failure};
 use entry::Entry;
+use guard::Guard;
 use model::ApiError;
 
 /// Every proxy by name, in creation order.
@@ -40,7 +42,12 @@ const MAX_BODY: usize = 1024 * 1024;
 const READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Serves the admin API on `listen` until SIGTERM or Ctrl-C, then stops every proxy.
-pub async fn run(listen: SocketAddr) -> Result<ExitCode, Failure> {
+/// `allowed_hosts`: names accepted in the Host header besides the address and localhost.
+pub async fn run(listen: SocketAddr, allowed_hosts: &[String]) -> Result<ExitCode, Failure> {
+    let allowed_hosts: Arc<[String]> = allowed_hosts
+        .iter()
+        .map(|h| h.to_ascii_lowercase())
+        .collect();
     let listener = crate::net::bind(listen, "the proxy admin API").await?;
     let addr = listener
         .local_addr()
@@ -60,7 +67,9 @@ pub async fn run(listen: SocketAddr) -> Result<ExitCode, Failure> {
             _ = int.recv() => break,
             Some(_) = conns.join_next(), if !conns.is_empty() => {}
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => { conns.spawn(serve(stream, Arc::clone(&coll))); }
+                Ok((stream, _)) => {
+                    conns.spawn(serve(stream, Arc::clone(&coll), Arc::clone(&allowed_hosts)));
+                }
                 // Out of descriptors and the like: back off instead of spinning.
                 Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
             },
@@ -76,10 +85,19 @@ pub async fn run(listen: SocketAddr) -> Result<ExitCode, Failure> {
     Ok(ExitCode::Success)
 }
 
-async fn serve(stream: tokio::net::TcpStream, coll: Arc<Collection>) {
+async fn serve(stream: tokio::net::TcpStream, coll: Arc<Collection>, allowed: Arc<[String]>) {
+    // The address this client reached is what a legitimate Host header names.
+    let Ok(local) = stream.local_addr() else {
+        return;
+    };
+    let guard = Arc::new(Guard {
+        local,
+        allowed_hosts: allowed.to_vec(),
+    });
     let service = service_fn(move |req| {
         let coll = Arc::clone(&coll);
-        async move { Ok::<_, Infallible>(handle(req, &coll).await) }
+        let guard = Arc::clone(&guard);
+        async move { Ok::<_, Infallible>(handle(req, &coll, &guard).await) }
     });
     // Errors here are the client leaving or speaking bad HTTP; the connection is over anyway.
     let _ = http1::Builder::new()
@@ -89,7 +107,11 @@ async fn serve(stream: tokio::net::TcpStream, coll: Arc<Collection>) {
         .await;
 }
 
-async fn handle(req: Request<Incoming>, coll: &Collection) -> Response<Full<Bytes>> {
+async fn handle(req: Request<Incoming>, coll: &Collection, guard: &Guard) -> Response<Full<Bytes>> {
+    // Before the body is read: a refused request gets nothing, not even a 400.
+    if let Some(refusal) = guard.refusal(req.headers()) {
+        return error(&refusal);
+    }
     let method = req.method().clone();
     let path = req.uri().path().trim_matches('/').to_string();
     let segments: Vec<&str> = path.split('/').collect();

@@ -21,6 +21,7 @@ pub fn spec(argv: &[&str]) -> CommandSpec {
         ready: None,
         stop_grace: Dur::from_secs(2),
         listen: None,
+        withheld_env: Vec::new(),
     }
 }
 
