@@ -6,7 +6,6 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -18,49 +17,24 @@ const TOKEN: &str = "agent-test-token-0123456789";
 
 /// A running agent; killed (not shut down) when dropped.
 struct Agent {
-    child: Child,
+    process: common::AgentProcess,
     addr: SocketAddr,
-    log: PathBuf,
     _dir: tempfile::TempDir,
 }
 
 impl Agent {
     fn start(extra: &[&str]) -> Agent {
         let dir = tempfile::tempdir().unwrap();
-        let log = dir.path().join("agent.log");
-        let child = Command::new(env!("CARGO_BIN_EXE_faultline"))
-            .args(["agent", "--listen", "127.0.0.1:0"])
-            .args(extra)
-            .env("FAULTLINE_AGENT_TOKEN", TOKEN)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        // Owned by the guard from the start, so a failed start still kills and reaps it.
-        let mut agent = Agent {
-            child,
-            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-            log,
+        let process = common::AgentProcess::start_with(dir.path(), extra, TOKEN, &[]);
+        Agent {
+            addr: process.addr,
+            process,
             _dir: dir,
-        };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let text = agent.log();
-            if let Some(rest) = text.split("listening on http://").nth(1) {
-                agent.addr = rest.split_whitespace().next().unwrap().parse().unwrap();
-                return agent;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the agent did not start:\n{text}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
         }
     }
 
     fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        self.process.log()
     }
 
     fn call(&self, method: &str, path: &str, body: &str) -> (u16, Value) {
@@ -79,21 +53,7 @@ impl Agent {
 
     /// Waits (bounded) for the agent to exit.
     fn wait_exit(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
-        let deadline = Instant::now() + within;
-        while Instant::now() < deadline {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return Some(status);
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        None
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.process.process().wait_within(within)
     }
 }
 
@@ -464,7 +424,7 @@ fn sigterm_lifts_every_fault_and_exits_0() {
         );
         assert!(wait_state(t.pid(), 'T', Duration::from_secs(2)));
     }
-    let pid = i32::try_from(agent.child.id()).unwrap();
+    let pid = i32::try_from(agent.process.process().id()).unwrap();
     // SAFETY: a plain kill(2) to the agent this test started.
     assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
     let status = agent
