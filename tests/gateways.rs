@@ -1,17 +1,11 @@
 //! Real gateways under faultline: for HAProxy and nginx, a configuration that fails over meets
 //! its budgets (exit 0) and a common misconfiguration misses them (exit 1, failing budget named),
-//! under the same error burst and host kill. Skipped, loudly, when the gateway binary is missing;
-//! CI installs both (see .ci/run).
+//! under the same error burst and host kill. Skipped, loudly, when the gateway binary is missing
+//! (and failed under CI=true, which installs both: see .ci/run).
 
 mod common;
 
-use common::{faultline, report};
-
-fn installed(program: &str) -> bool {
-    ["/usr/sbin", "/usr/bin", "/usr/local/sbin", "/usr/local/bin"]
-        .iter()
-        .any(|dir| std::path::Path::new(dir).join(program).exists())
-}
+use common::{faultline, on_path, report, require_tool};
 
 fn drill(file: &str, expected_exit: i32) -> serde_json::Value {
     let dir = tempfile::tempdir().unwrap();
@@ -42,10 +36,10 @@ fn failed_budgets(report: &serde_json::Value) -> Vec<String> {
 }
 
 fn pair(program: &str, good: &str, bad: &str) {
-    if !installed(program) {
-        eprintln!(
-            "SKIPPED: {program} is not installed (apt-get install {program}); CI installs it"
-        );
+    if !require_tool(
+        &format!("{program} (apt-get install {program})"),
+        on_path(program),
+    ) {
         return;
     }
     let report = drill(good, 0);

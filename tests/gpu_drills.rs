@@ -97,16 +97,16 @@ fn an_agent_holds_gpu_memory_for_a_run_and_its_lease_frees_it_when_the_run_dies(
         agent.addr
     );
     let file = write(dir.path(), "gpu.yaml", &drill(&hosts, "50s", "60s"));
-    let mut run = std::process::Command::new(env!("CARGO_BIN_EXE_faultline"))
-        .arg("run")
-        .arg(&file)
-        .arg("--quiet")
-        .arg("--out")
-        .arg(dir.path().join("out"))
-        .env("FAULTLINE_TEST_AGENT_TOKEN", AGENT_TOKEN)
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut run = common::spawn(
+        common::faultline_std()
+            .arg("run")
+            .arg(&file)
+            .arg("--quiet")
+            .arg("--out")
+            .arg(dir.path().join("out"))
+            .env("FAULTLINE_TEST_AGENT_TOKEN", AGENT_TOKEN)
+            .stdout(std::process::Stdio::null()),
+    );
     let held = |want: u64| {
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {

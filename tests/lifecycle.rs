@@ -7,7 +7,7 @@ use std::net::TcpListener;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{free_ports, write};
+use common::{free_ports, write, Lines, START_TIMEOUT};
 
 fn long_drill(ports: &[u16]) -> String {
     format!(
@@ -35,33 +35,29 @@ fn interrupt_mid_fault(signal: &str) {
     let ports = free_ports(2);
     let file = write(dir.path(), "long.yaml", &long_drill(&ports));
     let out = dir.path().join("out");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_faultline"))
-        .arg("run")
-        .arg(&file)
-        .arg("--out")
-        .arg(&out)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(Duration::from_millis(2500));
+    let mut child = common::spawn(
+        common::faultline_std()
+            .arg("run")
+            .arg(&file)
+            .arg("--out")
+            .arg(&out)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped()),
+    );
+    let mut stderr = Lines::new(child.stderr.take().unwrap(), "the run's stderr");
+    // Mid-fault means after the run says the fault is in force (it prints the line once the
+    // inject has been applied), however long start-up took on this machine.
+    stderr.until("] inject ", START_TIMEOUT);
     let status = Command::new("kill")
         .args([signal, &child.id().to_string()])
         .status()
         .unwrap();
     assert!(status.success());
-    let started = Instant::now();
-    let code = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status.code();
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "still running 10 s after {signal}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let stderr = std::io::read_to_string(child.stderr.take().unwrap()).unwrap();
+    let code = child
+        .wait_within(Duration::from_secs(10))
+        .unwrap_or_else(|| panic!("still running 10 s after {signal}"))
+        .code();
+    let stderr = stderr.read_to_end(Duration::from_secs(10));
     assert_eq!(code, Some(3), "{signal}: stderr:\n{stderr}");
     let pid = service_pid(&stderr);
     assert!(
@@ -193,15 +189,33 @@ abort_if: {{ error_rate_over: 50%, for: 1s }}
 
 #[test]
 fn dry_run_prints_the_plan_and_starts_nothing() {
-    // The quickstart's gateway port is taken: a real run would fail, a dry run never binds it.
-    let _taken = TcpListener::bind("127.0.0.1:19100");
+    // The quickstart, moved to free ports: its own are tests/drills.rs's, which may be running
+    // it right now (under nextest every test runs at once).
+    let dir = tempfile::tempdir().unwrap();
+    let mut yaml =
+        std::fs::read_to_string(common::repo_root().join("experiments/quickstart.yaml")).unwrap();
+    let shipped = [19100, 19101, 19102, 19111];
+    let ports = free_ports(shipped.len());
+    for (from, to) in shipped.iter().zip(&ports) {
+        assert!(
+            yaml.contains(&format!("127.0.0.1:{from}")),
+            "the quickstart moved off {from}"
+        );
+        yaml = yaml.replace(&format!("127.0.0.1:{from}"), &format!("127.0.0.1:{to}"));
+    }
+    let file = write(dir.path(), "quickstart.yaml", &yaml);
+    // Its gateway port is taken: a real run would fail, a dry run never binds it.
+    let _taken = TcpListener::bind(("127.0.0.1", ports[0])).unwrap();
     let assert = common::faultline()
-        .args(["run", "experiments/quickstart.yaml", "--dry-run"])
+        .arg("run")
+        .arg(&file)
+        .arg("--dry-run")
         .assert()
         .success();
     let stdout = String::from_utf8_lossy(&assert.get_output().stdout).to_string();
+    let host = format!("simulated host on 127.0.0.1:{}", ports[1]);
     for words in [
-        "simulated host on 127.0.0.1:19101",
+        host.as_str(),
         "inject `error-burst` on primary-proxy",
         "failover_within: 1s",
         "nothing was started",

@@ -5,11 +5,8 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
 use common::{faultline, free_ports, write};
 
@@ -96,32 +93,18 @@ fn a_latency_toxic_on_a_builtin_tcp_proxy_acts_and_lifts() {
     assert_toxic_acted(&out);
 }
 
-/// `faultline proxy` on a free port, killed when dropped.
+/// `faultline proxy` on a port the OS picks, under the common deadline; killed when dropped.
 struct AdminServer {
-    child: Child,
+    _child: common::Proc,
     addr: SocketAddr,
 }
 
 impl AdminServer {
     fn start() -> AdminServer {
-        let port = free_ports(1)[0];
-        let mut child = Command::new(env!("CARGO_BIN_EXE_faultline"))
-            .args(["proxy", "--listen", &format!("127.0.0.1:{port}")])
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            assert!(Instant::now() < deadline, "faultline proxy did not start");
-            if lines.next().unwrap().unwrap().contains("listening on") {
-                break;
-            }
-        }
+        let (child, addr) = common::start_proxy_server();
         AdminServer {
-            child,
-            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            _child: child,
+            addr,
         }
     }
 
@@ -129,6 +112,8 @@ impl AdminServer {
     fn proxies(&self) -> serde_json::Value {
         use std::io::{Read, Write};
         let mut s = std::net::TcpStream::connect(self.addr).unwrap();
+        s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+            .unwrap();
         write!(
             s,
             "GET /proxies HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
@@ -139,13 +124,6 @@ impl AdminServer {
         s.read_to_string(&mut text).unwrap();
         let body = text.split("\r\n\r\n").nth(1).unwrap();
         serde_json::from_str(body.trim()).unwrap_or_else(|e| panic!("{e}: {body}"))
-    }
-}
-
-impl Drop for AdminServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

@@ -2,6 +2,7 @@
 //! (`toxiproxy_rust`, blocking, so called from the plain test thread), raw API calls for
 //! status codes and shapes, and the Python client when an interpreter that has it is given.
 
+mod common;
 mod toxiproxy;
 
 use std::io::{ErrorKind, Read, Write};
@@ -246,16 +247,19 @@ fn timeout_slow_close_slicer_and_bandwidth_act() {
 }
 
 /// The Python client (`toxiproxy-python`), when `FAULTLINE_TOXIPROXY_PYTHON` names an
-/// interpreter that can `import toxiproxy`; CI sets it up in a venv.
+/// interpreter that can `import toxiproxy`; CI sets it up in a venv (and fails this test
+/// without it).
 #[test]
 fn python_client_drives_the_proxy() {
-    let Some(python) = std::env::var_os("FAULTLINE_TOXIPROXY_PYTHON") else {
-        eprintln!(
-            "SKIPPED python_client_drives_the_proxy: FAULTLINE_TOXIPROXY_PYTHON is not set \
-             (a python with `pip install toxiproxy-python==0.1.1`)"
-        );
+    let python = std::env::var_os("FAULTLINE_TOXIPROXY_PYTHON");
+    if !common::require_tool(
+        "the Python Toxiproxy client (FAULTLINE_TOXIPROXY_PYTHON naming a python with \
+         `pip install toxiproxy-python==0.1.1`)",
+        python.is_some(),
+    ) {
         return;
-    };
+    }
+    let python = python.expect("checked just above");
     let server = Server::start();
     let echo = echo_server();
     let script = r#"
@@ -293,16 +297,13 @@ p.destroy()
 assert "py" not in tp.proxies()
 print("python ok")
 "#;
-    let out = std::process::Command::new(python)
-        .args([
-            "-c",
-            script,
-            &server.admin.ip().to_string(),
-            &server.admin.port().to_string(),
-            &echo.to_string(),
-        ])
-        .output()
-        .unwrap();
+    let out = common::output(std::process::Command::new(python).args([
+        "-c",
+        script,
+        &server.admin.ip().to_string(),
+        &server.admin.port().to_string(),
+        &echo.to_string(),
+    ]));
     assert!(
         out.status.success(),
         "stdout: {}\nstderr: {}",

@@ -252,15 +252,19 @@ mod threads {
     #[test]
     fn a_thread_of_the_agent_is_refused_like_the_agent() {
         let (tx, rx) = std::sync::mpsc::channel();
+        let (done, wait_done) = std::sync::mpsc::channel::<()>();
         let handle = std::thread::spawn(move || {
             // SAFETY: gettid has no preconditions and only returns the caller's thread id.
             let tid = unsafe { libc::gettid() } as u32;
             tx.send(tid).unwrap();
-            std::thread::sleep(std::time::Duration::from_millis(200));
+            // Alive until the checks are done (however slow the machine), not for a guessed
+            // while: a finished thread's id would no longer be in /proc.
+            let _ = wait_done.recv();
         });
         let tid = rx.recv().unwrap();
         assert_eq!(thread_group(tid), Some(std::process::id()));
         assert!(refusal(tid, &[]).unwrap().contains("thread id"));
+        drop(done);
         handle.join().unwrap();
     }
 }

@@ -2,21 +2,23 @@
 //! run `faultline gpu-hog` against it, and read the double's allocation log.
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::process::{ChildStdin, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use crate::common::{self, Lines, Proc};
+
 pub const MIB: u64 = 1024 * 1024;
 
 /// The directory holding the compiled fake as `libcuda.so` and `libcuda.so.1` (both names
-/// cudarc tries), or None, loudly, when there is no C compiler.
+/// cudarc tries), or None when there is no C compiler: a loud skip, or under CI=true a failure
+/// (see [`common::require_tool`]).
 pub fn fake_lib_dir() -> Option<&'static Path> {
-    static DIR: OnceLock<Option<PathBuf>> = OnceLock::new();
-    DIR.get_or_init(|| {
+    static DIR: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    let built = DIR.get_or_init(|| {
         let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("fake_cuda");
         std::fs::create_dir_all(&dir).unwrap();
         let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fake_cuda/fake_libcuda.c");
@@ -29,21 +31,25 @@ pub fn fake_lib_dir() -> Option<&'static Path> {
         match built {
             Ok(s) if s.success() => {}
             Ok(s) => panic!("compiling the fake libcuda failed: {s}"),
-            Err(e) => {
-                eprintln!("\n*** SKIPPED: no C compiler (`cc`: {e}); GPU tests need one ***\n");
-                return None;
-            }
+            // The one way to be missing a tool here; any other failure is a real one.
+            Err(e) => return Err(format!("a C compiler (`cc`: {e}) for the fake libcuda")),
         }
         std::fs::copy(&tmp, dir.join("libcuda.so.1")).unwrap();
         std::fs::rename(&tmp, dir.join("libcuda.so")).unwrap();
-        Some(dir)
-    })
-    .as_deref()
+        Ok(dir)
+    });
+    match built {
+        Ok(dir) => Some(dir),
+        Err(what) => {
+            common::require_tool(what, false);
+            None
+        }
+    }
 }
 
 /// `faultline gpu-hog ARGS` against the fake, with the fake's settings and a log in `scratch`.
 pub fn hog_command(lib: &Path, scratch: &Path, args: &[&str], env: &[(&str, &str)]) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_faultline"));
+    let mut cmd = common::faultline_std();
     cmd.arg("gpu-hog")
         .args(args)
         .env("LD_LIBRARY_PATH", lib)
@@ -55,19 +61,21 @@ pub fn hog_command(lib: &Path, scratch: &Path, args: &[&str], env: &[(&str, &str
     cmd
 }
 
+/// A hog (or its parent) under the common deadline; its stdout read line by line, each line
+/// within [`common::START_TIMEOUT`].
 pub struct Hog {
-    pub child: Child,
+    pub child: Proc,
     pub stdin: Option<ChildStdin>,
-    pub lines: std::io::Lines<BufReader<std::process::ChildStdout>>,
+    pub lines: Lines,
     /// `allocated` lines seen before `holding`.
     pub progress: usize,
 }
 
 impl Hog {
     pub fn spawn(mut cmd: Command) -> Hog {
-        let mut child = cmd.spawn().unwrap();
+        let mut child = common::spawn(&mut cmd);
         let stdin = child.stdin.take();
-        let lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let lines = Lines::new(child.stdout.take().unwrap(), "the hog's stdout");
         Hog {
             child,
             stdin,
@@ -76,10 +84,15 @@ impl Hog {
         }
     }
 
+    /// The next stdout line, which must come within the start-up deadline.
+    pub fn next_line(&mut self) -> String {
+        self.lines.next_line()
+    }
+
     /// The `holding` event, counting the `allocated` lines before it.
     pub fn holding(&mut self) -> Value {
-        for line in self.lines.by_ref() {
-            let v: Value = serde_json::from_str(&line.unwrap()).unwrap();
+        while let Some(line) = self.lines.next_within(common::START_TIMEOUT) {
+            let v: Value = serde_json::from_str(&line).unwrap();
             match v["event"].as_str() {
                 Some("holding") => return v,
                 Some("allocated") => self.progress += 1,
@@ -100,10 +113,14 @@ impl Hog {
 
     /// The `released` event and the exit status.
     pub fn released(mut self) -> (Value, std::process::ExitStatus) {
-        let line = self.lines.next().expect("a released line").unwrap();
+        let line = self.next_line();
         let v: Value = serde_json::from_str(&line).unwrap();
         assert_eq!(v["event"], "released", "{v}");
-        (v, self.child.wait().unwrap())
+        let status = self
+            .child
+            .wait_within(common::START_TIMEOUT)
+            .expect("the hog exits once it has released");
+        (v, status)
     }
 }
 
@@ -180,6 +197,14 @@ pub fn wait_gone(pid: u32) -> bool {
         std::thread::sleep(Duration::from_millis(20));
     }
     gone(pid)
+}
+
+/// `f`, which must finish within [`common::RUN_TIMEOUT`]: a hog that never says it holds, or
+/// never goes, fails the test instead of hanging it.
+pub async fn within<F: std::future::Future>(f: F) -> F::Output {
+    tokio::time::timeout(common::RUN_TIMEOUT, f)
+        .await
+        .unwrap_or_else(|_| panic!("the hog did not finish within {:?}", common::RUN_TIMEOUT))
 }
 
 /// A `RunningHog` command: the built binary against the fake, with 24 MiB already in use.

@@ -2,14 +2,15 @@
 //! the OS picks, a threaded echo server, and a tiny blocking HTTP/1.1 client for raw API calls.
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-/// `faultline proxy` running in the background; killed on drop.
+use crate::common::{start_proxy_server_with, Proc};
+
+/// `faultline proxy` running in the background, under the common deadline; killed on drop.
 pub struct Server {
-    pub child: Child,
+    pub child: Proc,
     pub admin: SocketAddr,
 }
 
@@ -20,28 +21,8 @@ impl Server {
 
     /// Started with extra flags.
     pub fn start_with(flags: &[&str]) -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_faultline"))
-            .args(["proxy", "--listen", "127.0.0.1:0"])
-            .args(flags)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        // The first stderr line names the real admin address.
-        let stderr = child.stderr.take().unwrap();
-        let mut lines = BufReader::new(stderr).lines();
-        let line = lines.next().unwrap().unwrap();
-        let addr = line
-            .rsplit("http://")
-            .next()
-            .unwrap()
-            .trim()
-            .parse()
-            .unwrap();
-        // Keep draining stderr so the child never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines.by_ref() {});
-        Server { child, admin: addr }
+        let (child, admin) = start_proxy_server_with(flags);
+        Server { child, admin }
     }
 
     pub fn pid(&self) -> u32 {
@@ -96,13 +77,6 @@ impl Server {
         );
         assert_eq!(status, 201, "{body}");
         body["listen"].as_str().unwrap().parse().unwrap()
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
