@@ -80,6 +80,9 @@ pub struct PhaseMetrics {
     pub error_rate: f64,
     /// Error count per outcome class (only classes that occurred), in the classes' fixed order.
     pub errors_by_class: IndexMap<String, u64>,
+    /// The `http_error` count by status, most first (ties by status): "38 × 500" hides a
+    /// different failure than "38 × 401".
+    pub http_error_statuses: IndexMap<u16, u64>,
     /// Latency of every sent request, whatever its outcome; a timeout counts at its full wait.
     pub latency: Option<Distribution>,
     /// Time to first byte, of the requests that received one.
@@ -87,6 +90,45 @@ pub struct PhaseMetrics {
     /// Which backend served the successful requests (`unknown` when none was named), most
     /// first.
     pub served_by: IndexMap<String, ServedShare>,
+}
+
+/// In what order [`PhaseMetrics::error_classes`] lists the classes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClassOrder {
+    /// The classes' fixed order, as in tables.
+    Fixed,
+    /// Most first, as in a sentence explaining a verdict.
+    MostFirst,
+}
+
+impl PhaseMetrics {
+    /// The error classes in words, `http_error` broken down by status: "2 truncated, 1
+    /// http_error". With a breakdown the classes are separated by semicolons, so the statuses'
+    /// commas stay readable: "40 http_error: 38 × 500, 2 × 503; 2 truncated". Empty when
+    /// nothing failed.
+    pub fn error_classes(&self, order: ClassOrder) -> String {
+        let mut classes: Vec<(&String, &u64)> = self.errors_by_class.iter().collect();
+        if order == ClassOrder::MostFirst {
+            classes.sort_by_key(|c| std::cmp::Reverse(*c.1));
+        }
+        let broken_down = !self.http_error_statuses.is_empty();
+        let parts: Vec<String> = classes
+            .iter()
+            .map(|(class, n)| {
+                if class.as_str() == Outcome::HttpError.as_str() && broken_down {
+                    let statuses: Vec<String> = self
+                        .http_error_statuses
+                        .iter()
+                        .map(|(status, k)| format!("{k} × {status}"))
+                        .collect();
+                    format!("{n} {class}: {}", statuses.join(", "))
+                } else {
+                    format!("{n} {class}")
+                }
+            })
+            .collect();
+        parts.join(if broken_down { "; " } else { ", " })
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Serialize)]
@@ -165,6 +207,7 @@ struct PhaseAcc {
     latency: Recorder,
     ttfb: Recorder,
     served: BTreeMap<String, u64>,
+    statuses: BTreeMap<u16, u64>,
 }
 
 impl PhaseAcc {
@@ -172,6 +215,11 @@ impl PhaseAcc {
         self.requests += 1;
         if let Some(i) = Outcome::ALL.iter().position(|o| *o == r.outcome) {
             self.by_class[i] += 1;
+        }
+        if r.outcome == Outcome::HttpError {
+            if let Some(status) = r.status {
+                *self.statuses.entry(status).or_default() += 1;
+            }
         }
         if r.outcome.is_ok() {
             self.ok += 1;
@@ -206,12 +254,16 @@ impl PhaseAcc {
                 (name, ServedShare { ok, share })
             })
             .collect();
+        let mut statuses: Vec<(u16, u64)> = self.statuses.into_iter().collect();
+        // Most first; the BTreeMap already ordered ties by status.
+        statuses.sort_by_key(|s| std::cmp::Reverse(s.1));
         PhaseMetrics {
             requests: self.requests,
             ok: self.ok,
             errors,
             error_rate: share(errors, self.requests, 0.0),
             errors_by_class,
+            http_error_statuses: statuses.into_iter().collect(),
             latency: self.latency.summary(),
             ttfb: self.ttfb.summary(),
             served_by,

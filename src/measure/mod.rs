@@ -23,7 +23,7 @@ use crate::experiment::{Budgets, MeasureSpec};
 use crate::load::record::RequestRecord;
 
 pub use latency::Distribution;
-pub use metrics::{Episode, Metrics, PhaseMetrics, Phases, ServedShare, SteadyState};
+pub use metrics::{ClassOrder, Episode, Metrics, PhaseMetrics, Phases, ServedShare, SteadyState};
 pub use phase::Phase;
 pub use verdict::{percent_text, Verdict, VerdictRow};
 pub use windows::{Judgement, Settling, WindowStat};

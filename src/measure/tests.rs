@@ -159,7 +159,7 @@ fn error_rate_and_counts_by_class() {
     assert_eq!(
         rate.detail,
         "4 of 100 requests failed while a fault was active \
-         (2 truncated, 1 http_error, 1 dropped)"
+         (2 truncated; 1 http_error: 1 × 500; 1 dropped)"
     );
     // 4 errors against a limit of 4: equal passes.
     assert!(row(&e, "all", "max_errors").passed);
@@ -617,4 +617,43 @@ fn the_guard_applies_to_each_stream_on_its_own_baseline() {
         );
     }
     assert!(!e.verdict.passed);
+}
+
+#[test]
+fn http_errors_are_broken_down_by_status() {
+    // 40 http_errors in the fault: 38 answered 500 and 2 answered 503; and 2 truncated.
+    let records = stream("a", |r, t| match t {
+        10_000..13_800 => r.http_error(500),
+        13_800..14_000 => r.http_error(503),
+        14_000..14_200 => r.truncated(),
+        _ => r,
+    });
+    let budgets = Budgets {
+        max_errors: Some(0),
+        ..Budgets::default()
+    };
+    let e = evaluate(&records, &facts(), &budgets, &MeasureSpec::default());
+    let fault = &e.overall.phases.fault;
+    assert_eq!(
+        fault.http_error_statuses.iter().collect::<Vec<_>>(),
+        [(&500, &38), (&503, &2)]
+    );
+    assert_eq!(
+        fault.error_classes(ClassOrder::MostFirst),
+        "40 http_error: 38 × 500, 2 × 503; 2 truncated"
+    );
+    assert!(
+        row(&e, "all", "max_errors")
+            .detail
+            .ends_with("(40 http_error: 38 × 500, 2 × 503; 2 truncated)"),
+        "{}",
+        row(&e, "all", "max_errors").detail
+    );
+    // Without http_errors the list keeps its commas.
+    assert_eq!(
+        e.overall.phases.baseline.error_classes(ClassOrder::Fixed),
+        ""
+    );
+    let json = serde_json::to_value(fault).unwrap();
+    assert_eq!(json["http_error_statuses"]["500"], 38);
 }

@@ -4,7 +4,7 @@
 use indexmap::IndexMap;
 use serde::Serialize;
 
-use super::metrics::{Metrics, PhaseMetrics, SteadyState};
+use super::metrics::{ClassOrder, Metrics, PhaseMetrics, SteadyState};
 use super::windows::{Judgement, Settling, SHARE_EPSILON};
 use crate::experiment::Budgets;
 use crate::units::{human_duration, Percent};
@@ -260,13 +260,11 @@ fn errors_detail(m: &Metrics) -> String {
     if p.requests == 0 {
         return format!("no requests were scheduled {span} (0%)");
     }
-    let mut classes: Vec<(&String, &u64)> = p.errors_by_class.iter().collect();
-    classes.sort_by_key(|c| std::cmp::Reverse(*c.1));
+    let classes = p.error_classes(ClassOrder::MostFirst);
     let classes = if classes.is_empty() {
         String::new()
     } else {
-        let list: Vec<String> = classes.iter().map(|(c, n)| format!("{n} {c}")).collect();
-        format!(" ({})", list.join(", "))
+        format!(" ({classes})")
     };
     format!(
         "{} of {} requests failed {span}{classes}",

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 
 use super::table::phase_rows;
-use crate::measure::Evaluation;
+use crate::measure::{ClassOrder, Evaluation};
 use crate::units::human_duration;
 
 /// The variable GitHub Actions sets to the file a step may append its summary to.
@@ -70,15 +70,11 @@ pub fn render(experiment_name: &str, eval: &Evaluation, aborted: Option<&str>) -
             .latency
             .as_ref()
             .map_or("-".into(), |d| human_duration(d.p99));
-        let classes: Vec<String> = p
-            .errors_by_class
-            .iter()
-            .map(|(class, n)| format!("{n} {class}"))
-            .collect();
+        let classes = p.error_classes(ClassOrder::Fixed);
         let classes = if classes.is_empty() {
             String::new()
         } else {
-            format!(" ({})", classes.join(", "))
+            format!(" ({classes})")
         };
         out.push_str(&format!(
             "- **{name}**: {} requests, {} errors{}, p99 {p99}\n",
@@ -172,7 +168,7 @@ mod tests {
             "| max\\_p99\\_latency | all | 5s |",
             "- max\\_truncated (all): 3 truncated responses",
             "- **baseline**: 110 requests, 0 errors, p99 100ms\n",
-            "- **fault**: 110 requests, 10 errors (5 http\\_error, 3 truncated, 1 timeout, 1 dropped), p99 400.13ms\n",
+            "- **fault**: 110 requests, 10 errors (5 http\\_error: 5 × 529; 3 truncated; 1 timeout; 1 dropped), p99 400.13ms\n",
             "- **recovery**: 110 requests, 0 errors, p99 100ms\n",
         ] {
             assert!(md.contains(expected), "missing {expected:?} in\n{md}");

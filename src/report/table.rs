@@ -4,7 +4,9 @@
 use comfy_table::presets::UTF8_FULL_CONDENSED;
 use comfy_table::{Cell, CellAlignment, Color, ContentArrangement, Table};
 
-use crate::measure::{percent_text, Distribution, Evaluation, Metrics, Phase, PhaseMetrics};
+use crate::measure::{
+    percent_text, ClassOrder, Distribution, Evaluation, Metrics, Phase, PhaseMetrics,
+};
 use crate::units::human_duration;
 
 /// Renders the verdict table, the reasons for failures, the per-phase table and, with several
@@ -117,12 +119,7 @@ pub(super) fn errors_cell(p: &PhaseMetrics) -> String {
     if p.errors == 0 {
         return "0".into();
     }
-    let classes: Vec<String> = p
-        .errors_by_class
-        .iter()
-        .map(|(class, n)| format!("{n} {class}"))
-        .collect();
-    format!("{} ({})", p.errors, classes.join(", "))
+    format!("{} ({})", p.errors, p.error_classes(ClassOrder::Fixed))
 }
 
 /// One line of the numbers the budgets are built on.
@@ -248,7 +245,7 @@ mod tests {
             "baseline",
             "fault",
             "recovery",
-            "10 (5 http_error, 5 truncated)",
+            "10 (5 http_error: 5 × 503; 5 truncated)",
             "failover 1s",
             "stream",
         ] {
