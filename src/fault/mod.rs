@@ -4,8 +4,10 @@
 
 pub mod action;
 pub mod decide;
+pub mod evidence;
 pub mod spec;
 
 pub use action::FaultAction;
 pub use decide::{selects, Decider, Draw};
+pub use evidence::Evidence;
 pub use spec::*;

@@ -44,6 +44,9 @@ pub struct FaultWindow {
     /// Set when the fault could not be lifted: it stayed in force to `end`, the run's end.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub lift_error: Option<String>,
+    /// What showed the fault acted; absent where the run cannot tell (toxics, leaks, agents).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub evidence: Option<crate::fault::Evidence>,
 }
 
 /// What the orchestrator knows about the run, besides the records.
@@ -100,6 +103,7 @@ pub fn evaluate(
         })
         .collect();
     let mut verdict = verdict::judge(&overall, &streams, budgets);
+    verdict::judge_evidence(&facts.windows, budgets, &mut verdict);
     for w in &facts.windows {
         if let Some(why) = &w.lift_error {
             verdict.warnings.push(format!(

@@ -120,6 +120,7 @@ mod tests {
             start: Duration::from_millis(start_ms),
             end: Duration::from_millis(end_ms),
             lift_error: None,
+            evidence: None,
         }
     }
 

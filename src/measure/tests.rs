@@ -17,6 +17,7 @@ fn window(start_ms: u64, end_ms: u64) -> FaultWindow {
         start: Duration::from_millis(start_ms),
         end: Duration::from_millis(end_ms),
         lift_error: None,
+        evidence: None,
     }
 }
 
@@ -396,6 +397,7 @@ fn verdict_rows_come_in_a_fixed_order() {
         max_errors: Some(0),
         max_error_rate: pct("1%"),
         failover_within: dur("1s"),
+        faults_must_act: None,
         streams: Default::default(),
     };
     let mut budgets = all.clone();

@@ -7,6 +7,8 @@ use serde::Serialize;
 use super::metrics::{ClassOrder, Metrics, PhaseMetrics, SteadyState};
 use super::windows::{Judgement, Settling, SHARE_EPSILON};
 use crate::experiment::Budgets;
+use crate::fault::Evidence;
+use crate::measure::FaultWindow;
 use crate::units::{human_duration, Percent};
 
 #[derive(Clone, Debug, Serialize)]
@@ -58,6 +60,54 @@ pub(crate) fn judge(
         rows,
         warnings: Vec::new(),
     }
+}
+
+/// Warns of every fault the run saw do nothing, and judges `faults_must_act`: a drill whose
+/// fault never reached the system under test proves nothing, whatever its other rows say.
+pub(crate) fn judge_evidence(windows: &[FaultWindow], budgets: &Budgets, verdict: &mut Verdict) {
+    let observed: Vec<(&FaultWindow, &Evidence)> = windows
+        .iter()
+        .filter_map(|w| w.evidence.as_ref().map(|e| (w, e)))
+        .collect();
+    let idle: Vec<String> = observed
+        .iter()
+        .filter(|(_, e)| !e.acted())
+        .map(|(w, e)| {
+            let hint = match e {
+                Evidence::Requests { .. } => ": is the proxy on the path to the system under test?",
+                Evidence::Process { .. } => ": did the signal reach the service's process?",
+                Evidence::GpuMemory { .. } => ": was there GPU memory to take?",
+            };
+            format!("fault `{}` on {} {}{hint}", w.id, w.target, e.text())
+        })
+        .collect();
+    verdict.warnings.extend(idle.iter().cloned());
+    if budgets.faults_must_act != Some(true) {
+        return;
+    }
+    let acted = observed.len() - idle.len();
+    let detail = if observed.is_empty() {
+        "no fault of this run has an effect faultline can observe (toxics, leaks and agent \
+         faults are not counted)"
+            .to_string()
+    } else if idle.is_empty() {
+        let list: Vec<String> = observed
+            .iter()
+            .map(|(w, e)| format!("`{}` {}", w.id, e.text()))
+            .collect();
+        list.join("; ")
+    } else {
+        idle.join("; ")
+    };
+    verdict.rows.push(VerdictRow {
+        budget: "faults_must_act".into(),
+        scope: "all".into(),
+        limit: "every fault acts".into(),
+        measured: format!("{acted} of {} acted", observed.len()),
+        passed: idle.is_empty(),
+        detail,
+    });
+    verdict.passed = verdict.rows.iter().all(|r| r.passed);
 }
 
 /// A share against its limit. Equal passes; the epsilon keeps that true when the limit was

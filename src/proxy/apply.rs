@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use hyper::header::{HeaderMap, HeaderValue, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE};
+use hyper::header::{HeaderMap, HeaderName, HeaderValue, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE};
 use hyper::{Request, Response, Uri, Version};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
@@ -16,7 +16,7 @@ use tokio::time::Instant;
 
 use super::body::{proxy_header, PerChunkDelay, ProxyBody, StreamError, Truncate};
 use super::conn::ConnControl;
-use super::control::{FaultControl, Snapshot};
+use super::control::{ActiveFault, FaultControl, Snapshot};
 use super::errors;
 use crate::fault::{
     selects, FaultSpec, HttpErrorFault, LatencyPoint, StreamErrorFault, TruncateFault,
@@ -44,7 +44,7 @@ enum Outcome {
 }
 
 /// The faults one request meets, decided once on arrival.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 struct Plan {
     before_forward: Duration,
     first_byte: Duration,
@@ -52,6 +52,13 @@ struct Plan {
     outcome: Outcome,
     truncate: Option<TruncateFault>,
     stream_error: Option<StreamErrorFault>,
+    /// The faults that act on this request whatever the answer (latencies, the one that
+    /// replaces it).
+    acting: Vec<Arc<ActiveFault>>,
+    /// The faults behind `truncate` and `stream_error`, which act only on a successful
+    /// (streamed) answer.
+    truncating: Option<Arc<ActiveFault>>,
+    erroring_stream: Option<Arc<ActiveFault>>,
 }
 
 impl Plan {
@@ -66,6 +73,9 @@ impl Plan {
             outcome: Outcome::Forward,
             truncate: None,
             stream_error: None,
+            acting: Vec::new(),
+            truncating: None,
+            erroring_stream: None,
         };
         for fault in faults.iter() {
             let mut draw = fault.decider.draw(index);
@@ -83,15 +93,27 @@ impl Plan {
                         LatencyPoint::PerChunk => &mut plan.per_chunk,
                     };
                     *slot = slot.saturating_add(wait);
+                    plan.acting.push(Arc::clone(fault));
                 }
-                FaultSpec::HttpError(e) if replaces => plan.outcome = Outcome::Error(e.clone()),
-                FaultSpec::Reset(_) if replaces => plan.outcome = Outcome::Reset,
-                FaultSpec::Blackhole(_) if replaces => plan.outcome = Outcome::Blackhole,
+                FaultSpec::HttpError(e) if replaces => {
+                    plan.outcome = Outcome::Error(e.clone());
+                    plan.acting.push(Arc::clone(fault));
+                }
+                FaultSpec::Reset(_) if replaces => {
+                    plan.outcome = Outcome::Reset;
+                    plan.acting.push(Arc::clone(fault));
+                }
+                FaultSpec::Blackhole(_) if replaces => {
+                    plan.outcome = Outcome::Blackhole;
+                    plan.acting.push(Arc::clone(fault));
+                }
                 FaultSpec::TruncateStream(t) if plan.truncate.is_none() => {
                     plan.truncate = Some(t.clone());
+                    plan.truncating = Some(Arc::clone(fault));
                 }
                 FaultSpec::StreamError(s) if plan.stream_error.is_none() => {
                     plan.stream_error = Some(s.clone());
+                    plan.erroring_stream = Some(Arc::clone(fault));
                 }
                 _ => {}
             }
@@ -110,13 +132,21 @@ pub(crate) async fn handle(
     let plan = Plan::decide(&faults, index, Instant::now());
     drop(faults);
 
+    if !matches!(plan.outcome, Outcome::Forward) {
+        // The answer is replaced: every fault that acts on it has acted now.
+        for fault in &plan.acting {
+            fault.touch();
+        }
+    }
     pause(plan.before_forward).await;
     match &plan.outcome {
         Outcome::Forward => {}
         Outcome::Error(fault) => {
             // A made-up answer has no upstream headers to wait for; its first byte is now.
             pause(plan.first_byte).await;
-            return Ok(errors::http_error(&shared.name, fault));
+            let mut response = errors::http_error(&shared.name, fault);
+            mark(response.headers_mut(), &plan.acting);
+            return Ok(response);
         }
         Outcome::Reset => {
             conn.close_now(true);
@@ -183,6 +213,19 @@ fn shape_response(
     }
     let mut body: ProxyBody = body.map_err(Into::into).boxed_unsync();
     let success = parts.status.is_success();
+    // Which faults act on this answer: the latencies always, the stream faults only on a
+    // success they can cut or break.
+    let mut acted: Vec<Arc<ActiveFault>> = plan.acting.clone();
+    if success {
+        acted.extend(plan.truncating.iter().cloned());
+        if is_sse(&parts.headers) {
+            acted.extend(plan.erroring_stream.iter().cloned());
+        }
+    }
+    for fault in &acted {
+        fault.touch();
+    }
+    mark(&mut parts.headers, &acted);
     if let Some(fault) = plan
         .stream_error
         .as_ref()
@@ -202,6 +245,32 @@ fn shape_response(
         body = Truncate::new(body, fault.cut_point(), fault.how, Arc::clone(conn)).boxed_unsync();
     }
     Response::from_parts(parts, body)
+}
+
+/// The response header that names the faults that acted on a response, so a client (or the
+/// load generator, through a gateway that forwards upstream headers) can tell a faulted answer
+/// from a plain one.
+pub const FAULT_HEADER: &str = "x-faultline-fault";
+
+/// Sets [`FAULT_HEADER`] to the ids of `acted`, comma-separated; an id that is not a valid
+/// header value is sent in the characters backends accept.
+fn mark(headers: &mut HeaderMap, acted: &[Arc<ActiveFault>]) {
+    if acted.is_empty() {
+        return;
+    }
+    let ids: Vec<String> = acted
+        .iter()
+        .map(|f| {
+            if f.id.bytes().all(|b| b.is_ascii_graphic() && b != b',') {
+                f.id.clone()
+            } else {
+                crate::fault::action::backend_id(&f.id)
+            }
+        })
+        .collect();
+    if let Ok(value) = HeaderValue::from_str(&ids.join(", ")) {
+        headers.insert(HeaderName::from_static(FAULT_HEADER), value);
+    }
 }
 
 fn is_sse(headers: &HeaderMap) -> bool {
@@ -285,7 +354,15 @@ mod tests {
         for i in 0..100 {
             let a = Plan::decide(&control.snapshot(), i, now);
             let b = Plan::decide(&control.snapshot(), i, now);
-            assert_eq!(a, b);
+            let key = |p: &Plan| {
+                (
+                    p.before_forward,
+                    p.first_byte,
+                    p.per_chunk,
+                    p.outcome.clone(),
+                )
+            };
+            assert_eq!(key(&a), key(&b));
             assert!(a.per_chunk >= Duration::from_millis(10));
             assert!(a.per_chunk <= Duration::from_millis(15));
         }

@@ -1,6 +1,7 @@
 //! The live fault table of one proxy. The timeline changes it while traffic flows; each request
 //! takes a snapshot on arrival, so a change only touches requests that start after it.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 
 use tokio::time::Instant;
@@ -15,6 +16,15 @@ pub(crate) struct ActiveFault {
     /// Bursts are phased from here.
     pub(crate) injected_at: Instant,
     pub(crate) decider: Decider,
+    /// Requests this fault acted on: the evidence that it was on the path at all.
+    touched: AtomicU64,
+}
+
+impl ActiveFault {
+    /// Counts one request this fault acted on.
+    pub(crate) fn touch(&self) {
+        self.touched.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 /// The faults in force, in injection order.
@@ -54,6 +64,7 @@ impl FaultControl {
             spec: fault,
             injected_at: Instant::now(),
             decider: Decider::new(self.table.seed, &self.table.proxy, id),
+            touched: AtomicU64::new(0),
         });
         self.update(|faults| {
             faults.retain(|f| f.id != id);
@@ -80,6 +91,14 @@ impl FaultControl {
             faults.clear();
         });
         count
+    }
+
+    /// How many requests the fault under `id` acted on so far; `None` if it is not in force.
+    pub fn touched(&self, id: &str) -> Option<u64> {
+        self.snapshot()
+            .iter()
+            .find(|f| f.id == id)
+            .map(|f| f.touched.load(Ordering::Relaxed))
     }
 
     /// The ids in force, in injection order.

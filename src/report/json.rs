@@ -148,6 +148,7 @@ mod tests {
                     start: Duration::from_secs(2),
                     end: Duration::from_secs(4),
                     lift_error: None,
+                    evidence: None,
                 },
                 FaultWindow {
                     id: "primary-proxy/truncate_stream".into(),
@@ -156,6 +157,7 @@ mod tests {
                     start: Duration::from_secs(8),
                     end: Duration::from_secs(10),
                     lift_error: None,
+                    evidence: None,
                 },
             ],
             streams: vec!["model-a".into(), "model-b".into()],
@@ -184,6 +186,7 @@ mod tests {
             max_p99_latency: Some(Dur::from_secs(2)),
             recover_within: Some(Dur::from_secs(5)),
             min_served_by: Some(served),
+            faults_must_act: None,
             streams,
         };
         let eval = evaluate(&records, &facts, &budgets, &MeasureSpec::default());

@@ -214,6 +214,7 @@ mod tests {
                 start: Duration::from_secs(4),
                 end: Duration::from_secs(7),
                 lift_error: None,
+                evidence: None,
             }],
             streams: vec!["a".into(), "b".into()],
         };

@@ -51,6 +51,7 @@ pub fn sample() -> Sample {
                 start: Duration::from_secs(10),
                 end: Duration::from_secs(20),
                 lift_error: None,
+                evidence: None,
             },
             FaultWindow {
                 id: "primary-proxy/latency".into(),
@@ -59,6 +60,7 @@ pub fn sample() -> Sample {
                 start: Duration::from_secs(12),
                 end: Duration::from_secs(15),
                 lift_error: None,
+                evidence: None,
             },
         ],
         streams: vec!["model-a".into(), NASTY_STREAM.into()],

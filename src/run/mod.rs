@@ -139,7 +139,7 @@ pub async fn execute(exp: &Experiment, opts: &RunOptions) -> RunRecord {
         console.say(format!("[{:>7}] lifted {n} fault(s)", fmt_at(now)));
     }
     for l in lifted {
-        timeline::record_lift(&mut windows, &l.id, l.result, now, &console);
+        timeline::record_lift(&mut windows, l, now, &console);
     }
     if aborted.is_some() {
         load.stop_sending();
@@ -216,5 +216,6 @@ pub(crate) fn window(
         start,
         end,
         lift_error: None,
+        evidence: None,
     }
 }

@@ -4,7 +4,8 @@
 use std::path::Path;
 
 use super::console::Console;
-use super::faults::{FaultError, Ledger, LiftMode, Lifted};
+pub use super::faults::Lifted;
+use super::faults::{FaultError, Ledger, LiftMode};
 use super::targets::{Agent, Started, Targets};
 use crate::agent::AgentClient;
 use crate::exit::Failure;
@@ -119,7 +120,7 @@ impl Stack {
 
     /// `lift: <id>` on the timeline: a paused process resumes, a killed one starts again, a
     /// leak stops. `None` when the fault is not in force (lifted already, or by its duration).
-    pub async fn lift(&mut self, id: &str) -> Option<Result<(), FaultError>> {
+    pub async fn lift(&mut self, id: &str) -> Option<Lifted> {
         self.ledger
             .lift(id, &mut self.targets, LiftMode::Timeline)
             .await

@@ -6,10 +6,11 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 use super::console::Console;
-use super::faults::FaultError;
+use super::stack::Lifted;
 use super::{fmt_at, stack::Stack, window};
 use crate::exit::Failure;
 use crate::experiment::{Action, Experiment, FaultTarget, LiftTarget};
+use crate::fault::Evidence;
 use crate::measure::FaultWindow;
 
 /// An injected fault whose window is still open.
@@ -20,6 +21,7 @@ struct Open {
     start: Duration,
     /// Why the last try to lift it failed: it is still in force.
     lift_error: Option<String>,
+    evidence: Option<Evidence>,
 }
 
 /// Fault windows as they happened.
@@ -38,6 +40,7 @@ impl Windows {
             kind: kind.into(),
             start: at,
             lift_error: None,
+            evidence: None,
         });
     }
 
@@ -46,6 +49,15 @@ impl Windows {
         if let Some(pos) = self.open.iter().position(|w| w.id == id) {
             let w = self.open.remove(pos);
             self.closed.push(w.closed_at(at));
+        }
+    }
+
+    /// What showed fault `id` acted; a later look (a retried lift) replaces an earlier one.
+    pub fn evidence(&mut self, id: &str, evidence: Option<Evidence>) {
+        if let Some(w) = self.open.iter_mut().find(|w| w.id == id) {
+            if evidence.is_some() {
+                w.evidence = evidence;
+            }
         }
     }
 
@@ -86,6 +98,7 @@ impl Open {
     fn closed_at(self, end: Duration) -> FaultWindow {
         let mut w = window(&self.id, self.target.name(), &self.kind, self.start, end);
         w.lift_error = self.lift_error;
+        w.evidence = self.evidence;
         w
     }
 }
@@ -182,7 +195,7 @@ pub async fn follow(
                 let n = lifted.iter().filter(|l| l.result.is_ok()).count();
                 console.say(format!("[{:>7}] lift all ({n} fault(s))", fmt_at(at)));
                 for l in lifted {
-                    record_lift(windows, &l.id, l.result, at, console);
+                    record_lift(windows, l, at, console);
                 }
             }
             Action::Lift(LiftTarget::Fault(id)) => {
@@ -194,12 +207,12 @@ pub async fn follow(
                     }
                 };
                 // `None`: not in force (a restart that is over, or lifted by `lift: all`).
-                if let Some(result) = lifted {
+                if let Some(lifted) = lifted {
                     let at = effective(now, origin, id, "lift", console);
-                    if result.is_ok() {
+                    if lifted.result.is_ok() {
                         console.say(format!("[{:>7}] lift {id}", fmt_at(at)));
                     }
-                    record_lift(windows, id, result, at, console);
+                    record_lift(windows, lifted, at, console);
                 }
             }
             Action::End => break,
@@ -211,14 +224,10 @@ pub async fn follow(
 
 /// A lift's outcome on the fault's window: closed at `at` once lifted; left open, with the
 /// reason, when the fault is still in force.
-pub fn record_lift(
-    windows: &mut Windows,
-    id: &str,
-    result: Result<(), FaultError>,
-    at: Duration,
-    console: &Console,
-) {
-    match result {
+pub fn record_lift(windows: &mut Windows, lifted: Lifted, at: Duration, console: &Console) {
+    let id = lifted.id.as_str();
+    windows.evidence(id, lifted.evidence);
+    match lifted.result {
         Ok(()) => windows.close(id, at),
         Err(why) => {
             console.say(format!(
@@ -288,17 +297,32 @@ mod tests {
         let target = FaultTarget::Proxy("p".into());
         windows.open("ok", &target, "toxic", ms(1_000));
         windows.open("stuck", &target, "toxic", ms(1_000));
-        record_lift(&mut windows, "ok", Ok(()), ms(3_000), &console);
-        let refused = FaultError::NotRunning {
+        let lifted = |id: &str, result| Lifted {
+            id: id.into(),
+            target: target.clone(),
+            result,
+            evidence: Some(Evidence::Requests {
+                touched: 3,
+                seen_by_clients: None,
+            }),
+        };
+        record_lift(&mut windows, lifted("ok", Ok(())), ms(3_000), &console);
+        let refused = crate::run::FaultError::NotRunning {
             what: "proxy",
             name: "p".into(),
         };
-        record_lift(&mut windows, "stuck", Err(refused), ms(3_000), &console);
+        record_lift(
+            &mut windows,
+            lifted("stuck", Err(refused)),
+            ms(3_000),
+            &console,
+        );
         assert_eq!(windows.phase(), "fault (stuck)");
 
         let all = windows.into_windows(ms(9_000));
         let ok = all.iter().find(|w| w.id == "ok").unwrap();
         assert_eq!((ok.end, &ok.lift_error), (ms(3_000), &None));
+        assert!(ok.evidence.as_ref().is_some_and(Evidence::acted));
         // Still in force when the run ended: no recovery may be judged after the failed lift.
         let stuck = all.iter().find(|w| w.id == "stuck").unwrap();
         assert_eq!(stuck.end, ms(9_000));

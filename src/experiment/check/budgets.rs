@@ -22,6 +22,12 @@ pub(super) fn measurable(
         .iter()
         .find(|s| matches!(s.action, Action::Inject(_)))
         .map(|s| s.at);
+    if b.faults_must_act == Some(true) && first_inject.is_none() {
+        c.report(
+            loc,
+            "`faults_must_act` needs a fault: the timeline injects none",
+        );
+    }
     if b.failover_within.is_some() && first_inject.is_none() {
         c.report(
             loc,
@@ -64,6 +70,12 @@ pub(super) fn measurable(
         }
         if !sb.value.streams.is_empty() {
             c.report(sb.referenced, "stream budgets cannot nest `streams:`");
+        }
+        if sb.value.faults_must_act.is_some() {
+            c.report(
+                sb.referenced,
+                "`faults_must_act` judges the faults, not a stream: set it at the top of `expect:`",
+            );
         }
         measurable(c, sb, file, timeline, end);
     }

@@ -263,6 +263,11 @@ pub struct Budgets {
     pub max_p99_latency: Option<Dur>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recover_within: Option<Dur>,
+    /// Every fault whose effect the run can observe must have acted (requests touched, a
+    /// process stopped or gone, GPU memory held); a fault that touched nothing fails the run
+    /// instead of only warning.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub faults_must_act: Option<bool>,
     /// Share of fault-phase successes that a given backend must have served.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min_served_by: Option<IndexMap<String, Percent>>,

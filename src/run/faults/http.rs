@@ -2,6 +2,7 @@
 
 use super::{Backend, FaultError, LiftMode};
 use crate::fault::action::HttpAction;
+use crate::fault::Evidence;
 use crate::run::targets::Targets;
 
 pub(super) struct HttpFault;
@@ -14,6 +15,14 @@ pub(crate) struct Held {
 impl Backend for HttpFault {
     type Action = HttpAction;
     type Held = Held;
+
+    fn evidence(h: &Held, t: &Targets) -> Option<Evidence> {
+        let touched = t.proxies.get(&h.proxy)?.faults().touched(&h.id)?;
+        Some(Evidence::Requests {
+            touched,
+            seen_by_clients: None,
+        })
+    }
 
     async fn apply(a: &HttpAction, t: &mut Targets) -> Result<Held, FaultError> {
         let p = t

@@ -2,6 +2,7 @@
 
 use super::{Backend, FaultError, LiftMode};
 use crate::fault::action::LocalGpuAction;
+use crate::fault::Evidence;
 use crate::gpu::RunningHog;
 use crate::run::targets::Targets;
 
@@ -11,6 +12,11 @@ impl Backend for LocalGpu {
     type Action = LocalGpuAction;
     /// `None` once released.
     type Held = Option<Box<RunningHog>>;
+
+    fn evidence(h: &Self::Held, _: &Targets) -> Option<Evidence> {
+        let held_bytes = h.as_ref()?.report().devices.iter().map(|d| d.held).sum();
+        Some(Evidence::GpuMemory { held_bytes })
+    }
 
     async fn apply(a: &LocalGpuAction, _: &mut Targets) -> Result<Self::Held, FaultError> {
         let hog = RunningHog::start(&a.pressure)

@@ -20,7 +20,7 @@ pub use error::FaultError;
 
 use super::targets::Targets;
 use crate::experiment::FaultTarget;
-use crate::fault::FaultAction;
+use crate::fault::{Evidence, FaultAction};
 
 /// Whether lifting a `kill` starts the service again.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -42,6 +42,12 @@ pub(super) trait Backend {
     /// What a cancelled apply may already have left in force, recorded before applying so a
     /// signal that arrives mid-apply cannot lose it. `None` where applying is all-or-nothing.
     fn provisional(_action: &Self::Action) -> Option<Self::Held> {
+        None
+    }
+
+    /// What shows the fault acted, looked at just before it is lifted; `None` where this
+    /// backend cannot tell.
+    fn evidence(_held: &Self::Held, _targets: &Targets) -> Option<Evidence> {
         None
     }
 
@@ -81,6 +87,12 @@ macro_rules! registry {
         }
 
         impl Held {
+            fn evidence(&self, targets: &Targets) -> Option<Evidence> {
+                match self {
+                    $(Held::$variant(h) => <$backend>::evidence(h, targets),)*
+                }
+            }
+
             async fn lift(&mut self, targets: &mut Targets, mode: LiftMode) -> Result<(), FaultError> {
                 match self {
                     $(Held::$variant(h) => <$backend>::lift(h, targets, mode).await,)*
@@ -119,6 +131,8 @@ pub struct Lifted {
     pub id: String,
     pub target: FaultTarget,
     pub result: Result<(), FaultError>,
+    /// What showed the fault acted, seen just before the lift.
+    pub evidence: Option<Evidence>,
 }
 
 impl Ledger {
@@ -165,13 +179,13 @@ impl Ledger {
         id: &str,
         targets: &mut Targets,
         mode: LiftMode,
-    ) -> Option<Result<(), FaultError>> {
+    ) -> Option<Lifted> {
         let pos = self.entries.iter().position(|e| e.id == id)?;
-        let result = Self::lift_entry(&mut self.entries[pos], targets, mode).await;
-        if result.is_ok() {
+        let lifted = Self::lift_entry(&mut self.entries[pos], targets, mode).await;
+        if lifted.result.is_ok() {
             self.entries.remove(pos);
         }
-        Some(result)
+        Some(lifted)
     }
 
     /// Lifts every fault in force, newest first. Failed lifts stay in the ledger.
@@ -179,31 +193,28 @@ impl Ledger {
         let mut out = Vec::new();
         let mut kept = Vec::new();
         while let Some(mut entry) = self.entries.pop() {
-            let result = Self::lift_entry(&mut entry, targets, mode).await;
-            let failed = result.is_err();
-            out.push(Lifted {
-                id: entry.id.clone(),
-                target: entry.target.clone(),
-                result,
-            });
-            if failed {
+            let lifted = Self::lift_entry(&mut entry, targets, mode).await;
+            if lifted.result.is_err() {
                 kept.push(entry);
             }
+            out.push(lifted);
         }
         kept.reverse();
         self.entries = kept;
         out
     }
 
-    async fn lift_entry(
-        entry: &mut Entry,
-        targets: &mut Targets,
-        mode: LiftMode,
-    ) -> Result<(), FaultError> {
-        match &mut entry.held {
-            Some(held) => held.lift(targets, mode).await,
+    async fn lift_entry(entry: &mut Entry, targets: &mut Targets, mode: LiftMode) -> Lifted {
+        let (evidence, result) = match &mut entry.held {
+            Some(held) => (held.evidence(targets), held.lift(targets, mode).await),
             // Cancelled before anything was in force.
-            None => Ok(()),
+            None => (None, Ok(())),
+        };
+        Lifted {
+            id: entry.id.clone(),
+            target: entry.target.clone(),
+            result,
+            evidence,
         }
     }
 }

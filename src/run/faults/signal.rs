@@ -3,6 +3,7 @@
 use super::{Backend, FaultError, LiftMode};
 use crate::exit::Failure;
 use crate::fault::action::{Signal, SignalAction};
+use crate::fault::Evidence;
 use crate::run::targets::{Started, Targets};
 use crate::services::RunningProcess;
 
@@ -11,6 +12,26 @@ pub(super) struct ProcessSignal;
 pub(crate) struct Held {
     service: String,
     signal: Signal,
+    /// The process state right after the signal.
+    seen: Option<Evidence>,
+}
+
+/// What `/proc` says of `pid` right after `signal` was sent to its group.
+fn observe(pid: Option<u32>, signal: Signal) -> Option<Evidence> {
+    let expected = match signal {
+        Signal::Pause => "stopped",
+        Signal::Kill => "gone",
+        // A restart is over once applied: a new process, nothing to compare.
+        Signal::Restart => return None,
+    };
+    let seen = match pid.and_then(crate::agent::procfs::read_stat) {
+        None => "gone".to_string(),
+        // A zombie or a dead task has left as far as a client can tell.
+        Some(s) if matches!(s.state, 'Z' | 'X' | 'x') => "gone".to_string(),
+        Some(s) if matches!(s.state, 'T' | 't') => "stopped".to_string(),
+        Some(s) => format!("in state {}", s.state),
+    };
+    Some(Evidence::Process { expected, seen })
 }
 
 fn process<'t>(t: &'t mut Targets, service: &str) -> Result<&'t mut RunningProcess, FaultError> {
@@ -36,6 +57,7 @@ impl Backend for ProcessSignal {
 
     async fn apply(a: &SignalAction, t: &mut Targets) -> Result<Held, FaultError> {
         let p = process(t, &a.service)?;
+        let pid = p.pid();
         match a.signal {
             Signal::Kill => p.kill().await,
             Signal::Pause => p.pause(),
@@ -45,7 +67,12 @@ impl Backend for ProcessSignal {
         Ok(Held {
             service: a.service.clone(),
             signal: a.signal,
+            seen: observe(pid, a.signal),
         })
+    }
+
+    fn evidence(h: &Held, _: &Targets) -> Option<Evidence> {
+        h.seen.clone()
     }
 
     async fn lift(h: &mut Held, t: &mut Targets, mode: LiftMode) -> Result<(), FaultError> {

@@ -134,10 +134,8 @@ async fn a_failed_lift_is_not_counted_and_stays_in_force_for_the_next_try() {
     // Still in force: a later rollback tries again, and a lift by id finds it.
     let again = ledger.lift_all(&mut targets, LiftMode::RollBack).await;
     assert_eq!(again.len(), 2);
-    assert!(matches!(
-        ledger.lift("first", &mut targets, LiftMode::Timeline).await,
-        Some(Err(_))
-    ));
+    let first = ledger.lift("first", &mut targets, LiftMode::Timeline).await;
+    assert!(first.is_some_and(|l| l.result.is_err()));
     let deletes = seen
         .lock()
         .unwrap()
@@ -163,10 +161,8 @@ async fn a_successful_lift_leaves_the_ledger() {
         .apply("t", &target(), &toxic_action("t"), &mut targets)
         .await
         .unwrap();
-    assert!(matches!(
-        ledger.lift("t", &mut targets, LiftMode::Timeline).await,
-        Some(Ok(()))
-    ));
+    let lifted = ledger.lift("t", &mut targets, LiftMode::Timeline).await;
+    assert!(lifted.is_some_and(|l| l.result.is_ok()));
     assert!(ledger
         .lift("t", &mut targets, LiftMode::Timeline)
         .await

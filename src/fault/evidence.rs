@@ -1,0 +1,57 @@
+//! What a run saw of each fault acting: the proof that it was on the path to the system under
+//! test at all. A fault that touched nothing proves nothing, however the verdict came out.
+
+use serde::Serialize;
+
+/// One fault window's evidence, by the kind of thing the fault acts on.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Evidence {
+    /// An HTTP fault: the requests the proxy acted on, and how many responses reached the
+    /// load generator marked with the fault's id (`x-faultline-fault`, directly or forwarded
+    /// by a gateway).
+    Requests {
+        touched: u64,
+        /// `None` until the records are read (measure fills it in).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        seen_by_clients: Option<u64>,
+    },
+    /// A signal: the process state looked up right after it was sent.
+    Process {
+        /// `stopped` after a pause, `gone` after a kill.
+        expected: &'static str,
+        /// What `/proc` said: `stopped`, `gone`, or the state letter otherwise.
+        seen: String,
+    },
+    /// GPU memory pressure: what the hog allocated and holds, over every device.
+    GpuMemory { held_bytes: u64 },
+}
+
+impl Evidence {
+    /// Whether the fault demonstrably acted.
+    pub fn acted(&self) -> bool {
+        match self {
+            Evidence::Requests { touched, .. } => *touched > 0,
+            Evidence::Process { expected, seen } => expected == seen,
+            Evidence::GpuMemory { held_bytes } => *held_bytes > 0,
+        }
+    }
+
+    /// The evidence in words, for a warning: "touched 0 requests".
+    pub fn text(&self) -> String {
+        match self {
+            Evidence::Requests { touched, .. } => {
+                format!(
+                    "touched {touched} request{}",
+                    if *touched == 1 { "" } else { "s" }
+                )
+            }
+            Evidence::Process { expected, seen } => {
+                format!("left the process {seen} (expected {expected})")
+            }
+            Evidence::GpuMemory { held_bytes } => {
+                format!("held {}", crate::units::Size(*held_bytes))
+            }
+        }
+    }
+}
