@@ -5,7 +5,7 @@ use serde_json::Value;
 
 use crate::experiment::Api;
 use crate::load::record::Outcome;
-use crate::simulate::content::{self, Verification};
+use crate::protocol::verify::{self as content, Verification};
 
 /// Text kept for verification is capped so a runaway body cannot eat memory.
 const MAX_TEXT: usize = 1 << 20;

@@ -4,3 +4,4 @@
 //! stages, neither side can drift from the other.
 
 pub mod sse;
+pub mod verify;

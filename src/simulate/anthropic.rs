@@ -8,6 +8,7 @@ use serde_json::{json, Value};
 use super::body::{self, Body};
 use super::host::{prompt_words, Ask, Reply};
 use super::stream::{named_event, Script};
+use crate::protocol::verify;
 
 #[derive(Deserialize)]
 struct MessagesRequest {
@@ -53,7 +54,7 @@ pub(crate) fn whole(reply: &Reply) -> Value {
         "type": "message",
         "role": "assistant",
         "model": reply.model,
-        "content": [{ "type": "text", "text": super::content::completion(reply.total) }],
+        "content": [{ "type": "text", "text": verify::completion(reply.total) }],
         "stop_reason": "end_turn",
         "stop_sequence": null,
         "usage": { "input_tokens": reply.prompt_tokens, "output_tokens": reply.total },
@@ -100,7 +101,7 @@ impl Script for Events {
             &json!({
                 "type": "content_block_delta",
                 "index": 0,
-                "delta": { "type": "text_delta", "text": super::content::token(index, total) },
+                "delta": { "type": "text_delta", "text": verify::token(index, total) },
             }),
         )
     }

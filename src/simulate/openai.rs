@@ -8,6 +8,7 @@ use serde_json::{json, Value};
 use super::body::{self, Body};
 use super::host::{prompt_words, Ask, Reply};
 use super::stream::{data_event, Script};
+use crate::protocol::verify;
 
 #[derive(Deserialize)]
 struct ChatRequest {
@@ -66,7 +67,7 @@ pub(crate) fn whole(reply: &Reply) -> Value {
         "model": reply.model,
         "choices": [{
             "index": 0,
-            "message": { "role": "assistant", "content": super::content::completion(reply.total) },
+            "message": { "role": "assistant", "content": verify::completion(reply.total) },
             "logprobs": null,
             "finish_reason": "stop",
         }],
@@ -102,7 +103,7 @@ impl Script for Chunks {
     fn token(&mut self, index: u32, total: u32) -> String {
         data_event(&self.chunk(json!([{
             "index": 0,
-            "delta": { "content": super::content::token(index, total) },
+            "delta": { "content": verify::token(index, total) },
             "logprobs": null,
             "finish_reason": null,
         }])))

@@ -10,8 +10,8 @@ use tokio::sync::mpsc;
 
 use super::client::*;
 use crate::experiment::schema::Strategy;
+use crate::protocol::verify::{self, Verification};
 use crate::simulate::body;
-use crate::simulate::content::{self, Verification};
 use crate::simulate::RunningServer;
 use crate::simulate::{start_gateway, start_host};
 use crate::units::Dur;
@@ -40,7 +40,7 @@ async fn fails_over_when_the_first_answers_503() {
                 .map(str::to_string)
         })
         .collect();
-    assert_eq!(content::verify(&text), Verification::Complete);
+    assert_eq!(verify::verify(&text), Verification::Complete);
     assert_eq!(bad_hits.load(Ordering::SeqCst), 1);
     gw.stop().await;
     bad.stop().await;
