@@ -91,3 +91,47 @@ async fn toxicity_zero_never_acts_and_changes_reach_open_connections() {
     let mut b = [0u8; 1];
     assert!(matches!(c.read(&mut b).await, Ok(0) | Err(_)));
 }
+
+/// Toxicity picks of `n` connections made one after another through a fresh proxy `p`: true
+/// where a downstream `limit_data` of 1 byte acted (toxicity 0.5).
+async fn picks(seed: u64, n: usize) -> Vec<bool> {
+    let p = TcpProxy::new("p", "127.0.0.1:0", &echo().await.to_string()).with_seed(seed);
+    let addr = p.start().await.unwrap();
+    p.add_toxic(Toxic::new(
+        "coin".into(),
+        ToxicKind::LimitData { bytes: 1 },
+        Stream::Downstream,
+        0.5,
+    ))
+    .unwrap();
+    let mut out = Vec::new();
+    for _ in 0..n {
+        let mut c = TcpStream::connect(addr).await.unwrap();
+        c.write_all(b"hello").await.unwrap();
+        let mut got = Vec::new();
+        let read = async {
+            let mut b = [0u8; 8];
+            while got.len() < 5 {
+                match c.read(&mut b).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(k) => got.extend_from_slice(&b[..k]),
+                }
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(5), read)
+            .await
+            .unwrap();
+        assert!(got.len() == 1 || got.len() == 5, "{got:?}");
+        out.push(got.len() == 1);
+    }
+    p.stop().await;
+    out
+}
+
+#[tokio::test]
+async fn proxies_with_one_seed_pick_the_same_connections() {
+    let a = picks(11, 16).await;
+    assert!(a.contains(&true) && a.contains(&false), "{a:?}");
+    assert_eq!(a, picks(11, 16).await);
+    assert_ne!(a, picks(12, 16).await);
+}
