@@ -42,6 +42,10 @@ pub struct ProxyArgs {
     /// Address of the admin API.
     #[arg(long, default_value = "127.0.0.1:8474")]
     pub listen: SocketAddr,
+    /// Seed for every random choice of the proxies (toxicity, jitter, slice sizes, HTTP fault
+    /// decisions): the same seed and sequence of connections give the same decisions.
+    #[arg(long, default_value_t = crate::proxy::tcp::DEFAULT_SEED)]
+    pub seed: u64,
 }
 
 #[derive(Debug, Args)]

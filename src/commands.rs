@@ -311,7 +311,7 @@ fn completions(args: &CompletionsArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn proxy(args: &crate::cli::ProxyArgs) -> anyhow::Result<ExitCode> {
-    Ok(runtime()?.block_on(crate::proxy::admin::run(args.listen))?)
+    Ok(runtime()?.block_on(crate::proxy::admin::run(args.listen, args.seed))?)
 }
 
 #[cfg(test)]

@@ -13,7 +13,7 @@ mod link;
 pub mod toxic;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 use crate::proxy::lifecycle;
 use std::net::SocketAddr;

@@ -39,7 +39,7 @@ fn attributes_parse_merge_and_refuse() {
     assert_eq!(back, Ok(slicer));
 }
 
-async fn echo() -> std::net::SocketAddr {
+pub(crate) async fn echo() -> std::net::SocketAddr {
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
     tokio::spawn(async move {
@@ -104,6 +104,14 @@ async fn picks(seed: u64, n: usize) -> Vec<bool> {
         0.5,
     ))
     .unwrap();
+    let out = limit_picks(addr, n).await;
+    p.stop().await;
+    out
+}
+
+/// For `n` connections made one after another to `addr`, a proxy of an echo server: true where
+/// a downstream `limit_data` of 1 byte acted (one byte came back, not five).
+pub(crate) async fn limit_picks(addr: std::net::SocketAddr, n: usize) -> Vec<bool> {
     let mut out = Vec::new();
     for _ in 0..n {
         let mut c = TcpStream::connect(addr).await.unwrap();
@@ -124,7 +132,6 @@ async fn picks(seed: u64, n: usize) -> Vec<bool> {
         assert!(got.len() == 1 || got.len() == 5, "{got:?}");
         out.push(got.len() == 1);
     }
-    p.stop().await;
     out
 }
 
