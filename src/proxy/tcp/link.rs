@@ -158,38 +158,34 @@ impl Toxics {
         delay
     }
 
-    /// The slicer on, if any: its index in `list` and its delay between slices (µs).
-    fn slicer(&self) -> Option<(usize, u64)> {
+    /// The slicer on, if any.
+    fn slicer_mut(&mut self) -> Option<&mut Active> {
         self.list
-            .iter()
-            .position(|a| a.on && matches!(a.toxic.kind, ToxicKind::Slicer { .. }))
-            .and_then(|i| match self.list[i].toxic.kind {
-                ToxicKind::Slicer { delay, .. } => Some((i, delay)),
-                _ => None,
-            })
+            .iter_mut()
+            .find(|a| a.on && matches!(a.toxic.kind, ToxicKind::Slicer { .. }))
     }
+}
 
-    /// The size of the next slice of the slicer at `index`: `average_size` ± `size_variation`
-    /// (the variation kept below the average, as Toxiproxy does), at least 1.
-    fn slice_size(&mut self, index: usize) -> u64 {
-        let Some(a) = self.list.get_mut(index) else {
-            return u64::MAX;
-        };
+impl Active {
+    /// For a slicer, the next slice: its size, `average_size` ± `size_variation` (the
+    /// variation kept below the average, as Toxiproxy does) and at least 1, and the pause
+    /// after it (µs). `None` for any other toxic.
+    fn next_slice(&mut self) -> Option<(u64, u64)> {
         let ToxicKind::Slicer {
             average_size: avg,
             size_variation: var,
-            ..
-        } = a.toxic.kind
+            delay,
+        } = self.toxic.kind
         else {
-            return u64::MAX;
+            return None;
         };
         let var = var.min(avg.saturating_sub(1));
         let size = if var > 0 {
-            a.draw.uint_in(avg - var, avg.saturating_add(var))
+            self.draw.uint_in(avg - var, avg.saturating_add(var))
         } else {
             avg
         };
-        size.max(1)
+        Some((size.max(1), delay))
     }
 }
 
@@ -377,16 +373,16 @@ async fn deliver(
             a.passed += data.len() as u64;
         }
     }
-    let slicer = toxics.slicer();
     let rate = toxics.on().find_map(|k| match *k {
         ToxicKind::Bandwidth { rate } => Some(rate),
         _ => None,
     });
+    let mut slicer = toxics.slicer_mut();
     let mut rest = data;
     while !rest.is_empty() {
         let mut take = rest.len();
-        if let Some((index, _)) = slicer {
-            let size = toxics.slice_size(index);
+        let slice = slicer.as_deref_mut().and_then(Active::next_slice);
+        if let Some((size, _)) = slice {
             take = take.min(usize::try_from(size).unwrap_or(usize::MAX));
         }
         if let Some(rate) = rate {
@@ -403,7 +399,7 @@ async fn deliver(
             let micros = (piece.len() as u64).saturating_mul(1000) / rate;
             sleep(Duration::from_micros(micros)).await;
         }
-        if let Some((_, delay)) = slicer {
+        if let Some((_, delay)) = slice {
             if !rest.is_empty() {
                 sleep(Duration::from_micros(delay)).await;
             }
@@ -484,10 +480,13 @@ mod tests {
         t.refresh(&toxics());
         let on = t.list.iter().map(|a| a.on).collect();
         let delays = (0..20).map(|_| t.delay_ms()).collect();
-        let slicer = t.slicer().map(|(i, _)| i);
-        let slices = slicer
-            .map(|i| (0..20).map(|_| t.slice_size(i)).collect())
-            .unwrap_or_default();
+        let slices = match t.slicer_mut() {
+            Some(a) => (0..20)
+                .filter_map(|_| a.next_slice())
+                .map(|s| s.0)
+                .collect(),
+            None => Vec::new(),
+        };
         Decisions { on, delays, slices }
     }
 
