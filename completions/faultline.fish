@@ -77,6 +77,7 @@ complete -c faultline -n "__fish_faultline_using_subcommand gpu-hog" -l ignore-s
 complete -c faultline -n "__fish_faultline_using_subcommand gpu-hog" -s h -l help -d 'Print help'
 complete -c faultline -n "__fish_faultline_using_subcommand proxy" -l listen -d 'Address of the admin API' -r
 complete -c faultline -n "__fish_faultline_using_subcommand proxy" -l allow-host -d 'Also accept this name (no port) in a request\'s Host header, e.g. the name other containers reach it by; repeat for several. Its address and localhost always pass' -r
+complete -c faultline -n "__fish_faultline_using_subcommand proxy" -l seed -d 'Seed for every random choice of the proxies (toxicity, jitter, slice sizes, HTTP fault decisions): the same seed and sequence of connections give the same decisions' -r
 complete -c faultline -n "__fish_faultline_using_subcommand proxy" -s h -l help -d 'Print help'
 complete -c faultline -n "__fish_faultline_using_subcommand help; and not __fish_seen_subcommand_from run validate simulate completions agent gpu-hog proxy help" -f -a "run" -d 'Run an experiment: start its services, drive load, inject faults, judge the budgets'
 complete -c faultline -n "__fish_faultline_using_subcommand help; and not __fish_seen_subcommand_from run validate simulate completions agent gpu-hog proxy help" -f -a "validate" -d 'Check experiment files without running anything'

@@ -46,6 +46,10 @@ pub struct ProxyArgs {
     /// containers reach it by; repeat for several. Its address and localhost always pass.
     #[arg(long = "allow-host", value_name = "NAME")]
     pub allow_hosts: Vec<String>,
+    /// Seed for every random choice of the proxies (toxicity, jitter, slice sizes, HTTP fault
+    /// decisions): the same seed and sequence of connections give the same decisions.
+    #[arg(long, default_value_t = crate::proxy::tcp::DEFAULT_SEED)]
+    pub seed: u64,
 }
 
 #[derive(Debug, Args)]

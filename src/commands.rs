@@ -327,7 +327,11 @@ fn completions(args: &CompletionsArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn proxy(args: &crate::cli::ProxyArgs) -> anyhow::Result<ExitCode> {
-    Ok(runtime()?.block_on(crate::proxy::admin::run(args.listen, &args.allow_hosts))?)
+    Ok(runtime()?.block_on(crate::proxy::admin::run(
+        args.listen,
+        &args.allow_hosts,
+        args.seed,
+    ))?)
 }
 
 #[cfg(test)]

@@ -6,7 +6,8 @@
 //! Markdown). Around it: `simulate` (hosts and the reference gateway), `proxy` (the HTTP fault
 //! proxy), `services` (external processes), `gpu` (GPU memory pressure), `agent` (the live-host
 //! agent), `toxiproxy` (a client for an existing Toxiproxy server's API). `units` (durations,
-//! rates, shares, sizes) is the vocabulary every stage shares.
+//! rates, shares, sizes) is the vocabulary every stage shares, and `protocol` (the SSE codec,
+//! the verifiable completion text) the wire conventions several stages speak.
 
 pub mod agent;
 pub mod cli;
@@ -18,6 +19,7 @@ pub mod gpu;
 pub mod load;
 pub mod measure;
 pub mod net;
+pub mod protocol;
 pub mod proxy;
 pub mod report;
 pub mod rest;

@@ -1,7 +1,9 @@
 //! Seeded fault decisions. Each (run seed, proxy, fault) pair names its own ChaCha8 generator, and
 //! each request draws from that generator's stream number `request_index`, so the k-th request
 //! through a proxy gets the same decision in every run of the same file and seed, however the
-//! requests interleave.
+//! requests interleave. TCP toxics use the same generators, keyed (seed, proxy, toxic name) and
+//! drawn from stream number `connection index`: a connection keeps its `Draw` and takes its
+//! values in order, so the k-th value of the n-th connection is the same in every run.
 
 use std::time::Duration;
 
@@ -44,8 +46,30 @@ pub struct Draw {
 impl Draw {
     /// True with the given probability. Always consumes one value, so later draws do not shift.
     pub fn chance(&mut self, p: Percent) -> bool {
+        self.below(p.fraction())
+    }
+
+    /// True when a uniform draw in `[0, 1)` is below `share`, Toxiproxy's toxicity roll (so 0
+    /// never, 1 always). Always consumes one value.
+    pub fn below(&mut self, share: f64) -> bool {
         let x: f64 = self.rng.random();
-        x < p.fraction()
+        x < share
+    }
+
+    /// A uniform integer in `[lo, hi]`; `lo` when the range is empty (never a panic).
+    pub fn int_in(&mut self, lo: i64, hi: i64) -> i64 {
+        if hi <= lo {
+            return lo;
+        }
+        self.rng.random_range(lo..=hi)
+    }
+
+    /// A uniform integer in `[lo, hi]`; `lo` when the range is empty (never a panic).
+    pub fn uint_in(&mut self, lo: u64, hi: u64) -> u64 {
+        if hi <= lo {
+            return lo;
+        }
+        self.rng.random_range(lo..=hi)
     }
 
     /// A uniform duration in `[0, max]`.

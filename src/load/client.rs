@@ -213,7 +213,7 @@ impl Reader {
 
     fn events(&self) -> u64 {
         match self {
-            Reader::Stream(s) => s.events,
+            Reader::Stream(s) => s.events(),
             Reader::Document(_) => 0,
         }
     }

@@ -1,93 +1,87 @@
-//! Incremental reading of a response body as the client sees it: SSE events for streams, one
+//! Incremental reading of a response body as the client sees it: SSE events for streams (read
+//! with the shared codec, so the client counts events exactly where the proxy cuts them), one
 //! JSON document otherwise, and the verdict on whether the completion arrived whole.
 
 use serde_json::Value;
 
 use crate::experiment::Api;
 use crate::load::record::Outcome;
-use crate::simulate::content::{self, Verification};
+use crate::protocol::sse::{self, Decoder, Event};
+use crate::protocol::verify::{self, Checker, Verification};
 
-/// Text kept for verification is capped so a runaway body cannot eat memory.
-const MAX_TEXT: usize = 1 << 20;
 /// Longest single SSE event kept while waiting for its end.
-const MAX_EVENT: usize = 1 << 20;
+const MAX_EVENT: usize = sse::DEFAULT_LIMIT;
 /// A non-streaming body is parsed whole; anything larger is not a chat completion.
 const MAX_DOCUMENT: usize = 8 << 20;
 
 /// Reads a streamed (SSE) body frame by frame.
 pub struct StreamReader {
+    decoder: Decoder,
+    seen: Seen,
+}
+
+/// What the events read so far say.
+struct Seen {
     api: Api,
-    pending: Vec<u8>,
-    pub events: u64,
+    events: u64,
     terminated: bool,
     errored: bool,
-    /// Bytes were dropped because an "event" outgrew `MAX_EVENT`.
-    garbled: bool,
-    text: String,
+    text: Checker,
 }
 
 impl StreamReader {
     pub fn new(api: Api) -> Self {
         StreamReader {
-            api,
-            pending: Vec::new(),
-            events: 0,
-            terminated: false,
-            errored: false,
-            garbled: false,
-            text: String::new(),
+            decoder: Decoder::new(MAX_EVENT),
+            seen: Seen {
+                api,
+                events: 0,
+                terminated: false,
+                errored: false,
+                text: Checker::new(),
+            },
         }
     }
 
     /// Feeds one body frame; events may span frames.
     pub fn feed(&mut self, chunk: &[u8]) {
-        // Only the new bytes (and the three before them, for a separator split across frames)
-        // can hold the end of the pending event: no rescanning what was already searched.
-        let mut from = self.pending.len().saturating_sub(3);
-        self.pending.extend_from_slice(chunk);
-        while let Some((end, sep)) = find_event_end(&self.pending[from..]) {
-            let end = from + end;
-            let event: Vec<u8> = self.pending.drain(..end + sep).collect();
-            self.on_event(&event[..end]);
-            from = 0;
-        }
-        if self.pending.len() > MAX_EVENT {
-            // No event is this long: a body without event boundaries is not a stream we can
-            // read, and it must not eat memory.
-            self.pending.clear();
-            self.garbled = true;
+        let mut input = chunk;
+        while let Some(event) = self.decoder.next(&mut input) {
+            self.seen.event(event);
         }
     }
 
-    fn on_event(&mut self, raw: &[u8]) {
-        let Ok(raw) = std::str::from_utf8(raw) else {
-            return;
-        };
-        let mut name = None;
-        let mut data = String::new();
-        for line in raw.lines() {
-            if let Some(v) = line.strip_prefix("event:") {
-                name = Some(v.trim().to_string());
-            } else if let Some(v) = line.strip_prefix("data:") {
-                if !data.is_empty() {
-                    data.push('\n');
-                }
-                data.push_str(v.strip_prefix(' ').unwrap_or(v));
-            }
+    /// Events dispatched so far (comments and keep-alives are not events).
+    pub fn events(&self) -> u64 {
+        self.seen.events
+    }
+
+    /// The outcome of a body that ended cleanly.
+    pub fn finish(self) -> Outcome {
+        let seen = self.seen;
+        // An event too big to read may have been the terminator or an error: not whole.
+        if seen.errored {
+            Outcome::StreamError
+        } else if !seen.terminated || self.decoder.overflowed() {
+            Outcome::Truncated
+        } else {
+            judge(seen.text.finish())
         }
-        if name.is_none() && data.is_empty() {
-            return; // a comment or keep-alive
-        }
+    }
+}
+
+impl Seen {
+    fn event(&mut self, event: Event<'_>) {
         self.events += 1;
-        if name.as_deref() == Some("error") {
+        if event.name == "error" {
             self.errored = true;
             return;
         }
-        if data == "[DONE]" {
+        if event.data == sse::DONE {
             self.terminated = true;
             return;
         }
-        let Ok(json) = serde_json::from_str::<Value>(&data) else {
+        let Ok(json) = serde_json::from_str::<Value>(event.data) else {
             return;
         };
         if json.get("error").is_some() || json.get("type").and_then(Value::as_str) == Some("error")
@@ -101,7 +95,7 @@ impl StreamReader {
                 .and_then(Value::as_str),
             Api::AnthropicMessages => {
                 if json.get("type").and_then(Value::as_str) == Some("message_stop")
-                    || name.as_deref() == Some("message_stop")
+                    || event.name == "message_stop"
                 {
                     self.terminated = true;
                 }
@@ -109,40 +103,14 @@ impl StreamReader {
             }
         };
         if let Some(piece) = piece {
-            if self.text.len() + piece.len() <= MAX_TEXT {
-                self.text.push_str(piece);
-            }
+            self.text.push(piece);
         }
-    }
-
-    /// The outcome of a body that ended cleanly.
-    pub fn finish(self) -> Outcome {
-        if self.errored {
-            Outcome::StreamError
-        } else if !self.terminated || self.garbled {
-            Outcome::Truncated
-        } else {
-            judge_text(&self.text)
-        }
-    }
-}
-
-/// Position of the first event's end and the separator's length.
-fn find_event_end(buf: &[u8]) -> Option<(usize, usize)> {
-    let lf = buf.windows(2).position(|w| w == b"\n\n").map(|p| (p, 2));
-    let crlf = buf
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .map(|p| (p, 4));
-    match (lf, crlf) {
-        (Some(a), Some(b)) => Some(if a.0 <= b.0 { a } else { b }),
-        (a, b) => a.or(b),
     }
 }
 
 /// Text in faultline's token scheme must be whole; text from a real backend cannot be checked.
-fn judge_text(text: &str) -> Outcome {
-    match content::verify(text) {
+fn judge(verification: Verification) -> Outcome {
+    match verification {
         Verification::Incomplete { .. } => Outcome::Truncated,
         Verification::Complete | Verification::Unverifiable => Outcome::Ok,
     }
@@ -189,7 +157,7 @@ impl DocumentReader {
                 .and_then(Value::as_str),
             Api::AnthropicMessages => json.pointer("/content/0/text").and_then(Value::as_str),
         };
-        judge_text(text.unwrap_or_default())
+        judge(verify::verify(text.unwrap_or_default()))
     }
 }
 
@@ -202,7 +170,7 @@ mod tests {
         for i in 0..sent {
             s += &format!(
                 "data: {{\"choices\":[{{\"delta\":{{\"content\":\"{}\"}}}}]}}\n\n",
-                content::token(i, tokens)
+                verify::token(i, tokens)
             );
         }
         if done {
@@ -216,7 +184,7 @@ mod tests {
         for chunk in body.as_bytes().chunks(frame) {
             r.feed(chunk);
         }
-        let events = r.events;
+        let events = r.events();
         (r.finish(), events)
     }
 
@@ -257,7 +225,7 @@ mod tests {
     fn anthropic_needs_message_stop_and_sees_error_events() {
         let ok = format!(
             "event: message_start\ndata: {{\"type\":\"message_start\"}}\n\nevent: content_block_delta\ndata: {{\"type\":\"content_block_delta\",\"delta\":{{\"type\":\"text_delta\",\"text\":\"{}\"}}}}\n\nevent: message_stop\ndata: {{\"type\":\"message_stop\"}}\n\n",
-            content::token(0, 1)
+            verify::token(0, 1)
         );
         assert_eq!(read(Api::AnthropicMessages, &ok, 3).0, Outcome::Ok);
         let cut = ok.replace(
@@ -279,7 +247,7 @@ mod tests {
     fn documents_are_verified() {
         let whole = format!(
             "{{\"choices\":[{{\"message\":{{\"content\":\"{}\"}}}}]}}",
-            content::completion(4)
+            verify::completion(4)
         );
         let mut r = DocumentReader::new(Api::OpenaiChat);
         r.feed(whole.as_bytes());
@@ -302,7 +270,7 @@ mod bounds {
             r.feed(&junk);
         }
         r.feed(b"\n\ndata: [DONE]\n\n");
-        assert!(r.pending.len() <= MAX_EVENT);
+        assert!(r.decoder.held() <= MAX_EVENT);
         assert_eq!(r.finish(), Outcome::Truncated);
     }
 
@@ -311,6 +279,23 @@ mod bounds {
         let mut r = StreamReader::new(Api::OpenaiChat);
         r.feed(b"data: [DONE]\r\n");
         r.feed(b"\r\n");
-        assert_eq!(r.events, 1);
+        assert_eq!(r.events(), 1);
+    }
+
+    #[test]
+    fn every_line_ending_is_read_and_comments_are_not_events() {
+        // `\n\r\n` ends an event too: the old reader missed it, the proxy's cut counted it.
+        for body in [
+            "data: [DONE]\n\r\n",
+            "data: [DONE]\r\r",
+            ": ping\n\ndata: [DONE]\r\n\n",
+        ] {
+            let mut r = StreamReader::new(Api::OpenaiChat);
+            for b in body.as_bytes().chunks(1) {
+                r.feed(b);
+            }
+            assert_eq!(r.events(), 1, "{body:?}");
+            assert_eq!(r.finish(), Outcome::Ok, "{body:?}");
+        }
     }
 }

@@ -17,6 +17,7 @@ use tokio::time::Sleep;
 
 use super::conn::ConnControl;
 use crate::fault::{CutPoint, CutStyle};
+use crate::protocol::sse::EventScanner;
 
 pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -53,49 +54,6 @@ fn next_data(inner: &mut ProxyBody, cx: &mut Context<'_>) -> ControlFlow<Polled,
     }
 }
 
-/// Finds the ends of SSE events in a byte stream fed in arbitrary pieces. An event ends at a
-/// blank line after some content: `\n\n` or `\r\n\r\n` (a `\r` is ignored, so mixed endings
-/// work too; lone-`\r` line endings are not recognised). Comment blocks count as events.
-#[derive(Debug, Clone)]
-pub(crate) struct EventScanner {
-    line_empty: bool,
-    event_has_content: bool,
-}
-
-impl Default for EventScanner {
-    fn default() -> Self {
-        EventScanner {
-            line_empty: true,
-            event_has_content: false,
-        }
-    }
-}
-
-impl EventScanner {
-    /// The offset just past the first event end in `bytes`; the scanner has consumed exactly
-    /// the bytes before that offset, so the caller continues with the rest.
-    pub(crate) fn next_end(&mut self, bytes: &[u8]) -> Option<usize> {
-        for (i, &b) in bytes.iter().enumerate() {
-            match b {
-                b'\n' => {
-                    let ends = self.line_empty && self.event_has_content;
-                    self.line_empty = true;
-                    if ends {
-                        self.event_has_content = false;
-                        return Some(i + 1);
-                    }
-                }
-                b'\r' => {}
-                _ => {
-                    self.line_empty = false;
-                    self.event_has_content = true;
-                }
-            }
-        }
-        None
-    }
-}
-
 /// How much of a stream may still pass.
 #[derive(Debug)]
 enum Allowance {
@@ -114,14 +72,10 @@ impl Allowance {
         }
     }
 
-    fn exhausted(&self) -> bool {
-        matches!(
-            self,
-            Allowance::Bytes(0) | Allowance::Events { left: 0, .. }
-        )
-    }
-
-    /// Consumes `data`; returns how many of its bytes may pass if the allowance runs out in it.
+    /// Consumes `data`; returns how many of its bytes may pass if the allowance runs out in it
+    /// or had run out before. When it ran out exactly at the end of the previous frame, that
+    /// is `Some(0)` (or `Some(1)`, below): the cut waits for a frame to cut, because a stream
+    /// that ends right at the limit was never truncated and must end normally.
     fn take(&mut self, data: &[u8]) -> Option<usize> {
         match self {
             Allowance::Bytes(left) => {
@@ -134,6 +88,15 @@ impl Allowance {
                     *left -= len;
                     None
                 }
+            }
+            Allowance::Events { left: 0, scanner } => {
+                // The `\n` of the last event's `\r\n`, framed apart from its `\r`, is still
+                // that event's: the client gets the whole line end.
+                let owed = scanner.owes_lf() && data.first() == Some(&b'\n');
+                if owed {
+                    scanner.next_end(b"\n");
+                }
+                Some(usize::from(owed))
             }
             Allowance::Events { left, scanner } => {
                 let mut at = 0;
@@ -148,23 +111,12 @@ impl Allowance {
     }
 }
 
-/// Where a wrapper stands relative to its cut point.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Phase {
-    Passing,
-    /// The allowance ran out exactly at a frame boundary. The cut waits for the next frame:
-    /// a stream that ends right there was never truncated, and must end normally.
-    AtLimit,
-    Done,
-}
-
 /// Cuts a response after some bytes or SSE events, then ends the connection as the fault says.
 pub(crate) struct Truncate {
     inner: Option<ProxyBody>,
     allowance: Allowance,
     how: CutStyle,
     conn: Arc<ConnControl>,
-    phase: Phase,
 }
 
 impl Truncate {
@@ -174,18 +126,11 @@ impl Truncate {
         how: CutStyle,
         conn: Arc<ConnControl>,
     ) -> Self {
-        let allowance = Allowance::new(point);
-        let phase = if allowance.exhausted() {
-            Phase::AtLimit
-        } else {
-            Phase::Passing
-        };
         Truncate {
             inner: Some(inner),
-            allowance,
+            allowance: Allowance::new(point),
             how,
             conn,
-            phase,
         }
     }
 
@@ -193,7 +138,6 @@ impl Truncate {
     /// once the bytes already passed are written. `stall` leaves the connection as it is.
     fn cut(&mut self) {
         self.inner = None;
-        self.phase = Phase::Done;
         match self.how {
             CutStyle::Close => self.conn.close_after_flush(false),
             CutStyle::Reset => self.conn.close_after_flush(true),
@@ -217,10 +161,6 @@ impl Body for Truncate {
             ControlFlow::Continue(data) => data,
             ControlFlow::Break(answer) => return answer,
         };
-        if this.phase == Phase::AtLimit {
-            this.cut();
-            return Poll::Pending;
-        }
         if let Some(keep) = this.allowance.take(&data) {
             if keep < data.len() {
                 data.truncate(keep);
@@ -228,8 +168,6 @@ impl Body for Truncate {
                 if data.is_empty() {
                     return Poll::Pending;
                 }
-            } else {
-                this.phase = Phase::AtLimit;
             }
         }
         Poll::Ready(Some(Ok(Frame::data(data))))
@@ -241,28 +179,19 @@ pub(crate) struct StreamError {
     inner: Option<ProxyBody>,
     allowance: Allowance,
     event: Bytes,
-    phase: Phase,
 }
 
 impl StreamError {
     pub(crate) fn new(inner: ProxyBody, after_events: u64, event: Bytes) -> Self {
-        let allowance = Allowance::new(CutPoint::Events(after_events));
-        let phase = if allowance.exhausted() {
-            Phase::AtLimit
-        } else {
-            Phase::Passing
-        };
         StreamError {
             inner: Some(inner),
-            allowance,
+            allowance: Allowance::new(CutPoint::Events(after_events)),
             event,
-            phase,
         }
     }
 
     fn replace_rest(&mut self, prefix: Bytes) -> Polled {
         self.inner = None;
-        self.phase = Phase::Done;
         let mut out = BytesMut::with_capacity(prefix.len() + self.event.len());
         out.extend_from_slice(&prefix);
         out.extend_from_slice(&self.event);
@@ -286,15 +215,11 @@ impl Body for StreamError {
             ControlFlow::Continue(data) => data,
             ControlFlow::Break(answer) => return answer,
         };
-        if this.phase == Phase::AtLimit {
-            return this.replace_rest(Bytes::new());
-        }
         if let Some(keep) = this.allowance.take(&data) {
             if keep < data.len() {
                 data.truncate(keep);
                 return this.replace_rest(data);
             }
-            this.phase = Phase::AtLimit;
         }
         Poll::Ready(Some(Ok(Frame::data(data))))
     }
@@ -355,43 +280,53 @@ impl Body for PerChunkDelay {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::sse;
 
-    fn ends(scanner: &mut EventScanner, pieces: &[&str]) -> Vec<(usize, usize)> {
-        let mut found = Vec::new();
-        for (p, piece) in pieces.iter().enumerate() {
-            let mut at = 0;
-            while let Some(end) = scanner.next_end(&piece.as_bytes()[at..]) {
-                at += end;
-                found.push((p, at));
+    /// What passes of `pieces` (frames) under `point`, frame by frame, up to the cut.
+    fn passed(point: CutPoint, pieces: &[&[u8]]) -> Vec<u8> {
+        let mut a = Allowance::new(point);
+        let mut out = Vec::new();
+        for piece in pieces.iter().filter(|p| !p.is_empty()) {
+            match a.take(piece) {
+                Some(keep) if keep < piece.len() => {
+                    out.extend_from_slice(&piece[..keep]);
+                    break;
+                }
+                _ => out.extend_from_slice(piece),
             }
         }
-        found
-    }
-
-    #[test]
-    fn events_end_at_blank_lines_across_pieces() {
-        let mut s = EventScanner::default();
-        let found = ends(
-            &mut s,
-            &["data: a\n", "\ndata: b\n\nda", "ta: c\r\n\r", "\n"],
-        );
-        assert_eq!(found, [(1, 1), (1, 10), (3, 1)]);
-    }
-
-    #[test]
-    fn multi_line_events_and_leading_blank_lines() {
-        let mut s = EventScanner::default();
-        let found = ends(&mut s, &["\n\nevent: x\ndata: 1\n\n: ping\n\n"]);
-        assert_eq!(found, [(0, 20), (0, 28)]);
+        out
     }
 
     #[test]
     fn allowance_cuts_inside_a_piece() {
-        let mut a = Allowance::new(CutPoint::Events(2));
-        assert_eq!(a.take(b"data: 1\n\ndata: 2"), None);
-        assert_eq!(a.take(b"\n\ndata: 3\n\n"), Some(2));
-        let mut b = Allowance::new(CutPoint::Bytes(5));
-        assert_eq!(b.take(b"abc"), None);
-        assert_eq!(b.take(b"defg"), Some(2));
+        assert_eq!(
+            passed(
+                CutPoint::Events(2),
+                &[b"data: 1\n\ndata: 2", b"\n\ndata: 3\n\n"]
+            ),
+            b"data: 1\n\ndata: 2\n\n"
+        );
+        assert_eq!(passed(CutPoint::Bytes(5), &[b"abc", b"defg"]), b"abcde");
+        assert_eq!(passed(CutPoint::Events(0), &[b"data: 1\n\n"]), b"");
+    }
+
+    #[test]
+    fn a_cut_after_n_events_is_where_the_client_counts_n_whatever_the_framing() {
+        // Mixed line ends, a comment block (not an event) and `\r\n` event ends, which the
+        // framing below splits between their `\r` and `\n` too.
+        let body: &[u8] = b"data: 1\n\n: ping\r\n\r\ndata: 2\r\n\r\nevent: e\rdata: 3\r\rdata: 4\n\r\ndata: 5\n\n";
+        let ends = [9, 30, 48, 58, 67];
+        for n in 1..=4 {
+            let want = &body[..ends[n - 1]];
+            for i in 0..=body.len() {
+                for j in i..=body.len() {
+                    let frames = [&body[..i], &body[i..j], &body[j..]];
+                    let got = passed(CutPoint::Events(n as u64), &frames);
+                    assert_eq!(got, want, "{n} events, frames cut at {i} and {j}");
+                    assert_eq!(sse::decode_all(&got).len(), n, "{n} events");
+                }
+            }
+        }
     }
 }

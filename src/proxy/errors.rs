@@ -170,10 +170,12 @@ mod tests {
     fn stream_error_events_are_complete_sse_events() {
         for shape in [ErrorShape::Anthropic, ErrorShape::Openai, ErrorShape::Vllm] {
             let event = stream_error_event(shape);
-            assert!(event.ends_with(b"\n\n"));
-            let text = std::str::from_utf8(&event).unwrap();
-            let data = text.lines().find_map(|l| l.strip_prefix("data: ")).unwrap();
-            let _: Value = serde_json::from_str(data).unwrap();
+            // One whole event as the client decodes it, ending with the last byte.
+            let mut scanner = crate::protocol::sse::EventScanner::default();
+            assert_eq!(scanner.next_end(&event), Some(event.len()));
+            let events = crate::protocol::sse::decode_all(&event);
+            assert_eq!(events.len(), 1);
+            let _: Value = serde_json::from_str(&events[0].1).unwrap();
         }
     }
 }

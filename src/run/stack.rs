@@ -57,7 +57,8 @@ impl Stack {
                     &p.name,
                     &p.spec.listen.to_string(),
                     &p.spec.upstream.to_string(),
-                );
+                )
+                .with_seed(seed);
                 let addr = tcp
                     .start()
                     .await

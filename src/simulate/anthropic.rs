@@ -7,7 +7,8 @@ use serde_json::{json, Value};
 
 use super::body::{self, Body};
 use super::host::{prompt_words, Ask, Reply};
-use super::stream::{named_event, Script};
+use super::stream::Script;
+use crate::protocol::{sse, verify};
 
 #[derive(Deserialize)]
 struct MessagesRequest {
@@ -53,7 +54,7 @@ pub(crate) fn whole(reply: &Reply) -> Value {
         "type": "message",
         "role": "assistant",
         "model": reply.model,
-        "content": [{ "type": "text", "text": super::content::completion(reply.total) }],
+        "content": [{ "type": "text", "text": verify::completion(reply.total) }],
         "stop_reason": "end_turn",
         "stop_sequence": null,
         "usage": { "input_tokens": reply.prompt_tokens, "output_tokens": reply.total },
@@ -66,8 +67,8 @@ pub(crate) struct Events(pub(crate) Reply);
 impl Script for Events {
     fn opening(&mut self) -> String {
         let r = &self.0;
-        let mut out = named_event(
-            "message_start",
+        let mut out = sse::json_event(
+            Some("message_start"),
             &json!({
                 "type": "message_start",
                 "message": {
@@ -82,44 +83,44 @@ impl Script for Events {
                 },
             }),
         );
-        out.push_str(&named_event(
-            "content_block_start",
+        out.push_str(&sse::json_event(
+            Some("content_block_start"),
             &json!({
                 "type": "content_block_start",
                 "index": 0,
                 "content_block": { "type": "text", "text": "" },
             }),
         ));
-        out.push_str(&named_event("ping", &json!({ "type": "ping" })));
+        out.push_str(&sse::json_event(Some("ping"), &json!({ "type": "ping" })));
         out
     }
 
     fn token(&mut self, index: u32, total: u32) -> String {
-        named_event(
-            "content_block_delta",
+        sse::json_event(
+            Some("content_block_delta"),
             &json!({
                 "type": "content_block_delta",
                 "index": 0,
-                "delta": { "type": "text_delta", "text": super::content::token(index, total) },
+                "delta": { "type": "text_delta", "text": verify::token(index, total) },
             }),
         )
     }
 
     fn closing(&mut self) -> String {
-        let mut out = named_event(
-            "content_block_stop",
+        let mut out = sse::json_event(
+            Some("content_block_stop"),
             &json!({ "type": "content_block_stop", "index": 0 }),
         );
-        out.push_str(&named_event(
-            "message_delta",
+        out.push_str(&sse::json_event(
+            Some("message_delta"),
             &json!({
                 "type": "message_delta",
                 "delta": { "stop_reason": "end_turn", "stop_sequence": null },
                 "usage": { "output_tokens": self.0.total },
             }),
         ));
-        out.push_str(&named_event(
-            "message_stop",
+        out.push_str(&sse::json_event(
+            Some("message_stop"),
             &json!({ "type": "message_stop" }),
         ));
         out

@@ -26,6 +26,7 @@ use super::inflight::{Guarded, Ticket};
 use super::server::Handler;
 use crate::exit::Failure;
 use crate::experiment::schema::GatewaySpec;
+use crate::protocol::sse::{self, Decoder};
 use crate::units::human_duration;
 
 /// Request bodies are buffered so that they can be sent again; prompts are small.
@@ -212,20 +213,30 @@ fn relay(resp: Response<Incoming>, reterminate: bool, ticket: Ticket) -> Respons
 
 /// The synthetic ending some gateways write when an upstream stream breaks: the client's
 /// stream looks finished, which is exactly the gray failure faultline must still catch.
-const SYNTHETIC_END: &[u8] =
-    b"data: {\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]}\n\ndata: [DONE]\n\n";
+fn synthetic_end() -> String {
+    let stop = serde_json::json!({
+        "choices": [{ "index": 0, "delta": {}, "finish_reason": "stop" }],
+    });
+    let mut out = sse::json_event(None, &stop);
+    out.push_str(&sse::done_event());
+    out
+}
 
-/// Passes an SSE body through; if it breaks or ends without `[DONE]`, ends it cleanly with
-/// `SYNTHETIC_END` instead of cutting the client's connection.
+/// Passes an SSE body through; if it breaks or ends without a `[DONE]` event, ends it cleanly
+/// with `synthetic_end` instead of cutting the client's connection.
 fn reterminated(incoming: Incoming) -> Body {
     struct State {
         body: Incoming,
-        tail: Vec<u8>,
+        /// Reads the events passed on, to see a `[DONE]` however it is framed, and to know
+        /// where the stream stands when it breaks.
+        decoder: Decoder,
+        finished: bool,
         done: bool,
     }
     let state = State {
         body: incoming,
-        tail: Vec::new(),
+        decoder: Decoder::default(),
+        finished: false,
         done: false,
     };
     let frames = futures_util::stream::unfold(state, |mut st| async move {
@@ -235,20 +246,21 @@ fn reterminated(incoming: Incoming) -> Body {
         match st.body.frame().await {
             Some(Ok(frame)) => {
                 if let Some(data) = frame.data_ref() {
-                    // Keep a short tail so a `[DONE]` split across frames is still seen.
-                    st.tail.extend_from_slice(data);
-                    let keep = st.tail.len().saturating_sub(32);
-                    st.tail.drain(..keep);
+                    let mut input = &data[..];
+                    while let Some(event) = st.decoder.next(&mut input) {
+                        st.finished |= event.data == sse::DONE;
+                    }
                 }
                 Some((Ok::<_, BoxError>(frame), st))
             }
             Some(Err(_)) | None => {
                 st.done = true;
-                let finished = st.tail.windows(6).any(|w| w == b"[DONE]");
-                let ending = if finished {
+                let ending = if st.finished {
                     Bytes::new()
                 } else {
-                    Bytes::from_static(SYNTHETIC_END)
+                    // A cut can fall inside an event: close it first, or the synthetic events
+                    // would run into its bytes and the client would read neither.
+                    Bytes::from(format!("{}{}", st.decoder.closing(), synthetic_end()))
                 };
                 Some((Ok(hyper::body::Frame::data(ending)), st))
             }

@@ -2,7 +2,7 @@
 //!
 //! A simulated host speaks the OpenAI chat completions and Anthropic Messages APIs with a
 //! configurable time to first token, token rate and capacity, and writes its completions in the
-//! verifiable token scheme of [`content`]. The reference gateway is a stand-in for a user's own
+//! verifiable token scheme of [`crate::protocol::verify`]. The reference gateway is a stand-in for a user's own
 //! gateway (LiteLLM, Envoy, HAProxy...): failover or round robin, retries, passive ejection,
 //! and optional load shedding. It exists so drills can run end to end without one; it is not a
 //! production gateway.
@@ -29,7 +29,6 @@
 mod anthropic;
 mod body;
 mod capacity;
-pub mod content;
 mod gateway;
 mod health;
 mod host;

@@ -7,7 +7,8 @@ use serde_json::{json, Value};
 
 use super::body::{self, Body};
 use super::host::{prompt_words, Ask, Reply};
-use super::stream::{data_event, Script};
+use super::stream::Script;
+use crate::protocol::{sse, verify};
 
 #[derive(Deserialize)]
 struct ChatRequest {
@@ -66,7 +67,7 @@ pub(crate) fn whole(reply: &Reply) -> Value {
         "model": reply.model,
         "choices": [{
             "index": 0,
-            "message": { "role": "assistant", "content": super::content::completion(reply.total) },
+            "message": { "role": "assistant", "content": verify::completion(reply.total) },
             "logprobs": null,
             "finish_reason": "stop",
         }],
@@ -91,36 +92,45 @@ impl Chunks {
 
 impl Script for Chunks {
     fn opening(&mut self) -> String {
-        data_event(&self.chunk(json!([{
-            "index": 0,
-            "delta": { "role": "assistant", "content": "" },
-            "logprobs": null,
-            "finish_reason": null,
-        }])))
+        sse::json_event(
+            None,
+            &self.chunk(json!([{
+                "index": 0,
+                "delta": { "role": "assistant", "content": "" },
+                "logprobs": null,
+                "finish_reason": null,
+            }])),
+        )
     }
 
     fn token(&mut self, index: u32, total: u32) -> String {
-        data_event(&self.chunk(json!([{
-            "index": 0,
-            "delta": { "content": super::content::token(index, total) },
-            "logprobs": null,
-            "finish_reason": null,
-        }])))
+        sse::json_event(
+            None,
+            &self.chunk(json!([{
+                "index": 0,
+                "delta": { "content": verify::token(index, total) },
+                "logprobs": null,
+                "finish_reason": null,
+            }])),
+        )
     }
 
     fn closing(&mut self) -> String {
-        let mut out = data_event(&self.chunk(json!([{
-            "index": 0,
-            "delta": {},
-            "logprobs": null,
-            "finish_reason": "stop",
-        }])));
+        let mut out = sse::json_event(
+            None,
+            &self.chunk(json!([{
+                "index": 0,
+                "delta": {},
+                "logprobs": null,
+                "finish_reason": "stop",
+            }])),
+        );
         if self.0.include_usage {
             let mut last = self.chunk(json!([]));
             last["usage"] = usage(&self.0);
-            out.push_str(&data_event(&last));
+            out.push_str(&sse::json_event(None, &last));
         }
-        out.push_str("data: [DONE]\n\n");
+        out.push_str(&sse::done_event());
         out
     }
 }

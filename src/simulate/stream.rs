@@ -49,7 +49,8 @@ impl Pace {
     }
 }
 
-/// One API's event script for a streamed completion.
+/// One API's event script for a streamed completion, each step written with
+/// [`crate::protocol::sse`].
 pub(crate) trait Script: Send + 'static {
     /// Events that open the stream (role chunk, `message_start`...).
     fn opening(&mut self) -> String;
@@ -57,16 +58,6 @@ pub(crate) trait Script: Send + 'static {
     fn token(&mut self, index: u32, total: u32) -> String;
     /// Events after the last token, up to and including the terminator.
     fn closing(&mut self) -> String;
-}
-
-/// A `data:` line event.
-pub(crate) fn data_event(data: &serde_json::Value) -> String {
-    format!("data: {data}\n\n")
-}
-
-/// A named event, as Anthropic writes them.
-pub(crate) fn named_event(name: &str, data: &serde_json::Value) -> String {
-    format!("event: {name}\ndata: {data}\n\n")
 }
 
 enum Step {

@@ -35,11 +35,13 @@ pub enum Entry {
 }
 
 impl Entry {
-    /// A proxy that is not listening yet; call `start`.
-    pub fn new(mode: Mode, name: &str, listen: &str, upstream: &str) -> Entry {
+    /// A proxy that is not listening yet, drawing from `seed`; call `start`.
+    pub fn new(mode: Mode, name: &str, listen: &str, upstream: &str, seed: u64) -> Entry {
         match mode {
-            Mode::Tcp => Entry::Tcp(Arc::new(TcpProxy::new(name, listen, upstream))),
-            Mode::Http => Entry::Http(Arc::new(HttpProxy::new(name, listen, upstream))),
+            Mode::Tcp => Entry::Tcp(Arc::new(
+                TcpProxy::new(name, listen, upstream).with_seed(seed),
+            )),
+            Mode::Http => Entry::Http(Arc::new(HttpProxy::new(name, listen, upstream, seed))),
         }
     }
 

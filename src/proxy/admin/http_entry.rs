@@ -15,9 +15,6 @@ use crate::experiment::schema::{ProxyDriver, ProxyMode, ProxySpec};
 use crate::fault::{FaultScope, FaultSpec};
 use crate::proxy::RunningProxy;
 
-/// Every seeded decision of an admin-created proxy is reproducible run to run.
-const SEED: u64 = 0;
-
 /// One applied fault, as the API shows it back.
 #[derive(Clone)]
 struct HttpToxic {
@@ -50,11 +47,13 @@ struct State {
 pub struct HttpProxy {
     name: String,
     state: Mutex<State>,
+    /// Every seeded decision of the proxy is reproducible run to run (`--seed`).
+    seed: u64,
 }
 
 impl HttpProxy {
-    /// A proxy that is not listening yet; call `start`.
-    pub fn new(name: &str, listen: &str, upstream: &str) -> Self {
+    /// A proxy that is not listening yet, deciding from `seed`; call `start`.
+    pub fn new(name: &str, listen: &str, upstream: &str, seed: u64) -> Self {
         HttpProxy {
             name: name.to_string(),
             state: Mutex::new(State {
@@ -63,6 +62,7 @@ impl HttpProxy {
                 running: None,
                 toxics: Vec::new(),
             }),
+            seed,
         }
     }
 
@@ -210,7 +210,7 @@ impl HttpProxy {
             driver: ProxyDriver::Builtin,
         };
         // A taken port is a 500 with the OS's reason, as for the TCP proxies.
-        let running = crate::proxy::start(&self.name, &spec, SEED)
+        let running = crate::proxy::start(&self.name, &spec, self.seed)
             .await
             .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
         st.listen = running.addr().to_string();

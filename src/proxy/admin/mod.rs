@@ -25,7 +25,7 @@ use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use indexmap::IndexMap;
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, MutexGuard};
 use tokio::task::JoinSet;
 
 use crate::exit::{ExitCode, Failure};
@@ -33,8 +33,29 @@ use entry::Entry;
 use guard::Guard;
 use model::ApiError;
 
-/// Every proxy by name, in creation order.
-pub type Collection = Mutex<IndexMap<String, Entry>>;
+/// Every proxy by name, in creation order, and the seed they all draw from.
+pub struct Collection {
+    proxies: Mutex<IndexMap<String, Entry>>,
+    seed: u64,
+}
+
+impl Collection {
+    fn new(seed: u64) -> Self {
+        Collection {
+            proxies: Mutex::new(IndexMap::new()),
+            seed,
+        }
+    }
+
+    pub async fn lock(&self) -> MutexGuard<'_, IndexMap<String, Entry>> {
+        self.proxies.lock().await
+    }
+
+    /// The seed of `faultline proxy --seed`, given to every proxy created.
+    pub fn seed(&self) -> u64 {
+        self.seed
+    }
+}
 
 /// Request bodies are small JSON documents; bigger is a mistake.
 const MAX_BODY: usize = 1024 * 1024;
@@ -42,8 +63,13 @@ const MAX_BODY: usize = 1024 * 1024;
 const READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Serves the admin API on `listen` until SIGTERM or Ctrl-C, then stops every proxy.
-/// `allowed_hosts`: names accepted in the Host header besides the address and localhost.
-pub async fn run(listen: SocketAddr, allowed_hosts: &[String]) -> Result<ExitCode, Failure> {
+/// `allowed_hosts`: names accepted in the Host header besides the address and localhost. Every
+/// proxy created draws its random choices from `seed`.
+pub async fn run(
+    listen: SocketAddr,
+    allowed_hosts: &[String],
+    seed: u64,
+) -> Result<ExitCode, Failure> {
     let allowed_hosts: Arc<[String]> = allowed_hosts
         .iter()
         .map(|h| h.to_ascii_lowercase())
@@ -59,7 +85,7 @@ pub async fn run(listen: SocketAddr, allowed_hosts: &[String]) -> Result<ExitCod
         .map_err(|e| Failure::Environment(format!("cannot handle SIGINT: {e}")))?;
     // Tests and scripts read this line to learn the real port when asked for port 0.
     eprintln!("faultline proxy: admin API listening on http://{addr}");
-    let coll: Arc<Collection> = Arc::new(Mutex::new(IndexMap::new()));
+    let coll = Arc::new(Collection::new(seed));
     let mut conns = JoinSet::new();
     loop {
         tokio::select! {
@@ -146,4 +172,47 @@ fn respond(status: StatusCode, body: Bytes) -> Response<Full<Bytes>> {
     r.headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proxy::tcp::tests::{echo, limit_picks};
+    use hyper::Method;
+    use serde_json::json;
+
+    /// The picks of a toxicity-0.5 toxic over 16 connections through a proxy created by the
+    /// admin API of a server started with `seed`.
+    async fn picks(seed: u64) -> Vec<bool> {
+        let coll = Collection::new(seed);
+        let create = json!({"name": "p", "upstream": echo().await.to_string()}).to_string();
+        let post = |segments: &'static [&'static str], body: String| {
+            let coll = &coll;
+            async move {
+                routes::route(coll, &Method::POST, segments, body.as_bytes())
+                    .await
+                    .map_err(|e| e.body())
+            }
+        };
+        let (_, created) = post(&["proxies"], create).await.unwrap();
+        let toxic = json!({"type": "limit_data", "toxicity": 0.5, "attributes": {"bytes": 1}});
+        post(&["proxies", "p", "toxics"], toxic.to_string())
+            .await
+            .unwrap();
+        let listen = created.and_then(|c| c["listen"].as_str().map(str::to_string));
+        let addr = listen.and_then(|l| l.parse().ok()).unwrap();
+        let out = limit_picks(addr, 16).await;
+        for p in coll.lock().await.values() {
+            p.stop().await;
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn the_seed_reaches_the_proxies_the_api_creates() {
+        let a = picks(11).await;
+        assert!(a.contains(&true) && a.contains(&false), "{a:?}");
+        assert_eq!(a, picks(11).await);
+        assert_ne!(a, picks(12).await);
+    }
 }

@@ -107,7 +107,13 @@ async fn create(coll: &Collection, body: &[u8]) -> Answer {
     if map.contains_key(&spec.name) {
         return Err(ApiError::new(StatusCode::CONFLICT, "proxy already exists"));
     }
-    let proxy = Entry::new(spec.mode, &spec.name, &spec.listen, &spec.upstream);
+    let proxy = Entry::new(
+        spec.mode,
+        &spec.name,
+        &spec.listen,
+        &spec.upstream,
+        coll.seed(),
+    );
     if spec.enabled {
         proxy.start().await?;
     }
@@ -152,7 +158,13 @@ async fn populate(coll: &Collection, body: &[u8]) -> Answer {
             old.stop().await;
             map.shift_remove(&spec.name);
         }
-        let proxy = Entry::new(spec.mode, &spec.name, &spec.listen, &spec.upstream);
+        let proxy = Entry::new(
+            spec.mode,
+            &spec.name,
+            &spec.listen,
+            &spec.upstream,
+            coll.seed(),
+        );
         if spec.enabled {
             if let Err(err) = proxy.start().await {
                 let mut body = err.body();

@@ -2,6 +2,10 @@
 //! the toxics of its stream that are on for this connection. The toxic list is live (a watch
 //! channel): a change wakes a pump between reads, so adds, updates and removals act on open
 //! connections. With no toxic on, a pump is a plain copy through one large buffer.
+//!
+//! Every random choice (toxicity, jitter, slice sizes) is drawn from the seeded generator of
+//! its toxic for this connection ([`Keys`]), never from the thread's RNG: the same seed and the
+//! same sequence of connections make the same decisions, whatever the scheduling.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,6 +17,7 @@ use tokio::sync::watch;
 use tokio::time::{sleep, sleep_until, Instant};
 
 use super::toxic::{Stream, Toxic, ToxicKind};
+use crate::fault::decide::{Decider, Draw};
 
 /// Every connection starts with a small buffer, so thousands of chatty connections stay cheap;
 /// a read that fills it grows it (x4) up to the large size, where a bulk copy costs few
@@ -35,6 +40,23 @@ enum End {
     Reset,
 }
 
+/// What names a connection's generators: the proxy's seed and name, and the connection's
+/// index in the order the proxy accepted them.
+#[derive(Clone, Debug)]
+pub(crate) struct Keys {
+    pub(crate) seed: u64,
+    pub(crate) proxy: Arc<str>,
+    pub(crate) connection: u64,
+}
+
+impl Keys {
+    /// The values toxic `name` draws on this connection, in order of use. Keyed by name, not
+    /// revision: revisions count process-wide, names are what the user gave.
+    fn draw(&self, name: &str) -> Draw {
+        Decider::new(self.seed, &self.proxy, name).draw(self.connection)
+    }
+}
+
 /// A toxic as one connection sees it: on or off (toxicity, rolled once per revision) plus the
 /// state it keeps on this connection.
 struct Active {
@@ -42,18 +64,23 @@ struct Active {
     on: bool,
     /// Bytes passed under `limit_data`.
     passed: u64,
+    /// This toxic's random values on this connection; an update rolls again from the same
+    /// sequence, so each toxic's draws do not depend on what the other toxics did.
+    draw: Draw,
 }
 
 /// The toxics of one stream for one connection.
 struct Toxics {
     stream: Stream,
+    keys: Keys,
     list: Vec<Active>,
 }
 
 impl Toxics {
-    fn new(stream: Stream) -> Self {
+    fn new(stream: Stream, keys: Keys) -> Self {
         Toxics {
             stream,
+            keys,
             list: Vec::new(),
         }
     }
@@ -72,16 +99,21 @@ impl Toxics {
                 Some(a) if a.toxic.revision == t.revision => a,
                 // Same name, new revision: roll again; limit_data keeps its count (Toxiproxy
                 // keeps a stateful toxic's state across updates).
-                Some(a) => Active {
+                Some(mut a) => Active {
                     toxic: t.clone(),
-                    on: roll(t.toxicity),
+                    on: a.draw.below(f64::from(t.toxicity)),
                     passed: a.passed,
+                    draw: a.draw,
                 },
-                None => Active {
-                    toxic: t.clone(),
-                    on: roll(t.toxicity),
-                    passed: 0,
-                },
+                None => {
+                    let mut draw = self.keys.draw(&t.name);
+                    Active {
+                        toxic: t.clone(),
+                        on: draw.below(f64::from(t.toxicity)),
+                        passed: 0,
+                        draw,
+                    }
+                }
             };
             self.list.push(active);
         }
@@ -106,11 +138,55 @@ impl Toxics {
             _ => None,
         })
     }
+
+    /// The delay of the next chunk in ms: every latency toxic on, each plus its own jitter
+    /// draw in `[-jitter, jitter]` (the sum may be negative: no delay then).
+    fn delay_ms(&mut self) -> i64 {
+        let mut delay: i64 = 0;
+        for a in self.list.iter_mut().filter(|a| a.on) {
+            if let ToxicKind::Latency { latency, jitter } = a.toxic.kind {
+                let jitter = i64::try_from(jitter).unwrap_or(i64::MAX);
+                let j = if jitter > 0 {
+                    a.draw.int_in(-jitter, jitter)
+                } else {
+                    0
+                };
+                let latency = i64::try_from(latency).unwrap_or(i64::MAX);
+                delay = delay.saturating_add(latency.saturating_add(j));
+            }
+        }
+        delay
+    }
+
+    /// The slicer on, if any.
+    fn slicer_mut(&mut self) -> Option<&mut Active> {
+        self.list
+            .iter_mut()
+            .find(|a| a.on && matches!(a.toxic.kind, ToxicKind::Slicer { .. }))
+    }
 }
 
-fn roll(toxicity: f32) -> bool {
-    // Toxiproxy: the toxic acts when a uniform draw in [0, 1) is below its toxicity.
-    rand::random::<f32>() < toxicity
+impl Active {
+    /// For a slicer, the next slice: its size, `average_size` ± `size_variation` (the
+    /// variation kept below the average, as Toxiproxy does) and at least 1, and the pause
+    /// after it (µs). `None` for any other toxic.
+    fn next_slice(&mut self) -> Option<(u64, u64)> {
+        let ToxicKind::Slicer {
+            average_size: avg,
+            size_variation: var,
+            delay,
+        } = self.toxic.kind
+        else {
+            return None;
+        };
+        let var = var.min(avg.saturating_sub(1));
+        let size = if var > 0 {
+            self.draw.uint_in(avg - var, avg.saturating_add(var))
+        } else {
+            avg
+        };
+        Some((size.max(1), delay))
+    }
 }
 
 /// Serves one accepted client: connects upstream, pumps both ways, ends as the toxics say.
@@ -118,6 +194,7 @@ pub(crate) async fn handle(
     client: TcpStream,
     upstream: Arc<str>,
     toxics: watch::Receiver<ToxicList>,
+    keys: Keys,
 ) {
     let server = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&*upstream)).await {
         Ok(Ok(s)) => s,
@@ -129,8 +206,20 @@ pub(crate) async fn handle(
     let (mut cr, mut cw) = client.into_split();
     let (mut sr, mut sw) = server.into_split();
     let end = {
-        let up = pump(&mut cr, &mut sw, Stream::Upstream, toxics.clone());
-        let down = pump(&mut sr, &mut cw, Stream::Downstream, toxics);
+        // Each toxic acts on one stream, so each generator is drawn by one pump only and the
+        // two pumps' interleaving cannot change any value.
+        let up = pump(
+            &mut cr,
+            &mut sw,
+            Toxics::new(Stream::Upstream, keys.clone()),
+            toxics.clone(),
+        );
+        let down = pump(
+            &mut sr,
+            &mut cw,
+            Toxics::new(Stream::Downstream, keys),
+            toxics,
+        );
         tokio::pin!(up, down);
         tokio::select! {
             e = &mut up => if e == End::Eof { down.await } else { e },
@@ -158,11 +247,10 @@ enum Event {
 async fn pump(
     r: &mut OwnedReadHalf,
     w: &mut OwnedWriteHalf,
-    stream: Stream,
+    mut toxics: Toxics,
     mut rx: watch::Receiver<ToxicList>,
 ) -> End {
     let mut buf = vec![0u8; BUF_START];
-    let mut toxics = Toxics::new(stream);
     let initial = rx.borrow_and_update().clone();
     toxics.refresh(&initial);
     // `timeout` closes after this long without data (each chunk restarts it, as in Toxiproxy).
@@ -264,19 +352,7 @@ async fn deliver(
     arrived: Instant,
     w: &mut OwnedWriteHalf,
 ) -> std::io::Result<bool> {
-    let mut delay_ms: i64 = 0;
-    for k in toxics.on() {
-        if let ToxicKind::Latency { latency, jitter } = *k {
-            let jitter = jitter.min(i64::MAX as u64) as i64;
-            let j = if jitter > 0 {
-                rand::random_range(-jitter..=jitter)
-            } else {
-                0
-            };
-            delay_ms =
-                delay_ms.saturating_add((latency.min(i64::MAX as u64) as i64).saturating_add(j));
-        }
-    }
+    let delay_ms = toxics.delay_ms();
     if delay_ms > 0 {
         // Measured from arrival, so time spent reading does not add to the delay asked for.
         sleep_precise(later(arrived, Duration::from_millis(delay_ms as u64))).await;
@@ -297,29 +373,17 @@ async fn deliver(
             a.passed += data.len() as u64;
         }
     }
-    let slicer = toxics.on().find_map(|k| match *k {
-        ToxicKind::Slicer {
-            average_size,
-            size_variation,
-            delay,
-        } => Some((average_size, size_variation, delay)),
-        _ => None,
-    });
     let rate = toxics.on().find_map(|k| match *k {
         ToxicKind::Bandwidth { rate } => Some(rate),
         _ => None,
     });
+    let mut slicer = toxics.slicer_mut();
     let mut rest = data;
     while !rest.is_empty() {
         let mut take = rest.len();
-        if let Some((avg, var, _)) = slicer {
-            let var = var.min(avg.saturating_sub(1));
-            let size = if var > 0 {
-                rand::random_range(avg - var..=avg.saturating_add(var))
-            } else {
-                avg
-            };
-            take = take.min(size.max(1) as usize);
+        let slice = slicer.as_deref_mut().and_then(Active::next_slice);
+        if let Some((size, _)) = slice {
+            take = take.min(usize::try_from(size).unwrap_or(usize::MAX));
         }
         if let Some(rate) = rate {
             // At most 100 ms worth per write, so the pace is smooth; rate 0 passes at once.
@@ -335,7 +399,7 @@ async fn deliver(
             let micros = (piece.len() as u64).saturating_mul(1000) / rate;
             sleep(Duration::from_micros(micros)).await;
         }
-        if let Some((_, _, delay)) = slicer {
+        if let Some((_, delay)) = slice {
             if !rest.is_empty() {
                 sleep(Duration::from_micros(delay)).await;
             }
@@ -355,5 +419,139 @@ async fn sleep_precise(deadline: Instant) {
     }
     while Instant::now() < deadline {
         tokio::task::yield_now().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Toxics as an admin client would add them; built afresh per call, so each proxy's list
+    /// has its own revisions, as two proxies' lists would.
+    fn toxics() -> Vec<Toxic> {
+        let down = |name: &str, kind, toxicity| {
+            Toxic::new(name.to_string(), kind, Stream::Downstream, toxicity)
+        };
+        let mut list = vec![
+            down(
+                "lat",
+                ToxicKind::Latency {
+                    latency: 50,
+                    jitter: 20,
+                },
+                1.0,
+            ),
+            down(
+                "slices",
+                ToxicKind::Slicer {
+                    average_size: 100,
+                    size_variation: 50,
+                    delay: 0,
+                },
+                1.0,
+            ),
+        ];
+        for i in 0..8 {
+            list.push(down(
+                &format!("coin{i}"),
+                ToxicKind::LimitData { bytes: 1 << 20 },
+                0.5,
+            ));
+        }
+        list
+    }
+
+    #[derive(Debug, PartialEq)]
+    struct Decisions {
+        on: Vec<bool>,
+        delays: Vec<i64>,
+        slices: Vec<u64>,
+    }
+
+    /// What connection `connection` of proxy `p` decides: every toxic's toxicity pick, then
+    /// the delays of 20 chunks and the sizes of 20 slices, drawn as `deliver` draws them.
+    fn decide(seed: u64, connection: u64) -> Decisions {
+        let keys = Keys {
+            seed,
+            proxy: Arc::from("p"),
+            connection,
+        };
+        let mut t = Toxics::new(Stream::Downstream, keys);
+        t.refresh(&toxics());
+        let on = t.list.iter().map(|a| a.on).collect();
+        let delays = (0..20).map(|_| t.delay_ms()).collect();
+        let slices = match t.slicer_mut() {
+            Some(a) => (0..20)
+                .filter_map(|_| a.next_slice())
+                .map(|s| s.0)
+                .collect(),
+            None => Vec::new(),
+        };
+        Decisions { on, delays, slices }
+    }
+
+    fn run(seed: u64) -> Vec<Decisions> {
+        (0..16).map(|c| decide(seed, c)).collect()
+    }
+
+    #[test]
+    fn one_seed_one_set_of_decisions() {
+        let (a, b) = (run(7), run(7));
+        assert_eq!(a, b);
+        // The decisions are not constant, or the equality above would prove nothing.
+        let picks: Vec<&Vec<bool>> = a.iter().map(|d| &d.on).collect();
+        assert!(picks.windows(2).any(|w| w[0] != w[1]), "{picks:?}");
+        for d in &a {
+            assert!(d.on[..2].iter().all(|on| *on), "toxicity 1 always acts");
+            assert!(d.delays.iter().all(|ms| (30..=70).contains(ms)), "{d:?}");
+            assert!(d.slices.iter().all(|n| (50..=150).contains(n)), "{d:?}");
+            assert!(d.delays.windows(2).any(|w| w[0] != w[1]), "{d:?}");
+            assert!(d.slices.windows(2).any(|w| w[0] != w[1]), "{d:?}");
+        }
+    }
+
+    #[test]
+    fn another_seed_other_decisions() {
+        let (a, b) = (run(7), run(8));
+        let differ = |f: fn(&Decisions) -> String| a.iter().zip(&b).any(|(x, y)| f(x) != f(y));
+        assert!(differ(|d| format!("{:?}", d.on)));
+        assert!(differ(|d| format!("{:?}", d.delays)));
+        assert!(differ(|d| format!("{:?}", d.slices)));
+    }
+
+    #[test]
+    fn a_connection_decides_the_same_whenever_it_is_served() {
+        let late_first = decide(7, 5);
+        let in_order = run(7);
+        assert_eq!(late_first, in_order[5]);
+        assert_ne!(in_order[0], in_order[5], "connections draw apart");
+    }
+
+    #[test]
+    fn an_update_rolls_again_from_the_toxics_own_sequence() {
+        let keys = Keys {
+            seed: 3,
+            proxy: Arc::from("p"),
+            connection: 0,
+        };
+        let rolls = || {
+            let mut t = Toxics::new(Stream::Downstream, keys.clone());
+            let mut seen = Vec::new();
+            for _ in 0..32 {
+                // A new revision each time, as `update_toxic` makes.
+                let coin = Toxic::new(
+                    "coin".into(),
+                    ToxicKind::LimitData { bytes: 1 },
+                    Stream::Downstream,
+                    0.5,
+                );
+                t.refresh(&[coin]);
+                seen.push(t.list[0].on);
+            }
+            seen
+        };
+        let first = rolls();
+        assert_eq!(first, rolls());
+        assert!(first.contains(&true) && first.contains(&false), "{first:?}");
     }
 }

@@ -3,16 +3,21 @@
 //! client -> server bytes, `downstream` = server -> client). Toxics added, updated or removed
 //! act on open connections too. Disabling closes every connection and stops listening.
 //!
+//! Toxicity, jitter and slice sizes are drawn from generators named by the proxy's seed
+//! ([`TcpProxy::with_seed`]), its name, the toxic's name and the connection's index (the order
+//! in which the proxy accepted it, counted from its creation), so a run is reproducible.
+//!
 //! Split by concern: `toxic` (types, attributes, JSON shape), `link` (one connection's pumps).
 
 mod link;
 pub mod toxic;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 use crate::proxy::lifecycle;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use serde_json::{Map, Value};
@@ -22,7 +27,10 @@ use tokio::task::{JoinHandle, JoinSet};
 
 pub use toxic::{Stream, Toxic, ToxicKind};
 
-use link::ToxicList;
+use link::{Keys, ToxicList};
+
+/// The seed of a proxy nobody gave one: the seed of an experiment file without `seed:`.
+pub const DEFAULT_SEED: u64 = 0;
 
 /// Why an operation on a proxy failed; the admin API maps these to Toxiproxy's statuses.
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -65,10 +73,13 @@ pub struct TcpProxy {
     name: String,
     state: Mutex<State>,
     toxics: watch::Sender<ToxicList>,
+    seed: u64,
+    /// Connections accepted so far, across restarts: the next one's index.
+    accepted: Arc<AtomicU64>,
 }
 
 impl TcpProxy {
-    /// A proxy that is not listening yet; call `start`.
+    /// A proxy that is not listening yet, drawing from [`DEFAULT_SEED`]; call `start`.
     pub fn new(name: &str, listen: &str, upstream: &str) -> Self {
         TcpProxy {
             name: name.to_string(),
@@ -78,7 +89,15 @@ impl TcpProxy {
                 running: None,
             }),
             toxics: watch::Sender::new(Arc::new(Vec::new())),
+            seed: DEFAULT_SEED,
+            accepted: Arc::new(AtomicU64::new(0)),
         }
+    }
+
+    /// The seed every random choice of its toxics is drawn from (a run's seed).
+    pub fn with_seed(mut self, seed: u64) -> Self {
+        self.seed = seed;
+        self
     }
 
     pub fn name(&self) -> &str {
@@ -149,7 +168,19 @@ impl TcpProxy {
         st.listen = real.to_string();
         let (stop, stopped) = oneshot::channel();
         let upstream: Arc<str> = Arc::from(st.upstream.as_str());
-        let task = tokio::spawn(serve(listener, upstream, self.toxics.subscribe(), stopped));
+        let keys = Keys {
+            seed: self.seed,
+            proxy: Arc::from(self.name.as_str()),
+            connection: 0,
+        };
+        let task = tokio::spawn(serve(
+            listener,
+            upstream,
+            self.toxics.subscribe(),
+            keys,
+            Arc::clone(&self.accepted),
+            stopped,
+        ));
         st.running = Some(Running { stop, task });
         Ok(real)
     }
@@ -283,6 +314,8 @@ async fn serve(
     listener: TcpListener,
     upstream: Arc<str>,
     toxics: watch::Receiver<ToxicList>,
+    keys: Keys,
+    next_index: Arc<AtomicU64>,
     mut stopped: oneshot::Receiver<()>,
 ) {
     let mut conns = JoinSet::new();
@@ -293,7 +326,12 @@ async fn serve(
             Some(_) = conns.join_next(), if !conns.is_empty() => {}
             accepted = listener.accept() => match accepted {
                 Ok((client, _)) => {
-                    conns.spawn(link::handle(client, upstream.clone(), toxics.clone()));
+                    // Numbered here, in accept order, not when its task first runs.
+                    let keys = Keys {
+                        connection: next_index.fetch_add(1, Ordering::Relaxed),
+                        ..keys.clone()
+                    };
+                    conns.spawn(link::handle(client, upstream.clone(), toxics.clone(), keys));
                 }
                 // Out of descriptors or a client gone before accept: back off briefly, go on.
                 Err(_) => tokio::time::sleep(std::time::Duration::from_millis(10)).await,

@@ -39,7 +39,7 @@ fn attributes_parse_merge_and_refuse() {
     assert_eq!(back, Ok(slicer));
 }
 
-async fn echo() -> std::net::SocketAddr {
+pub(crate) async fn echo() -> std::net::SocketAddr {
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
     tokio::spawn(async move {
@@ -90,4 +90,55 @@ async fn toxicity_zero_never_acts_and_changes_reach_open_connections() {
     p.stop().await;
     let mut b = [0u8; 1];
     assert!(matches!(c.read(&mut b).await, Ok(0) | Err(_)));
+}
+
+/// Toxicity picks of `n` connections made one after another through a fresh proxy `p`: true
+/// where a downstream `limit_data` of 1 byte acted (toxicity 0.5).
+async fn picks(seed: u64, n: usize) -> Vec<bool> {
+    let p = TcpProxy::new("p", "127.0.0.1:0", &echo().await.to_string()).with_seed(seed);
+    let addr = p.start().await.unwrap();
+    p.add_toxic(Toxic::new(
+        "coin".into(),
+        ToxicKind::LimitData { bytes: 1 },
+        Stream::Downstream,
+        0.5,
+    ))
+    .unwrap();
+    let out = limit_picks(addr, n).await;
+    p.stop().await;
+    out
+}
+
+/// For `n` connections made one after another to `addr`, a proxy of an echo server: true where
+/// a downstream `limit_data` of 1 byte acted (one byte came back, not five).
+pub(crate) async fn limit_picks(addr: std::net::SocketAddr, n: usize) -> Vec<bool> {
+    let mut out = Vec::new();
+    for _ in 0..n {
+        let mut c = TcpStream::connect(addr).await.unwrap();
+        c.write_all(b"hello").await.unwrap();
+        let mut got = Vec::new();
+        let read = async {
+            let mut b = [0u8; 8];
+            while got.len() < 5 {
+                match c.read(&mut b).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(k) => got.extend_from_slice(&b[..k]),
+                }
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(5), read)
+            .await
+            .unwrap();
+        assert!(got.len() == 1 || got.len() == 5, "{got:?}");
+        out.push(got.len() == 1);
+    }
+    out
+}
+
+#[tokio::test]
+async fn proxies_with_one_seed_pick_the_same_connections() {
+    let a = picks(11, 16).await;
+    assert!(a.contains(&true) && a.contains(&false), "{a:?}");
+    assert_eq!(a, picks(11, 16).await);
+    assert_ne!(a, picks(12, 16).await);
 }

@@ -187,20 +187,13 @@ pub struct Event {
     pub data: String,
 }
 
+/// The events of a body, read as every other stage reads them.
 pub fn parse_sse(text: &str) -> Vec<Event> {
-    text.split("\n\n")
-        .filter(|block| !block.trim().is_empty())
-        .map(|block| {
-            let mut name = None;
-            let mut data = String::new();
-            for line in block.lines() {
-                if let Some(v) = line.strip_prefix("event: ") {
-                    name = Some(v.to_string());
-                } else if let Some(v) = line.strip_prefix("data: ") {
-                    data.push_str(v);
-                }
-            }
-            Event { name, data }
+    crate::protocol::sse::decode_all(text.as_bytes())
+        .into_iter()
+        .map(|(name, data)| Event {
+            name: (!name.is_empty()).then_some(name),
+            data,
         })
         .collect()
 }

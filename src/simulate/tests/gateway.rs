@@ -10,8 +10,8 @@ use tokio::sync::mpsc;
 
 use super::client::*;
 use crate::experiment::schema::Strategy;
+use crate::protocol::verify::{self, Verification};
 use crate::simulate::body;
-use crate::simulate::content::{self, Verification};
 use crate::simulate::RunningServer;
 use crate::simulate::{start_gateway, start_host};
 use crate::units::Dur;
@@ -40,7 +40,7 @@ async fn fails_over_when_the_first_answers_503() {
                 .map(str::to_string)
         })
         .collect();
-    assert_eq!(content::verify(&text), Verification::Complete);
+    assert_eq!(verify::verify(&text), Verification::Complete);
     assert_eq!(bad_hits.load(Ordering::SeqCst), 1);
     gw.stop().await;
     bad.stop().await;
@@ -208,10 +208,15 @@ async fn response_bodies_stream_through() {
 
 /// An upstream that answers 200, sends one SSE event, then breaks.
 async fn cutter() -> RunningServer {
-    let (cutter, _) = stub(|| {
+    cutter_sending("data: partial\n\n").await
+}
+
+/// An upstream that answers 200, sends `first`, then breaks.
+async fn cutter_sending(first: &'static str) -> RunningServer {
+    let (cutter, _) = stub(move || {
         // The cut comes a little after the first chunk, so the head and the chunk are on the
         // wire first, as with a backend dying mid-stream.
-        let chunks = futures_util::stream::iter([Ok(Bytes::from("data: partial\n\n")), Err(())]);
+        let chunks = futures_util::stream::iter([Ok(Bytes::from(first)), Err(())]);
         let body = http_body_util::StreamBody::new(futures_util::StreamExt::then(
             chunks,
             |item| async move {
@@ -253,6 +258,25 @@ async fn a_stream_cut_after_200_reaches_the_client_cut() {
     gw.stop().await;
     cutter.stop().await;
     good.stop().await;
+}
+
+#[tokio::test]
+async fn a_synthetic_end_after_a_cut_inside_an_event_is_still_read_as_events() {
+    // Cut mid-line (`\r` line ends, even): the synthetic events must not run into the
+    // stub of the cut one.
+    let cutter = cutter_sending("data: {\"choices\": []}\r\rdata: {\"cho").await;
+    let mut spec = gateway_spec(vec![cutter.addr()]);
+    spec.reterminate_cut_streams = true;
+    let gw = start_gateway("gw", &spec).await.unwrap();
+    let answer = post_json(gw.addr(), "/v1/chat/completions", chat(true)).await;
+    let events = parse_sse(&answer.text());
+    let data: Vec<&str> = events.iter().map(|e| e.data.as_str()).collect();
+    assert_eq!(data.len(), 4, "{data:?}");
+    assert_eq!(data[1], "{\"cho");
+    assert!(data[2].contains("\"finish_reason\":\"stop\""), "{data:?}");
+    assert_eq!(data[3], "[DONE]");
+    gw.stop().await;
+    cutter.stop().await;
 }
 
 #[tokio::test]

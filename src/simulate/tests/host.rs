@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 use super::client::*;
 use crate::exit::Failure;
 use crate::experiment::schema::Overflow;
-use crate::simulate::content::{self, Verification};
+use crate::protocol::verify::{self, Verification};
 use crate::simulate::start_host;
 use crate::units::Dur;
 
@@ -37,7 +37,7 @@ async fn openai_stream_ends_with_done_and_verifies() {
         .iter()
         .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
         .collect();
-    assert_eq!(content::verify(&text), Verification::Complete);
+    assert_eq!(verify::verify(&text), Verification::Complete);
     assert_eq!(chunks.len(), 1 + 8 + 1, "role, one chunk per token, finish");
     // One token per frame: the body is streamed, not built whole.
     assert!(answer.frames.len() >= 9);
@@ -71,7 +71,7 @@ async fn anthropic_stream_follows_the_event_flow_and_verifies() {
             v["delta"]["text"].as_str().unwrap().to_string()
         })
         .collect();
-    assert_eq!(content::verify(&text), Verification::Complete);
+    assert_eq!(verify::verify(&text), Verification::Complete);
     let delta: Value = serde_json::from_str(&events[events.len() - 2].data).unwrap();
     assert_eq!(delta["delta"]["stop_reason"], "end_turn");
     host.stop().await;
@@ -90,7 +90,7 @@ async fn non_streaming_answers_in_both_apis() {
     assert_eq!(v["choices"][0]["finish_reason"], "stop");
     assert_eq!(v["usage"]["completion_tokens"], 3);
     let text = v["choices"][0]["message"]["content"].as_str().unwrap();
-    assert_eq!(text, content::completion(3));
+    assert_eq!(text, verify::completion(3));
 
     let req = json!({ "model": "m", "messages": [{ "role": "user", "content": "hi there" }] });
     let anthropic = post_json(host.addr(), "/v1/messages", req).await;
@@ -100,7 +100,7 @@ async fn non_streaming_answers_in_both_apis() {
     assert_eq!(v["stop_reason"], "end_turn");
     assert_eq!(v["content"][0]["type"], "text");
     let text = v["content"][0]["text"].as_str().unwrap();
-    assert_eq!(content::verify(text), Verification::Complete);
+    assert_eq!(verify::verify(text), Verification::Complete);
     assert_eq!(v["usage"]["output_tokens"], 8);
     assert_eq!(v["usage"]["input_tokens"], 2);
     assert_eq!(anthropic.header("x-served-by"), Some("h"));
