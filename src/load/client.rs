@@ -13,7 +13,7 @@ use hyper_util::rt::TokioExecutor;
 use serde_json::json;
 
 use super::record::{Outcome, RequestRecord};
-use super::sse::{DocumentReader, StreamReader};
+use super::sse::{DocumentReader, Expect, StreamReader};
 use crate::experiment::{Api, LoadStream};
 
 pub type HttpClient = Client<HttpConnector, Full<Bytes>>;
@@ -40,27 +40,56 @@ pub struct StreamPlan {
     pub timeout: Duration,
     pub stall_timeout: Duration,
     pub served_by_header: hyper::header::HeaderName,
+    /// What a whole answer must show, from what the request asked for.
+    pub expect: Expect,
 }
+
+/// What a whole answer to `body` must show, read from the body as it is sent (after
+/// `extra_body`), so a `stream_options` or `ignore_eos` set there counts too.
+fn expectations(api: Api, stream: bool, body: &serde_json::Value) -> Expect {
+    let usage = match api {
+        // Anthropic streams always carry `usage` in `message_delta`.
+        Api::AnthropicMessages => stream,
+        Api::OpenaiChat => {
+            stream
+                && body
+                    .pointer("/stream_options/include_usage")
+                    .and_then(serde_json::Value::as_bool)
+                    == Some(true)
+        }
+    };
+    let max = body.get("max_tokens").and_then(serde_json::Value::as_u64);
+    let ignore_eos = body.get("ignore_eos").and_then(serde_json::Value::as_bool) == Some(true);
+    let min = body.get("min_tokens").and_then(serde_json::Value::as_u64);
+    let pinned = max.filter(|m| ignore_eos || min == Some(*m));
+    Expect { usage, pinned }
+}
+
+/// The header a faultline proxy marks faulted responses with, and the name LiteLLM forwards
+/// upstream headers under.
+const FAULT_HEADERS: [&str; 2] = ["x-faultline-fault", "llm_provider-x-faultline-fault"];
 
 impl StreamPlan {
     pub fn new(stream: &LoadStream) -> anyhow::Result<Self> {
         let spec = &stream.spec;
         let r = &spec.request;
         let max_tokens = r.max_tokens.unwrap_or(256);
-        let body = match r.api {
-            Api::OpenaiChat => json!({
-                "model": r.model,
-                "messages": [{ "role": "user", "content": r.prompt }],
-                "stream": r.stream,
-                "max_tokens": max_tokens,
-            }),
-            Api::AnthropicMessages => json!({
-                "model": r.model,
-                "messages": [{ "role": "user", "content": r.prompt }],
-                "stream": r.stream,
-                "max_tokens": max_tokens,
-            }),
-        };
+        let mut body = json!({
+            "model": r.model,
+            "messages": [{ "role": "user", "content": r.prompt }],
+            "stream": r.stream,
+            "max_tokens": max_tokens,
+        });
+        let include_usage = r.api == Api::OpenaiChat && r.stream && r.include_usage != Some(false);
+        if include_usage {
+            body["stream_options"] = json!({ "include_usage": true });
+        }
+        if let (Some(extra), Some(obj)) = (&r.extra_body, body.as_object_mut()) {
+            for (k, v) in extra {
+                obj.insert(k.clone(), v.clone());
+            }
+        }
+        let expect = expectations(r.api, r.stream, &body);
         let uri = format!(
             "http://{}{}",
             stream.target.addr, stream.target.path_and_query
@@ -69,6 +98,7 @@ impl StreamPlan {
         Ok(StreamPlan {
             name: Arc::from(stream.name.as_str()),
             api: r.api,
+            expect,
             stream: r.stream,
             uri,
             host: HeaderValue::from_str(&stream.target.authority)?,
@@ -117,6 +147,9 @@ pub async fn execute(
         bytes: 0,
         events: 0,
         served_by: None,
+        tokens: Default::default(),
+        verified: false,
+        faults: None,
     };
     let deadline = tokio::time::Instant::now() + plan.timeout;
     rec.outcome =
@@ -145,6 +178,11 @@ async fn exchange(
         .get(&plan.served_by_header)
         .and_then(|v| v.to_str().ok())
         .map(Arc::from);
+    rec.faults = FAULT_HEADERS
+        .iter()
+        .find_map(|h| response.headers().get(*h))
+        .and_then(|v| v.to_str().ok())
+        .map(Arc::from);
     let success = response.status().is_success();
     let is_sse = response
         .headers()
@@ -153,9 +191,9 @@ async fn exchange(
         .is_some_and(|ct| ct.starts_with("text/event-stream"));
     let mut body = response.into_body();
     let mut reader = if plan.stream && is_sse {
-        Reader::Stream(StreamReader::new(plan.api))
+        Reader::Stream(StreamReader::new(plan.api, plan.expect))
     } else {
-        Reader::Document(DocumentReader::new(plan.api))
+        Reader::Document(DocumentReader::new(plan.api, plan.expect))
     };
     loop {
         match tokio::time::timeout(plan.stall_timeout, body.frame()).await {
@@ -177,12 +215,13 @@ async fn exchange(
             }
             Ok(Some(Ok(frame))) => {
                 if let Ok(data) = frame.into_data() {
+                    let at = origin.elapsed().saturating_sub(rec.intended);
                     if rec.ttfb.is_none() && !data.is_empty() {
-                        rec.ttfb = Some(origin.elapsed().saturating_sub(rec.intended));
+                        rec.ttfb = Some(at);
                     }
                     rec.bytes += data.len() as u64;
                     if success {
-                        reader.feed(&data);
+                        reader.feed(&data, at);
                         rec.events = reader.events();
                     }
                 }
@@ -192,21 +231,27 @@ async fn exchange(
     if !success {
         return Outcome::HttpError;
     }
-    match reader {
+    let judged = match reader {
         Reader::Stream(s) => s.finish(),
         Reader::Document(d) => d.finish(),
-    }
+    };
+    rec.verified = judged.verified;
+    rec.tokens = judged.tokens;
+    judged.outcome
 }
 
+// One per request, inside its task's future: boxing the big variant would cost an allocation
+// per request for no saving.
+#[allow(clippy::large_enum_variant)]
 enum Reader {
     Stream(StreamReader),
     Document(DocumentReader),
 }
 
 impl Reader {
-    fn feed(&mut self, data: &[u8]) {
+    fn feed(&mut self, data: &[u8], at: Duration) {
         match self {
-            Reader::Stream(s) => s.feed(data),
+            Reader::Stream(s) => s.feed(data, at),
             Reader::Document(d) => d.feed(data),
         }
     }

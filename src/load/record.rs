@@ -84,6 +84,47 @@ pub struct RequestRecord {
     pub events: u64,
     /// The backend named by the stream's `served_by` header, when the response had one.
     pub served_by: Option<Arc<str>>,
+    /// Token timing of a streamed completion (empty for others).
+    pub tokens: TokenTiming,
+    /// For an `ok` response: whether any signal established that the completion is whole (a
+    /// verifiable text, the backend's usage count, a pinned length). `false` means the response
+    /// looked fine but nothing could prove it was not cut and re-terminated.
+    pub verified: bool,
+    /// The faults a faultline proxy says acted on this response (`x-faultline-fault`, or the
+    /// same header as a gateway forwarded it), comma-separated.
+    pub faults: Option<Arc<str>>,
+}
+
+/// When the tokens of one streamed completion arrived. Times count from the intended send
+/// time, like every latency here.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct TokenTiming {
+    /// Time to first token: to the first event that carried content (not the first byte).
+    pub ttft: Option<Duration>,
+    /// The gaps between consecutive content events, in microseconds.
+    pub itl_us: Vec<u32>,
+    /// Output tokens: the backend's own count (`usage`) when it sent one, else the content
+    /// events counted.
+    pub output_tokens: Option<u64>,
+}
+
+impl TokenTiming {
+    /// Time per output token: the time after the first token over the tokens after it. `None`
+    /// below two tokens.
+    pub fn tpot(&self, latency: Duration) -> Option<Duration> {
+        let tokens = self.output_tokens?;
+        let ttft = self.ttft?;
+        let after = u32::try_from(tokens.checked_sub(1)?)
+            .ok()
+            .filter(|n| *n > 0)?;
+        Some(latency.saturating_sub(ttft) / after)
+    }
+
+    /// Output tokens per second of the whole request, from its intended send time.
+    pub fn tokens_per_second(&self, latency: Duration) -> Option<f64> {
+        let tokens = self.output_tokens?;
+        (!latency.is_zero()).then(|| tokens as f64 / latency.as_secs_f64())
+    }
 }
 
 impl RequestRecord {

@@ -93,5 +93,8 @@ fn dropped(plan: &StreamPlan, seq: u64, intended: Duration) -> RequestRecord {
         bytes: 0,
         events: 0,
         served_by: None,
+        tokens: Default::default(),
+        verified: false,
+        faults: None,
     }
 }

@@ -1,11 +1,15 @@
 //! Incremental reading of a response body as the client sees it: SSE events for streams (read
 //! with the shared codec, so the client counts events exactly where the proxy cuts them), one
-//! JSON document otherwise, and the verdict on whether the completion arrived whole.
+//! JSON document otherwise, and the verdict on whether the completion arrived whole, judged by
+//! every signal the body carries: the terminator, the finish reason, the backend's usage count,
+//! a pinned length and, for the simulator's text, the text itself.
+
+use std::time::Duration;
 
 use serde_json::Value;
 
 use crate::experiment::Api;
-use crate::load::record::Outcome;
+use crate::load::record::{Outcome, TokenTiming};
 use crate::protocol::sse::{self, Decoder, Event};
 use crate::protocol::verify::{self, Checker, Verification};
 
@@ -14,119 +18,247 @@ const MAX_EVENT: usize = sse::DEFAULT_LIMIT;
 /// A non-streaming body is parsed whole; anything larger is not a chat completion.
 const MAX_DOCUMENT: usize = 8 << 20;
 
+/// What the request asked for that a whole answer must show.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Expect {
+    /// The backend's token count (`usage`) must come with the stream: OpenAI-style streams
+    /// that sent `stream_options: {include_usage: true}`, and Anthropic streams always. A cut
+    /// stream that something re-terminated lacks it.
+    pub usage: bool,
+    /// The request pinned the completion's length (`ignore_eos` with `max_tokens`, or
+    /// `min_tokens` equal to `max_tokens`): fewer tokens than this is a cut.
+    pub pinned: Option<u64>,
+}
+
+/// The judgement of one 2xx body.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Judged {
+    pub outcome: Outcome,
+    /// For `ok`: whether a signal established the completion is whole.
+    pub verified: bool,
+    pub tokens: TokenTiming,
+}
+
+/// The finish reasons a whole completion ends with; anything else (vLLM's `abort`, an empty
+/// string) is not one. OpenAI's `finish_reason`, then Anthropic's `stop_reason`.
+const FINISH_REASONS: [&str; 11] = [
+    "stop",
+    "length",
+    "tool_calls",
+    "content_filter",
+    "function_call",
+    "end_turn",
+    "max_tokens",
+    "stop_sequence",
+    "tool_use",
+    "pause_turn",
+    "refusal",
+];
+
+/// The signals a body carried, streamed or not, and the judgement they add up to.
+#[derive(Default)]
+struct Signals {
+    terminated: bool,
+    errored: bool,
+    finish_reason: Option<String>,
+    /// The backend's count of completion tokens.
+    usage_tokens: Option<u64>,
+    /// Events that carried content.
+    content_events: u64,
+}
+
+impl Signals {
+    /// The outcome, and whether it is verified. `text` is the verifiable-scheme verdict.
+    fn judge(&self, text: Verification, expect: Expect, streamed: bool) -> (Outcome, bool) {
+        if self.errored {
+            return (Outcome::StreamError, false);
+        }
+        if streamed && !self.terminated {
+            return (Outcome::Truncated, false);
+        }
+        if matches!(text, Verification::Incomplete { .. }) {
+            return (Outcome::Truncated, false);
+        }
+        match self.finish_reason.as_deref() {
+            Some(reason) if FINISH_REASONS.contains(&reason) => {}
+            // A whole completion always says why it ended.
+            _ => return (Outcome::Truncated, false),
+        }
+        if streamed && expect.usage && self.usage_tokens.is_none() {
+            return (Outcome::Truncated, false);
+        }
+        let tokens = self.usage_tokens.unwrap_or(self.content_events);
+        if expect.pinned.is_some_and(|pinned| tokens < pinned) {
+            return (Outcome::Truncated, false);
+        }
+        // The usage count proves the stream only if it covers what arrived; more content
+        // events than counted tokens means it belongs to something else.
+        let usage_holds = self
+            .usage_tokens
+            .is_some_and(|n| self.content_events <= n && (streamed || n > 0));
+        let verified = text == Verification::Complete || usage_holds || expect.pinned.is_some();
+        (Outcome::Ok, verified)
+    }
+}
+
+fn plausible(reason: &Value) -> Option<String> {
+    reason.as_str().map(str::to_string)
+}
+
 /// Reads a streamed (SSE) body frame by frame.
 pub struct StreamReader {
     decoder: Decoder,
-    seen: Seen,
-}
-
-/// What the events read so far say.
-struct Seen {
     api: Api,
+    expect: Expect,
     events: u64,
-    terminated: bool,
-    errored: bool,
+    signals: Signals,
     text: Checker,
+    tokens: TokenTiming,
+    last_content: Option<Duration>,
 }
 
 impl StreamReader {
-    pub fn new(api: Api) -> Self {
+    pub fn new(api: Api, expect: Expect) -> Self {
         StreamReader {
             decoder: Decoder::new(MAX_EVENT),
-            seen: Seen {
-                api,
-                events: 0,
-                terminated: false,
-                errored: false,
-                text: Checker::new(),
-            },
+            api,
+            expect,
+            events: 0,
+            signals: Signals::default(),
+            text: Checker::new(),
+            tokens: TokenTiming::default(),
+            last_content: None,
         }
     }
 
-    /// Feeds one body frame; events may span frames.
-    pub fn feed(&mut self, chunk: &[u8]) {
+    /// Feeds one body frame that arrived `at` after the request's intended send time; events
+    /// may span frames.
+    pub fn feed(&mut self, chunk: &[u8], at: Duration) {
         let mut input = chunk;
         while let Some(event) = self.decoder.next(&mut input) {
-            self.seen.event(event);
+            self.events += 1;
+            if read_event(self.api, &mut self.signals, &mut self.text, event) {
+                self.content_at(at);
+            }
         }
     }
 
     /// Events dispatched so far (comments and keep-alives are not events).
     pub fn events(&self) -> u64 {
-        self.seen.events
+        self.events
     }
 
-    /// The outcome of a body that ended cleanly.
-    pub fn finish(self) -> Outcome {
-        let seen = self.seen;
+    /// The judgement of a body that ended cleanly.
+    pub fn finish(self) -> Judged {
+        let mut tokens = self.tokens;
+        tokens.output_tokens = Some(
+            self.signals
+                .usage_tokens
+                .unwrap_or(self.signals.content_events),
+        );
         // An event too big to read may have been the terminator or an error: not whole.
-        if seen.errored {
-            Outcome::StreamError
-        } else if !seen.terminated || self.decoder.overflowed() {
-            Outcome::Truncated
+        let (outcome, verified) = if self.decoder.overflowed() && !self.signals.errored {
+            (Outcome::Truncated, false)
         } else {
-            judge(seen.text.finish())
+            self.signals.judge(self.text.finish(), self.expect, true)
+        };
+        Judged {
+            outcome,
+            verified,
+            tokens,
         }
+    }
+
+    fn content_at(&mut self, at: Duration) {
+        self.signals.content_events += 1;
+        if self.tokens.ttft.is_none() {
+            self.tokens.ttft = Some(at);
+        }
+        if let Some(last) = self.last_content {
+            let gap = at.saturating_sub(last).as_micros();
+            self.tokens
+                .itl_us
+                .push(u32::try_from(gap).unwrap_or(u32::MAX));
+        }
+        self.last_content = Some(at);
     }
 }
 
-impl Seen {
-    fn event(&mut self, event: Event<'_>) {
-        self.events += 1;
-        if event.name == "error" {
-            self.errored = true;
-            return;
-        }
-        if event.data == sse::DONE {
-            self.terminated = true;
-            return;
-        }
-        let Ok(json) = serde_json::from_str::<Value>(event.data) else {
-            return;
-        };
-        if json.get("error").is_some() || json.get("type").and_then(Value::as_str) == Some("error")
-        {
-            self.errored = true;
-            return;
-        }
-        let piece = match self.api {
-            Api::OpenaiChat => json
-                .pointer("/choices/0/delta/content")
-                .and_then(Value::as_str),
-            Api::AnthropicMessages => {
-                if json.get("type").and_then(Value::as_str) == Some("message_stop")
-                    || event.name == "message_stop"
-                {
-                    self.terminated = true;
-                }
-                json.pointer("/delta/text").and_then(Value::as_str)
+/// Reads one event into the signals and the text; true when it carried content.
+fn read_event(api: Api, s: &mut Signals, text: &mut Checker, event: Event<'_>) -> bool {
+    if event.name == "error" {
+        s.errored = true;
+        return false;
+    }
+    if event.data == sse::DONE {
+        s.terminated = true;
+        return false;
+    }
+    let Ok(json) = serde_json::from_str::<Value>(event.data) else {
+        return false;
+    };
+    if json.get("error").is_some_and(|e| !e.is_null())
+        || json.get("type").and_then(Value::as_str) == Some("error")
+    {
+        s.errored = true;
+        return false;
+    }
+    let piece = match api {
+        Api::OpenaiChat => {
+            if let Some(reason) = json.pointer("/choices/0/finish_reason").and_then(plausible) {
+                s.finish_reason = Some(reason);
             }
-        };
-        if let Some(piece) = piece {
-            self.text.push(piece);
+            // vLLM sends `"usage": null` on every chunk unless continuous stats are on.
+            if let Some(n) = json
+                .pointer("/usage/completion_tokens")
+                .and_then(Value::as_u64)
+            {
+                s.usage_tokens = Some(n);
+            }
+            json.pointer("/choices/0/delta/content")
+                .and_then(Value::as_str)
         }
-    }
-}
-
-/// Text in faultline's token scheme must be whole; text from a real backend cannot be checked.
-fn judge(verification: Verification) -> Outcome {
-    match verification {
-        Verification::Incomplete { .. } => Outcome::Truncated,
-        Verification::Complete | Verification::Unverifiable => Outcome::Ok,
+        Api::AnthropicMessages => {
+            let kind = json
+                .get("type")
+                .and_then(Value::as_str)
+                .unwrap_or(event.name);
+            if kind == "message_stop" || event.name == "message_stop" {
+                s.terminated = true;
+            }
+            if kind == "message_delta" {
+                if let Some(reason) = json.pointer("/delta/stop_reason").and_then(plausible) {
+                    s.finish_reason = Some(reason);
+                }
+                if let Some(n) = json.pointer("/usage/output_tokens").and_then(Value::as_u64) {
+                    s.usage_tokens = Some(n);
+                }
+            }
+            json.pointer("/delta/text").and_then(Value::as_str)
+        }
+    };
+    match piece {
+        Some(piece) if !piece.is_empty() => {
+            text.push(piece);
+            true
+        }
+        _ => false,
     }
 }
 
 /// Collects a non-streaming body.
 pub struct DocumentReader {
     api: Api,
+    expect: Expect,
     body: Vec<u8>,
     overflow: bool,
 }
 
 impl DocumentReader {
-    pub fn new(api: Api) -> Self {
+    pub fn new(api: Api, expect: Expect) -> Self {
         DocumentReader {
             api,
+            expect,
             body: Vec::new(),
             overflow: false,
         }
@@ -140,24 +272,49 @@ impl DocumentReader {
         }
     }
 
-    pub fn finish(self) -> Outcome {
+    pub fn finish(self) -> Judged {
+        let judged = |outcome, verified, output_tokens| Judged {
+            outcome,
+            verified,
+            tokens: TokenTiming {
+                output_tokens,
+                ..TokenTiming::default()
+            },
+        };
         if self.overflow {
-            return Outcome::Ok;
+            // Too big to judge: it arrived, but nothing says it is whole.
+            return judged(Outcome::Ok, false, None);
         }
         let Ok(json) = serde_json::from_slice::<Value>(&self.body) else {
-            return Outcome::Truncated;
+            return judged(Outcome::Truncated, false, None);
         };
-        if json.get("error").is_some() || json.get("type").and_then(Value::as_str) == Some("error")
+        if json.get("error").is_some_and(|e| !e.is_null())
+            || json.get("type").and_then(Value::as_str) == Some("error")
         {
-            return Outcome::StreamError;
+            return judged(Outcome::StreamError, false, None);
         }
-        let text = match self.api {
-            Api::OpenaiChat => json
-                .pointer("/choices/0/message/content")
-                .and_then(Value::as_str),
-            Api::AnthropicMessages => json.pointer("/content/0/text").and_then(Value::as_str),
+        let (text, reason, usage) = match self.api {
+            Api::OpenaiChat => (
+                json.pointer("/choices/0/message/content"),
+                json.pointer("/choices/0/finish_reason"),
+                json.pointer("/usage/completion_tokens"),
+            ),
+            Api::AnthropicMessages => (
+                json.pointer("/content/0/text"),
+                json.pointer("/stop_reason"),
+                json.pointer("/usage/output_tokens"),
+            ),
         };
-        judge(verify::verify(text.unwrap_or_default()))
+        let text = text.and_then(Value::as_str).unwrap_or_default();
+        let signals = Signals {
+            terminated: true,
+            errored: false,
+            finish_reason: reason.and_then(plausible),
+            usage_tokens: usage.and_then(Value::as_u64),
+            content_events: 0,
+        };
+        let (outcome, verified) = signals.judge(verify::verify(text), self.expect, false);
+        judged(outcome, verified, signals.usage_tokens)
     }
 }
 
@@ -165,34 +322,68 @@ impl DocumentReader {
 mod tests {
     use super::*;
 
-    fn openai_stream(tokens: u32, sent: u32, done: bool) -> String {
+    const PLAIN: Expect = Expect {
+        usage: false,
+        pinned: None,
+    };
+    const USAGE: Expect = Expect {
+        usage: true,
+        pinned: None,
+    };
+
+    /// An OpenAI stream of `sent` of `tokens` tokens; `done` adds the finish chunk and
+    /// `[DONE]`, `usage` the usage chunk before it.
+    fn openai_stream(tokens: u32, sent: u32, done: bool, usage: bool) -> String {
+        openai_text(sent, done, usage.then_some(sent), |i| {
+            verify::token(i, tokens)
+        })
+    }
+
+    fn openai_text(
+        sent: u32,
+        done: bool,
+        usage: Option<u32>,
+        word: impl Fn(u32) -> String,
+    ) -> String {
         let mut s = String::from("data: {\"choices\":[{\"delta\":{\"role\":\"assistant\"}}]}\n\n");
         for i in 0..sent {
             s += &format!(
-                "data: {{\"choices\":[{{\"delta\":{{\"content\":\"{}\"}}}}]}}\n\n",
-                verify::token(i, tokens)
+                "data: {{\"choices\":[{{\"delta\":{{\"content\":\"{}\"}}}}],\"usage\":null}}\n\n",
+                word(i)
             );
         }
         if done {
-            s += "data: {\"choices\":[{\"delta\":{},\"finish_reason\":\"stop\"}]}\n\ndata: [DONE]\n\n";
+            s += "data: {\"choices\":[{\"delta\":{},\"finish_reason\":\"stop\"}]}\n\n";
+            if let Some(n) = usage {
+                s += &format!(
+                    "data: {{\"choices\":[],\"usage\":{{\"prompt_tokens\":3,\"completion_tokens\":{n},\"total_tokens\":{}}}}}\n\n",
+                    n + 3
+                );
+            }
+            s += "data: [DONE]\n\n";
         }
         s
     }
 
-    fn read(api: Api, body: &str, frame: usize) -> (Outcome, u64) {
-        let mut r = StreamReader::new(api);
-        for chunk in body.as_bytes().chunks(frame) {
-            r.feed(chunk);
+    fn read_with(api: Api, expect: Expect, body: &str, frame: usize) -> (Judged, u64) {
+        let mut r = StreamReader::new(api, expect);
+        for (i, chunk) in body.as_bytes().chunks(frame).enumerate() {
+            r.feed(chunk, Duration::from_millis(10 * i as u64));
         }
         let events = r.events();
         (r.finish(), events)
+    }
+
+    fn read(api: Api, body: &str, frame: usize) -> (Outcome, u64) {
+        let (j, events) = read_with(api, PLAIN, body, frame);
+        (j.outcome, events)
     }
 
     #[test]
     fn a_whole_openai_stream_is_ok_whatever_the_framing() {
         for frame in [1, 7, 1000] {
             assert_eq!(
-                read(Api::OpenaiChat, &openai_stream(5, 5, true), frame),
+                read(Api::OpenaiChat, &openai_stream(5, 5, true, false), frame),
                 (Outcome::Ok, 8)
             );
         }
@@ -201,7 +392,7 @@ mod tests {
     #[test]
     fn a_stream_without_terminator_is_truncated() {
         assert_eq!(
-            read(Api::OpenaiChat, &openai_stream(5, 3, false), 9).0,
+            read(Api::OpenaiChat, &openai_stream(5, 3, false, false), 9).0,
             Outcome::Truncated
         );
     }
@@ -210,51 +401,134 @@ mod tests {
     fn a_re_terminated_cut_stream_is_still_truncated() {
         // A gateway that answers a cut upstream with its own finish_reason and [DONE].
         assert_eq!(
-            read(Api::OpenaiChat, &openai_stream(5, 3, true), 64).0,
+            read(Api::OpenaiChat, &openai_stream(5, 3, true, false), 64).0,
             Outcome::Truncated
         );
     }
 
     #[test]
-    fn foreign_text_passes_on_protocol_alone() {
-        let body = "data: {\"choices\":[{\"delta\":{\"content\":\"Hello\"}}]}\n\ndata: [DONE]\n\n";
-        assert_eq!(read(Api::OpenaiChat, body, 5).0, Outcome::Ok);
+    fn foreign_text_with_only_the_protocol_is_ok_but_unverified() {
+        let body = openai_text(3, true, None, |_| "Hello ".into());
+        let (j, _) = read_with(Api::OpenaiChat, PLAIN, &body, 5);
+        assert_eq!((j.outcome, j.verified), (Outcome::Ok, false));
     }
 
     #[test]
-    fn anthropic_needs_message_stop_and_sees_error_events() {
+    fn foreign_text_is_verified_by_the_usage_chunk_and_cut_without_it() {
+        let whole = openai_text(4, true, Some(4), |_| "word ".into());
+        let (j, _) = read_with(Api::OpenaiChat, USAGE, &whole, 11);
+        assert_eq!((j.outcome, j.verified), (Outcome::Ok, true));
+        assert_eq!(j.tokens.output_tokens, Some(4));
+        // Cut after two tokens, then re-terminated by a "repairing" gateway: no usage chunk.
+        let repaired = openai_text(2, true, None, |_| "word ".into());
+        let (j, _) = read_with(Api::OpenaiChat, USAGE, &repaired, 11);
+        assert_eq!(j.outcome, Outcome::Truncated);
+        // A usage count below what arrived belongs to something else: not proof.
+        let odd = openai_text(4, true, Some(2), |_| "word ".into());
+        let (j, _) = read_with(Api::OpenaiChat, USAGE, &odd, 11);
+        assert_eq!((j.outcome, j.verified), (Outcome::Ok, false));
+    }
+
+    #[test]
+    fn a_missing_or_implausible_finish_reason_is_a_cut() {
+        let no_reason =
+            "data: {\"choices\":[{\"delta\":{\"content\":\"Hi\"}}]}\n\ndata: [DONE]\n\n";
+        assert_eq!(read(Api::OpenaiChat, no_reason, 5).0, Outcome::Truncated);
+        let aborted = openai_text(2, true, None, |_| "x ".into()).replace("\"stop\"", "\"abort\"");
+        assert_eq!(read(Api::OpenaiChat, &aborted, 5).0, Outcome::Truncated);
+        let length = openai_text(2, true, None, |_| "x ".into()).replace("\"stop\"", "\"length\"");
+        assert_eq!(read(Api::OpenaiChat, &length, 5).0, Outcome::Ok);
+    }
+
+    #[test]
+    fn a_pinned_length_catches_a_short_completion() {
+        let pinned = Expect {
+            usage: false,
+            pinned: Some(4),
+        };
+        let short = openai_text(3, true, None, |_| "w ".into());
+        assert_eq!(
+            read_with(Api::OpenaiChat, pinned, &short, 9).0.outcome,
+            Outcome::Truncated
+        );
+        let whole = openai_text(4, true, None, |_| "w ".into());
+        let (j, _) = read_with(Api::OpenaiChat, pinned, &whole, 9);
+        assert_eq!((j.outcome, j.verified), (Outcome::Ok, true));
+    }
+
+    #[test]
+    fn token_timing_counts_content_events_only() {
+        // One event per frame, frames 10 ms apart: role chunk at 0, tokens at 10..40 ms.
+        let body = openai_text(4, true, Some(4), |_| "w ".into());
+        let mut r = StreamReader::new(Api::OpenaiChat, USAGE);
+        let mut input = body.as_str();
+        let mut i = 0u64;
+        while let Some(end) = input.find("\n\n") {
+            r.feed(&input.as_bytes()[..end + 2], Duration::from_millis(10 * i));
+            input = &input[end + 2..];
+            i += 1;
+        }
+        let j = r.finish();
+        assert_eq!(j.tokens.ttft, Some(Duration::from_millis(10)));
+        assert_eq!(j.tokens.itl_us, vec![10_000, 10_000, 10_000]);
+        assert_eq!(
+            j.tokens.tpot(Duration::from_millis(70)),
+            Some(Duration::from_millis(20))
+        );
+    }
+
+    #[test]
+    fn anthropic_needs_message_stop_and_its_usage_and_sees_error_events() {
         let ok = format!(
-            "event: message_start\ndata: {{\"type\":\"message_start\"}}\n\nevent: content_block_delta\ndata: {{\"type\":\"content_block_delta\",\"delta\":{{\"type\":\"text_delta\",\"text\":\"{}\"}}}}\n\nevent: message_stop\ndata: {{\"type\":\"message_stop\"}}\n\n",
+            "event: message_start\ndata: {{\"type\":\"message_start\"}}\n\nevent: content_block_delta\ndata: {{\"type\":\"content_block_delta\",\"delta\":{{\"type\":\"text_delta\",\"text\":\"{}\"}}}}\n\nevent: message_delta\ndata: {{\"type\":\"message_delta\",\"delta\":{{\"stop_reason\":\"end_turn\"}},\"usage\":{{\"output_tokens\":1}}}}\n\nevent: message_stop\ndata: {{\"type\":\"message_stop\"}}\n\n",
             verify::token(0, 1)
         );
-        assert_eq!(read(Api::AnthropicMessages, &ok, 3).0, Outcome::Ok);
+        let (j, _) = read_with(Api::AnthropicMessages, USAGE, &ok, 3);
+        assert_eq!((j.outcome, j.verified), (Outcome::Ok, true));
         let cut = ok.replace(
             "event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n",
             "",
         );
         assert_eq!(read(Api::AnthropicMessages, &cut, 3).0, Outcome::Truncated);
+        let no_usage = ok.replace(",\"usage\":{\"output_tokens\":1}", "");
+        let (j, _) = read_with(Api::AnthropicMessages, USAGE, &no_usage, 3);
+        assert_eq!(j.outcome, Outcome::Truncated);
         let err = "event: message_start\ndata: {}\n\nevent: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\"}}\n\n";
         assert_eq!(read(Api::AnthropicMessages, err, 3).0, Outcome::StreamError);
     }
 
     #[test]
     fn crlf_separated_events_are_read() {
-        let body = openai_stream(2, 2, true).replace("\n\n", "\r\n\r\n");
+        let body = openai_stream(2, 2, true, false).replace("\n\n", "\r\n\r\n");
         assert_eq!(read(Api::OpenaiChat, &body, 4), (Outcome::Ok, 5));
     }
 
     #[test]
     fn documents_are_verified() {
         let whole = format!(
-            "{{\"choices\":[{{\"message\":{{\"content\":\"{}\"}}}}]}}",
+            "{{\"choices\":[{{\"message\":{{\"content\":\"{}\"}},\"finish_reason\":\"stop\"}}]}}",
             verify::completion(4)
         );
-        let mut r = DocumentReader::new(Api::OpenaiChat);
+        let mut r = DocumentReader::new(Api::OpenaiChat, PLAIN);
         r.feed(whole.as_bytes());
-        assert_eq!(r.finish(), Outcome::Ok);
-        let mut cut = DocumentReader::new(Api::OpenaiChat);
+        let j = r.finish();
+        assert_eq!((j.outcome, j.verified), (Outcome::Ok, true));
+        let mut cut = DocumentReader::new(Api::OpenaiChat, PLAIN);
         cut.feed(&whole.as_bytes()[..whole.len() / 2]);
-        assert_eq!(cut.finish(), Outcome::Truncated);
+        assert_eq!(cut.finish().outcome, Outcome::Truncated);
+        // Foreign text: verified by usage, unverified without it.
+        let foreign = "{\"choices\":[{\"message\":{\"content\":\"Hi there\"},\"finish_reason\":\"stop\"}],\"usage\":{\"completion_tokens\":2}}";
+        let mut r = DocumentReader::new(Api::OpenaiChat, PLAIN);
+        r.feed(foreign.as_bytes());
+        let j = r.finish();
+        assert_eq!(
+            (j.outcome, j.verified, j.tokens.output_tokens),
+            (Outcome::Ok, true, Some(2))
+        );
+        let bare = foreign.replace(",\"usage\":{\"completion_tokens\":2}", "");
+        let mut r = DocumentReader::new(Api::OpenaiChat, PLAIN);
+        r.feed(bare.as_bytes());
+        assert!(!r.finish().verified);
     }
 }
 
@@ -262,40 +536,51 @@ mod tests {
 mod bounds {
     use super::*;
 
+    const PLAIN: Expect = Expect {
+        usage: false,
+        pinned: None,
+    };
+
+    fn finished(body: &str) -> &'static str {
+        let _ = body;
+        "data: {\"choices\":[{\"delta\":{},\"finish_reason\":\"stop\"}]}\n\n"
+    }
+
     #[test]
     fn a_stream_without_event_boundaries_is_bounded_and_not_ok() {
-        let mut r = StreamReader::new(Api::OpenaiChat);
+        let mut r = StreamReader::new(Api::OpenaiChat, PLAIN);
         let junk = vec![b'x'; 64 * 1024];
         for _ in 0..40 {
-            r.feed(&junk);
+            r.feed(&junk, Duration::ZERO);
         }
-        r.feed(b"\n\ndata: [DONE]\n\n");
+        r.feed(b"\n\ndata: [DONE]\n\n", Duration::ZERO);
         assert!(r.decoder.held() <= MAX_EVENT);
-        assert_eq!(r.finish(), Outcome::Truncated);
+        assert_eq!(r.finish().outcome, Outcome::Truncated);
     }
 
     #[test]
     fn a_separator_split_across_frames_is_found() {
-        let mut r = StreamReader::new(Api::OpenaiChat);
-        r.feed(b"data: [DONE]\r\n");
-        r.feed(b"\r\n");
+        let mut r = StreamReader::new(Api::OpenaiChat, PLAIN);
+        r.feed(b"data: [DONE]\r\n", Duration::ZERO);
+        r.feed(b"\r\n", Duration::ZERO);
         assert_eq!(r.events(), 1);
     }
 
     #[test]
     fn every_line_ending_is_read_and_comments_are_not_events() {
         // `\n\r\n` ends an event too: the old reader missed it, the proxy's cut counted it.
-        for body in [
+        for done in [
             "data: [DONE]\n\r\n",
             "data: [DONE]\r\r",
             ": ping\n\ndata: [DONE]\r\n\n",
         ] {
-            let mut r = StreamReader::new(Api::OpenaiChat);
+            let body = format!("{}{done}", finished(done));
+            let mut r = StreamReader::new(Api::OpenaiChat, PLAIN);
             for b in body.as_bytes().chunks(1) {
-                r.feed(b);
+                r.feed(b, Duration::ZERO);
             }
-            assert_eq!(r.events(), 1, "{body:?}");
-            assert_eq!(r.finish(), Outcome::Ok, "{body:?}");
+            assert_eq!(r.events(), 2, "{body:?}");
+            assert_eq!(r.finish().outcome, Outcome::Ok, "{body:?}");
         }
     }
 }

@@ -87,6 +87,15 @@ pub struct PhaseMetrics {
     pub latency: Option<Distribution>,
     /// Time to first byte, of the requests that received one.
     pub ttfb: Option<Distribution>,
+    /// Time to first token (the first event with content), of the successful streams.
+    pub ttft: Option<Distribution>,
+    /// Inter-token latency: every gap between content events of the successful streams.
+    pub itl: Option<Distribution>,
+    /// Time per output token ((latency - TTFT) / (tokens - 1)), per successful stream.
+    pub tpot: Option<Distribution>,
+    /// Successful responses whose completeness no signal could establish (see `verified` on
+    /// a record): they count as `ok`, and a `max_unverified` budget can limit them.
+    pub unverified: u64,
     /// Which backend served the successful requests (`unknown` when none was named), most
     /// first.
     pub served_by: IndexMap<String, ServedShare>,
@@ -206,6 +215,10 @@ struct PhaseAcc {
     by_class: [u64; Outcome::ALL.len()],
     latency: Recorder,
     ttfb: Recorder,
+    ttft: Recorder,
+    itl: Recorder,
+    tpot: Recorder,
+    unverified: u64,
     served: BTreeMap<String, u64>,
     statuses: BTreeMap<u16, u64>,
 }
@@ -222,6 +235,20 @@ impl PhaseAcc {
             }
         }
         if r.outcome.is_ok() {
+            // Token timing of whole answers only: a cut stream's last gap is the cut.
+            if let Some(t) = r.tokens.ttft {
+                self.ttft.record(t);
+            }
+            for gap in &r.tokens.itl_us {
+                self.itl
+                    .record(std::time::Duration::from_micros(u64::from(*gap)));
+            }
+            if let Some(t) = r.tokens.tpot(r.latency) {
+                self.tpot.record(t);
+            }
+            if !r.verified {
+                self.unverified += 1;
+            }
             self.ok += 1;
             let by = r.served_by.as_deref().unwrap_or("unknown");
             *self.served.entry(by.to_string()).or_default() += 1;
@@ -266,6 +293,10 @@ impl PhaseAcc {
             http_error_statuses: statuses.into_iter().collect(),
             latency: self.latency.summary(),
             ttfb: self.ttfb.summary(),
+            ttft: self.ttft.summary(),
+            itl: self.itl.summary(),
+            tpot: self.tpot.summary(),
+            unverified: self.unverified,
             served_by,
         }
     }

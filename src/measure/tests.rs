@@ -399,6 +399,7 @@ fn verdict_rows_come_in_a_fixed_order() {
         failover_within: dur("1s"),
         faults_must_act: None,
         streams: Default::default(),
+        ..Budgets::default()
     };
     let mut budgets = all.clone();
     budgets.streams.insert(

@@ -21,6 +21,9 @@ pub fn rec(stream: &str, intended_ms: u64) -> RequestRecord {
         bytes: 512,
         events: 8,
         served_by: Some(Arc::from("primary")),
+        tokens: Default::default(),
+        verified: true,
+        faults: None,
     }
 }
 

@@ -204,6 +204,21 @@ fn scope_rows(scope: &str, per_stream: bool, m: &Metrics, b: &Budgets, rows: &mu
             detail,
         );
     }
+    if let Some(limit) = b.max_unverified {
+        let w = &m.whole_run;
+        let detail = format!(
+            "{} of {} successful responses over the whole run could not be shown whole by any \
+             signal (no verifiable text, no usage count, no pinned length)",
+            w.unverified, w.ok
+        );
+        push(
+            "max_unverified",
+            limit.to_string(),
+            w.unverified.to_string(),
+            w.unverified <= limit,
+            detail,
+        );
+    }
     for (budget, limit, quantile) in [
         ("max_p50_latency", b.max_p50_latency, Quantile::P50),
         ("max_p99_latency", b.max_p99_latency, Quantile::P99),
@@ -234,6 +249,50 @@ fn scope_rows(scope: &str, per_stream: bool, m: &Metrics, b: &Budgets, rows: &mu
                 let detail = format!(
                     "{name} of {} sent requests {during}, failures at their full wait \
                      (max {}){unsent}",
+                    d.count,
+                    human_duration(d.max)
+                );
+                (human_duration(value), value <= limit.0, detail)
+            }
+        };
+        push(budget, limit.to_string(), measured, passed, detail);
+    }
+    // LLM serving SLOs: the same phase rule as latency, over the successful streams (a cut
+    // stream's timing is the cut's, and its failure is counted by the error budgets).
+    for (budget, limit, quantile, what) in [
+        ("max_p50_ttft", b.max_p50_ttft, Quantile::P50, Token::Ttft),
+        ("max_p99_ttft", b.max_p99_ttft, Quantile::P99, Token::Ttft),
+        ("max_p50_itl", b.max_p50_itl, Quantile::P50, Token::Itl),
+        ("max_p99_itl", b.max_p99_itl, Quantile::P99, Token::Itl),
+        ("max_p99_tpot", b.max_p99_tpot, Quantile::P99, Token::Tpot),
+    ] {
+        let Some(limit) = limit else { continue };
+        let (phase, during) = m.judged();
+        let (dist, of) = match what {
+            Token::Ttft => (phase.ttft, "first tokens of successful streams"),
+            Token::Itl => (phase.itl, "gaps between the tokens of successful streams"),
+            Token::Tpot => (phase.tpot, "successful streams' times per output token"),
+        };
+        let name = match quantile {
+            Quantile::P50 => "p50",
+            Quantile::P99 => "p99",
+        };
+        let (measured, passed, detail) = match dist {
+            None => (
+                "n/a".to_string(),
+                false,
+                format!(
+                    "no successful stream {during} carried the tokens to measure it (are the \
+                     load streams `stream: true`, with content events?)"
+                ),
+            ),
+            Some(d) => {
+                let value = match quantile {
+                    Quantile::P50 => d.p50,
+                    Quantile::P99 => d.p99,
+                };
+                let detail = format!(
+                    "{name} of {} {of} {during} (max {})",
                     d.count,
                     human_duration(d.max)
                 );
@@ -290,6 +349,13 @@ fn scope_rows(scope: &str, per_stream: bool, m: &Metrics, b: &Budgets, rows: &mu
             );
         }
     }
+}
+
+#[derive(Clone, Copy)]
+enum Token {
+    Ttft,
+    Itl,
+    Tpot,
 }
 
 #[derive(Clone, Copy)]

@@ -11,7 +11,7 @@ use crate::measure::ms::millis;
 
 /// The header, written even when there are no records so the file's shape never depends on
 /// the run.
-pub const HEADER: [&str; 12] = [
+pub const HEADER: [&str; 20] = [
     "stream",
     "seq",
     "intended_ms",
@@ -24,6 +24,14 @@ pub const HEADER: [&str; 12] = [
     "bytes",
     "events",
     "served_by",
+    "ttft_ms",
+    "itl_p50_ms",
+    "itl_max_ms",
+    "tpot_ms",
+    "output_tokens",
+    "tokens_per_second",
+    "verified",
+    "faults",
 ];
 
 /// One line; `None` fields become empty cells. Field order must match `HEADER`.
@@ -41,6 +49,29 @@ struct Row<'a> {
     bytes: u64,
     events: u64,
     served_by: Option<&'a str>,
+    ttft_ms: Option<f64>,
+    itl_p50_ms: Option<f64>,
+    itl_max_ms: Option<f64>,
+    tpot_ms: Option<f64>,
+    output_tokens: Option<u64>,
+    tokens_per_second: Option<f64>,
+    /// Only for `ok` rows: whether a signal showed the completion whole.
+    verified: Option<bool>,
+    faults: Option<&'a str>,
+}
+
+/// The median and the largest of one request's inter-token gaps, in ms.
+fn gaps(itl_us: &[u32]) -> (Option<f64>, Option<f64>) {
+    if itl_us.is_empty() {
+        return (None, None);
+    }
+    let mut sorted = itl_us.to_vec();
+    sorted.sort_unstable();
+    let ms = |us: u32| f64::from(us) / 1000.0;
+    (
+        sorted.get(sorted.len() / 2).copied().map(ms),
+        sorted.last().copied().map(ms),
+    )
 }
 
 impl<'a> From<&'a RequestRecord> for Row<'a> {
@@ -58,6 +89,14 @@ impl<'a> From<&'a RequestRecord> for Row<'a> {
             bytes: r.bytes,
             events: r.events,
             served_by: r.served_by.as_deref(),
+            ttft_ms: r.tokens.ttft.map(millis),
+            itl_p50_ms: gaps(&r.tokens.itl_us).0,
+            itl_max_ms: gaps(&r.tokens.itl_us).1,
+            tpot_ms: r.tokens.tpot(r.latency).map(millis),
+            output_tokens: r.tokens.output_tokens,
+            tokens_per_second: r.tokens.tokens_per_second(r.latency),
+            verified: r.outcome.is_ok().then_some(r.verified),
+            faults: r.faults.as_deref(),
         }
     }
 }
@@ -90,10 +129,14 @@ mod tests {
 
     #[test]
     fn header_and_rows() {
-        let records = vec![
-            rec("model-a", 1_500).lag_ms(2),
-            rec("model-b", 2_000).dropped(),
-        ];
+        let mut streamed = rec("model-a", 1_500).lag_ms(2);
+        streamed.tokens = crate::load::record::TokenTiming {
+            ttft: Some(std::time::Duration::from_millis(40)),
+            itl_us: vec![10_000, 30_000, 20_000],
+            output_tokens: Some(4),
+        };
+        streamed.faults = Some("burst".into());
+        let records = vec![streamed, rec("model-b", 2_000).dropped()];
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("requests.csv");
         write(&path, &records).unwrap();
@@ -102,13 +145,16 @@ mod tests {
         assert_eq!(
             lines[0],
             "stream,seq,intended_ms,sent_ms,send_lag_ms,status,outcome,ttfb_ms,latency_ms,\
-             bytes,events,served_by"
+             bytes,events,served_by,ttft_ms,itl_p50_ms,itl_max_ms,tpot_ms,output_tokens,\
+             tokens_per_second,verified,faults"
         );
+        // TPOT: (100 ms - 40 ms) / 3 tokens after the first = 20 ms; 4 tokens in 0.1 s.
         assert_eq!(
             lines[1],
-            "model-a,0,1500.0,1502.0,2.0,200,ok,20.0,100.0,512,8,primary"
+            "model-a,0,1500.0,1502.0,2.0,200,ok,20.0,100.0,512,8,primary,40.0,20.0,30.0,20.0,4,\
+             40.0,true,burst"
         );
-        assert_eq!(lines[2], "model-b,0,2000.0,,,,dropped,,0.0,0,0,");
+        assert_eq!(lines[2], "model-b,0,2000.0,,,,dropped,,0.0,0,0,,,,,,,,,");
         assert_eq!(lines.len(), 3);
     }
 

@@ -188,6 +188,7 @@ mod tests {
             min_served_by: Some(served),
             faults_must_act: None,
             streams,
+            ..Budgets::default()
         };
         let eval = evaluate(&records, &facts, &budgets, &MeasureSpec::default());
         let info = ExperimentInfo {

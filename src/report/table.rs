@@ -40,9 +40,10 @@ pub fn render(eval: &Evaluation) -> String {
         }
         let passed = verdict.rows.iter().filter(|r| r.passed).count();
         out.push_str(&format!(
-            "{}: {passed} of {} budgets met\n",
+            "{}: {passed} of {} budgets met{}\n",
             if verdict.passed { "PASS" } else { "FAIL" },
-            verdict.rows.len()
+            verdict.rows.len(),
+            unverified_note(&eval.overall)
         ));
     }
     for w in &verdict.warnings {
@@ -51,6 +52,10 @@ pub fn render(eval: &Evaluation) -> String {
     out.push('\n');
     out.push_str(&phase_table(&eval.overall).to_string());
     out.push('\n');
+    if let Some(t) = token_table(&eval.overall) {
+        out.push_str(&t.to_string());
+        out.push('\n');
+    }
     out.push_str(&summary_line(&eval.overall));
     out.push('\n');
     if eval.streams.len() > 1 {
@@ -59,6 +64,69 @@ pub fn render(eval: &Evaluation) -> String {
         out.push('\n');
     }
     out
+}
+
+/// "; 12 of 560 ok responses unverified", or nothing when every one was verified. Shared by
+/// every format, so each verdict line says it the same way.
+pub(super) fn unverified_note(m: &Metrics) -> String {
+    let w = &m.whole_run;
+    if w.unverified == 0 {
+        String::new()
+    } else {
+        format!(
+            "; {} of {} ok responses unverified (nothing showed they were whole)",
+            w.unverified, w.ok
+        )
+    }
+}
+
+/// The LLM latency columns of one phase: TTFT p50/p90/p99, ITL p50/p99, TPOT p50/p99 and the
+/// unverified count; `None` when the phase had no streamed tokens.
+pub(super) const TOKEN_HEADER: [&str; 9] = [
+    "phase",
+    "ttft p50",
+    "ttft p90",
+    "ttft p99",
+    "itl p50",
+    "itl p99",
+    "tpot p50",
+    "tpot p99",
+    "unverified",
+];
+
+pub(super) fn token_cells(p: &PhaseMetrics) -> Option<[String; 8]> {
+    p.ttft.as_ref()?;
+    let q = |d: &Option<Distribution>, f: fn(&Distribution) -> std::time::Duration| {
+        d.as_ref().map_or("-".into(), |d| human_duration(f(d)))
+    };
+    Some([
+        q(&p.ttft, |d| d.p50),
+        q(&p.ttft, |d| d.p90),
+        q(&p.ttft, |d| d.p99),
+        q(&p.itl, |d| d.p50),
+        q(&p.itl, |d| d.p99),
+        q(&p.tpot, |d| d.p50),
+        q(&p.tpot, |d| d.p99),
+        p.unverified.to_string(),
+    ])
+}
+
+fn token_table(m: &Metrics) -> Option<Table> {
+    let rows: Vec<(&str, [String; 8])> = phase_rows(m)
+        .into_iter()
+        .filter_map(|(name, p)| token_cells(p).map(|c| (name, c)))
+        .collect();
+    if rows.is_empty() {
+        return None;
+    }
+    let mut t = new_table();
+    t.set_header(TOKEN_HEADER);
+    for (name, cells) in rows {
+        let mut row = vec![Cell::new(name)];
+        row.extend(cells.into_iter().map(right));
+        t.add_row(row);
+    }
+    Some(t)
 }
 
 fn new_table() -> Table {

@@ -160,6 +160,15 @@ pub struct RequestSpec {
     pub prompt: String,
     #[serde(default)]
     pub max_tokens: Option<u32>,
+    /// Ask an OpenAI-style stream for the backend's token count in a last chunk
+    /// (`stream_options: {include_usage: true}`); on by default, since a cut stream that
+    /// something re-terminated lacks that chunk. Turn it off for backends that refuse it.
+    #[serde(default)]
+    pub include_usage: Option<bool>,
+    /// Merged into the request's JSON body last, so it can set anything: `ignore_eos`,
+    /// `min_tokens`, `stream_options`, provider options.
+    #[serde(default)]
+    pub extra_body: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 fn yes() -> bool {
@@ -263,6 +272,22 @@ pub struct Budgets {
     pub max_p99_latency: Option<Dur>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recover_within: Option<Dur>,
+    /// The most `ok` responses whose completeness no signal could establish, over the whole
+    /// run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_unverified: Option<u64>,
+    /// LLM serving SLOs, judged like the latency budgets (the fault phase, or the whole run
+    /// without faults), over successful streams.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_p50_ttft: Option<Dur>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_p99_ttft: Option<Dur>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_p50_itl: Option<Dur>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_p99_itl: Option<Dur>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_p99_tpot: Option<Dur>,
     /// Every fault whose effect the run can observe must have acted (requests touched, a
     /// process stopped or gone, GPU memory held); a fault that touched nothing fails the run
     /// instead of only warning.

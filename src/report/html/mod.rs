@@ -12,7 +12,9 @@ use std::time::SystemTime;
 
 use anyhow::Context;
 
-use super::table::{errors_cell, phase_rows, summary_line};
+use super::table::{
+    errors_cell, phase_rows, summary_line, token_cells, unverified_note, TOKEN_HEADER,
+};
 use crate::load::record::RequestRecord;
 use crate::measure::{Evaluation, RunFacts};
 use crate::units::human_duration;
@@ -131,11 +133,16 @@ fn verdict_section(page: &mut String, eval: &Evaluation) {
         );
     }
     let passed = rows.iter().filter(|r| r.passed).count();
-    let _ = writeln!(
+    let _ = write!(
         page,
-        "</tbody>\n</table>\n<p>{passed} of {} budgets met.</p>\n</section>",
-        rows.len()
+        "</tbody>\n</table>\n<p>{passed} of {} budgets met{}.</p>\n",
+        rows.len(),
+        escape(&unverified_note(&eval.overall))
     );
+    for w in &eval.verdict.warnings {
+        let _ = writeln!(page, "<p class=\"warning\">WARNING: {}</p>", escape(w));
+    }
+    page.push_str("</section>\n");
 }
 
 fn phases_section(page: &mut String, eval: &Evaluation) {
@@ -164,9 +171,29 @@ fn phases_section(page: &mut String, eval: &Evaluation) {
             lat(|d| d.max),
         );
     }
+    page.push_str("</tbody>\n</table>\n");
+    let tokens: Vec<(&str, [String; 8])> = phase_rows(&eval.overall)
+        .into_iter()
+        .filter_map(|(name, p)| token_cells(p).map(|c| (name, c)))
+        .collect();
+    if !tokens.is_empty() {
+        page.push_str("<h3>LLM latency</h3>\n<table class=\"tokens\">\n<thead><tr>");
+        for h in TOKEN_HEADER {
+            let _ = write!(page, "<th>{}</th>", escape(h));
+        }
+        page.push_str("</tr></thead>\n<tbody>\n");
+        for (name, cells) in tokens {
+            let _ = write!(page, "<tr><td>{}</td>", escape(name));
+            for c in cells {
+                let _ = write!(page, "<td class=\"num\">{}</td>", escape(&c));
+            }
+            page.push_str("</tr>\n");
+        }
+        page.push_str("</tbody>\n</table>\n");
+    }
     let _ = writeln!(
         page,
-        "</tbody>\n</table>\n<p class=\"note\">{}</p>\n</section>",
+        "<p class=\"note\">{}</p>\n</section>",
         escape(&summary_line(&eval.overall))
     );
 }
