@@ -34,6 +34,9 @@ _faultline() {
             faultline,run)
                 cmd="faultline__subcmd__run"
                 ;;
+            faultline,schema)
+                cmd="faultline__subcmd__schema"
+                ;;
             faultline,simulate)
                 cmd="faultline__subcmd__simulate"
                 ;;
@@ -58,6 +61,9 @@ _faultline() {
             faultline__subcmd__help,run)
                 cmd="faultline__subcmd__help__subcmd__run"
                 ;;
+            faultline__subcmd__help,schema)
+                cmd="faultline__subcmd__help__subcmd__schema"
+                ;;
             faultline__subcmd__help,simulate)
                 cmd="faultline__subcmd__help__subcmd__simulate"
                 ;;
@@ -71,7 +77,7 @@ _faultline() {
 
     case "${cmd}" in
         faultline)
-            opts="-h -V --help --version run validate simulate completions agent gpu-hog proxy help"
+            opts="-h -V --help --version run validate simulate schema completions agent gpu-hog proxy help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -175,7 +181,7 @@ _faultline() {
             return 0
             ;;
         faultline__subcmd__help)
-            opts="run validate simulate completions agent gpu-hog proxy help"
+            opts="run validate simulate schema completions agent gpu-hog proxy help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -272,6 +278,20 @@ _faultline() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        faultline__subcmd__help__subcmd__schema)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         faultline__subcmd__help__subcmd__simulate)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
@@ -349,6 +369,20 @@ _faultline() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        faultline__subcmd__schema)
+            opts="-h --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
                 *)
                     COMPREPLY=()
                     ;;

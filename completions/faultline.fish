@@ -29,6 +29,7 @@ complete -c faultline -n "__fish_faultline_needs_command" -s V -l version -d 'Pr
 complete -c faultline -n "__fish_faultline_needs_command" -f -a "run" -d 'Run an experiment: start its services, drive load, inject faults, judge the budgets'
 complete -c faultline -n "__fish_faultline_needs_command" -f -a "validate" -d 'Check experiment files without running anything'
 complete -c faultline -n "__fish_faultline_needs_command" -f -a "simulate" -d 'Serve a simulated inference host (OpenAI- and Anthropic-compatible)'
+complete -c faultline -n "__fish_faultline_needs_command" -f -a "schema" -d 'Print the JSON Schema of experiment files (committed as docs/experiment.schema.json)'
 complete -c faultline -n "__fish_faultline_needs_command" -f -a "completions" -d 'Print a shell completion script'
 complete -c faultline -n "__fish_faultline_needs_command" -f -a "agent" -d 'Run on a live inference host: apply faults there for a controller, each on a lease'
 complete -c faultline -n "__fish_faultline_needs_command" -f -a "gpu-hog" -d 'Hold GPU memory (allocated and written) until SIGTERM, Ctrl-C or the end of stdin'
@@ -59,6 +60,7 @@ complete -c faultline -n "__fish_faultline_using_subcommand simulate" -l on-exha
 reject\t''"
 complete -c faultline -n "__fish_faultline_using_subcommand simulate" -l cold-start -d 'Model load time after start, answering 503 to everything meanwhile, e.g. 5s' -r
 complete -c faultline -n "__fish_faultline_using_subcommand simulate" -s h -l help -d 'Print help'
+complete -c faultline -n "__fish_faultline_using_subcommand schema" -s h -l help -d 'Print help'
 complete -c faultline -n "__fish_faultline_using_subcommand completions" -s h -l help -d 'Print help'
 complete -c faultline -n "__fish_faultline_using_subcommand agent" -l listen -d 'Address to listen on; other than loopback only with a token of 16+ characters' -r
 complete -c faultline -n "__fish_faultline_using_subcommand agent" -l token-env -d 'Environment variable holding the bearer token [default: FAULTLINE_AGENT_TOKEN]' -r
@@ -79,11 +81,12 @@ complete -c faultline -n "__fish_faultline_using_subcommand proxy" -l listen -d 
 complete -c faultline -n "__fish_faultline_using_subcommand proxy" -l allow-host -d 'Also accept this name (no port) in a request\'s Host header, e.g. the name other containers reach it by; repeat for several. Its address and localhost always pass' -r
 complete -c faultline -n "__fish_faultline_using_subcommand proxy" -l seed -d 'Seed for every random choice of the proxies (toxicity, jitter, slice sizes, HTTP fault decisions): the same seed and sequence of connections give the same decisions' -r
 complete -c faultline -n "__fish_faultline_using_subcommand proxy" -s h -l help -d 'Print help'
-complete -c faultline -n "__fish_faultline_using_subcommand help; and not __fish_seen_subcommand_from run validate simulate completions agent gpu-hog proxy help" -f -a "run" -d 'Run an experiment: start its services, drive load, inject faults, judge the budgets'
-complete -c faultline -n "__fish_faultline_using_subcommand help; and not __fish_seen_subcommand_from run validate simulate completions agent gpu-hog proxy help" -f -a "validate" -d 'Check experiment files without running anything'
-complete -c faultline -n "__fish_faultline_using_subcommand help; and not __fish_seen_subcommand_from run validate simulate completions agent gpu-hog proxy help" -f -a "simulate" -d 'Serve a simulated inference host (OpenAI- and Anthropic-compatible)'
-complete -c faultline -n "__fish_faultline_using_subcommand help; and not __fish_seen_subcommand_from run validate simulate completions agent gpu-hog proxy help" -f -a "completions" -d 'Print a shell completion script'
-complete -c faultline -n "__fish_faultline_using_subcommand help; and not __fish_seen_subcommand_from run validate simulate completions agent gpu-hog proxy help" -f -a "agent" -d 'Run on a live inference host: apply faults there for a controller, each on a lease'
-complete -c faultline -n "__fish_faultline_using_subcommand help; and not __fish_seen_subcommand_from run validate simulate completions agent gpu-hog proxy help" -f -a "gpu-hog" -d 'Hold GPU memory (allocated and written) until SIGTERM, Ctrl-C or the end of stdin'
-complete -c faultline -n "__fish_faultline_using_subcommand help; and not __fish_seen_subcommand_from run validate simulate completions agent gpu-hog proxy help" -f -a "proxy" -d 'Serve TCP fault proxies driven by a Toxiproxy-compatible admin API'
-complete -c faultline -n "__fish_faultline_using_subcommand help; and not __fish_seen_subcommand_from run validate simulate completions agent gpu-hog proxy help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c faultline -n "__fish_faultline_using_subcommand help; and not __fish_seen_subcommand_from run validate simulate schema completions agent gpu-hog proxy help" -f -a "run" -d 'Run an experiment: start its services, drive load, inject faults, judge the budgets'
+complete -c faultline -n "__fish_faultline_using_subcommand help; and not __fish_seen_subcommand_from run validate simulate schema completions agent gpu-hog proxy help" -f -a "validate" -d 'Check experiment files without running anything'
+complete -c faultline -n "__fish_faultline_using_subcommand help; and not __fish_seen_subcommand_from run validate simulate schema completions agent gpu-hog proxy help" -f -a "simulate" -d 'Serve a simulated inference host (OpenAI- and Anthropic-compatible)'
+complete -c faultline -n "__fish_faultline_using_subcommand help; and not __fish_seen_subcommand_from run validate simulate schema completions agent gpu-hog proxy help" -f -a "schema" -d 'Print the JSON Schema of experiment files (committed as docs/experiment.schema.json)'
+complete -c faultline -n "__fish_faultline_using_subcommand help; and not __fish_seen_subcommand_from run validate simulate schema completions agent gpu-hog proxy help" -f -a "completions" -d 'Print a shell completion script'
+complete -c faultline -n "__fish_faultline_using_subcommand help; and not __fish_seen_subcommand_from run validate simulate schema completions agent gpu-hog proxy help" -f -a "agent" -d 'Run on a live inference host: apply faults there for a controller, each on a lease'
+complete -c faultline -n "__fish_faultline_using_subcommand help; and not __fish_seen_subcommand_from run validate simulate schema completions agent gpu-hog proxy help" -f -a "gpu-hog" -d 'Hold GPU memory (allocated and written) until SIGTERM, Ctrl-C or the end of stdin'
+complete -c faultline -n "__fish_faultline_using_subcommand help; and not __fish_seen_subcommand_from run validate simulate schema completions agent gpu-hog proxy help" -f -a "proxy" -d 'Serve TCP fault proxies driven by a Toxiproxy-compatible admin API'
+complete -c faultline -n "__fish_faultline_using_subcommand help; and not __fish_seen_subcommand_from run validate simulate schema completions agent gpu-hog proxy help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'

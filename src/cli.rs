@@ -27,6 +27,8 @@ pub enum Command {
     Validate(ValidateArgs),
     /// Serve a simulated inference host (OpenAI- and Anthropic-compatible).
     Simulate(SimulateArgs),
+    /// Print the JSON Schema of experiment files (committed as docs/experiment.schema.json).
+    Schema,
     /// Print a shell completion script.
     Completions(CompletionsArgs),
     /// Run on a live inference host: apply faults there for a controller, each on a lease.

@@ -21,6 +21,7 @@ pub fn dispatch(opts: Opts) -> anyhow::Result<ExitCode> {
         Command::Run(args) => run_experiment(args),
         Command::Validate(args) => validate(&args),
         Command::Simulate(args) => simulate(args),
+        Command::Schema => schema(),
         Command::Completions(args) => completions(&args),
         Command::Agent(args) => agent(args),
         Command::GpuHog(args) => gpu_hog(&args),
@@ -318,6 +319,14 @@ fn gpu_hog(args: &crate::cli::GpuHogArgs) -> anyhow::Result<ExitCode> {
         .to_pressure()
         .map_err(Failure::Usage)?;
     Ok(crate::gpu::hog::run(&pressure, !args.ignore_stdin)?)
+}
+
+fn schema() -> anyhow::Result<ExitCode> {
+    let text = experiment::schema::json_schema().context("cannot render the JSON Schema")?;
+    std::io::stdout()
+        .write_all(text.as_bytes())
+        .context("cannot write the JSON Schema to stdout")?;
+    Ok(ExitCode::Success)
 }
 
 fn completions(args: &CompletionsArgs) -> anyhow::Result<ExitCode> {

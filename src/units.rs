@@ -6,6 +6,9 @@ use std::time::Duration;
 
 use serde::de::{self, Deserializer, Visitor};
 use serde::{Deserialize, Serialize, Serializer};
+use std::borrow::Cow;
+
+use schemars::{json_schema, JsonSchema, Schema, SchemaGenerator};
 
 /// A duration written with a unit: `250ms`, `10s`, `1m30s`, `500us`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -240,6 +243,87 @@ scalar_serde!(Rate);
 scalar_serde!(Percent);
 scalar_serde!(Size);
 
+// Hand-written schemas: these types (de)serialize through their text form, so a derived schema
+// would describe the Rust struct rather than what a file may write. Each pattern follows the
+// `FromStr` above (and the humantime and bytesize parsers it delegates to). Ranges a pattern
+// cannot express (a rate's bounds, a percentage over 100%) are stated in the description and
+// left to `faultline validate`, which stays the authority.
+
+/// Unit names humantime accepts, longest first within each family.
+const DURATION_UNITS: &str = "nanos|nsec|ns|usec|us|µs|millis|msec|ms|seconds|second|secs|sec|s|\
+minutes|minute|mins|min|m|hours|hour|hrs|hr|h|days|day|d|weeks|week|wks|wk|w|months|month|M|\
+years|year|yrs|yr|y";
+
+/// A non-negative decimal number as Rust's `f64` parser reads it (exponent allowed).
+const DECIMAL: &str = r"\+?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?";
+
+impl JsonSchema for Dur {
+    fn schema_name() -> Cow<'static, str> {
+        "Duration".into()
+    }
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "description": "A duration with a unit: 250ms, 10s, 1m30s, 500us; 0 on its own \
+                needs none. At most 30 days.",
+            "anyOf": [
+                {
+                    "type": "string",
+                    "pattern": format!(r"^\s*(0|(\d+(\.\d+)?\s*({DURATION_UNITS})\s*)+)$"),
+                },
+                { "const": 0 },
+            ],
+        })
+    }
+}
+
+impl JsonSchema for Rate {
+    fn schema_name() -> Cow<'static, str> {
+        "Rate".into()
+    }
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "description": "A request rate: 50/s, 3000/m (or /min), 100/h; between one a day \
+                and 1000000/s.",
+            "type": "string",
+            "pattern": format!(r"^\s*{DECIMAL}\s*/\s*(s|sec|second|m|min|minute|h|hour)\s*$"),
+        })
+    }
+}
+
+impl JsonSchema for Percent {
+    fn schema_name() -> Cow<'static, str> {
+        "Percent".into()
+    }
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "description": "A share between 0% and 100%: 1%, 0.5%, or a fraction such as 0.3.",
+            "anyOf": [
+                { "type": "string", "pattern": format!(r"^\s*{DECIMAL}\s*%?\s*$") },
+                { "type": "number", "minimum": 0, "maximum": 1 },
+            ],
+        })
+    }
+}
+
+impl JsonSchema for Size {
+    fn schema_name() -> Cow<'static, str> {
+        "Size".into()
+    }
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "description": "A size: 512KiB, 2GiB, 1.5GB (units are case-insensitive; KiB, MiB... \
+                are powers of 1024, kB, MB... of 1000), or a plain number of bytes.",
+            "anyOf": [
+                {
+                    "type": "string",
+                    "pattern": r"^\s*(\d+|(\d+(\.\d*)?|\.\d+)\s*([bB]|[kKmMgGtTpPeE][iI]?[bB]?))\s*$",
+                },
+                { "type": "integer", "minimum": 0 },
+            ],
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -323,6 +407,21 @@ impl TryFrom<u16> for ErrorStatus {
     type Error = String;
     fn try_from(v: u16) -> Result<Self, String> {
         ErrorStatus::new(v).ok_or_else(|| format!("{v} is not an HTTP error status (400-599)"))
+    }
+}
+
+impl JsonSchema for ErrorStatus {
+    fn schema_name() -> Cow<'static, str> {
+        "ErrorStatus".into()
+    }
+    // By hand, not derived: the derive would describe the `u16` inside, 0-65535.
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "description": "An HTTP error status, 400-599.",
+            "type": "integer",
+            "minimum": 400,
+            "maximum": 599,
+        })
     }
 }
 

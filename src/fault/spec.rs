@@ -3,12 +3,13 @@
 
 use std::collections::BTreeMap;
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::units::{Dur, ErrorStatus, Percent};
 
 /// One fault, written as a single-key map: `{ http_error: { status: 503 } }`.
-#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize, JsonSchema, Serialize)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum FaultSpec {
     Latency(LatencyFault),
@@ -102,7 +103,7 @@ fn all() -> Percent {
 }
 
 /// Where in the exchange a latency fault waits.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, JsonSchema, Serialize, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum LatencyPoint {
     /// Before the request is forwarded upstream (like a slow network or a queue).
@@ -114,7 +115,7 @@ pub enum LatencyPoint {
     PerChunk,
 }
 
-#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize, JsonSchema, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct LatencyFault {
     pub delay: Dur,
@@ -128,7 +129,7 @@ pub struct LatencyFault {
 }
 
 /// The error body shape of a provider, so gateways that parse errors see the real thing.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, JsonSchema, Serialize, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorShape {
     #[default]
@@ -139,14 +140,14 @@ pub enum ErrorShape {
 }
 
 /// On/off periods: the fault acts for `on`, rests for `off`, and repeats, from its injection.
-#[derive(Clone, Copy, Debug, PartialEq, Deserialize, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Deserialize, JsonSchema, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Burst {
     pub on: Dur,
     pub off: Dur,
 }
 
-#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize, JsonSchema, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct HttpErrorFault {
     pub status: ErrorStatus,
@@ -161,7 +162,7 @@ pub struct HttpErrorFault {
 }
 
 /// How a truncated stream ends.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, JsonSchema, Serialize, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum CutStyle {
     /// The body ends early; the connection closes cleanly (a FIN).
@@ -173,7 +174,7 @@ pub enum CutStyle {
     Stall,
 }
 
-#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize, JsonSchema, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct TruncateFault {
     #[serde(default)]
@@ -203,7 +204,7 @@ pub enum CutPoint {
     Events(u64),
 }
 
-#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize, JsonSchema, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct StreamErrorFault {
     /// SSE events passed through before the error event replaces the rest of the stream.
@@ -222,14 +223,14 @@ fn anthropic() -> ErrorShape {
     ErrorShape::Anthropic
 }
 
-#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize, JsonSchema, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ResetFault {
     #[serde(default = "all")]
     pub probability: Percent,
 }
 
-#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize, JsonSchema, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct BlackholeFault {
     #[serde(default = "all")]
@@ -237,7 +238,7 @@ pub struct BlackholeFault {
 }
 
 /// A process fault has no parameters: `{ kill: {} }`.
-#[derive(Clone, Debug, PartialEq, Deserialize, Serialize, Default)]
+#[derive(Clone, Debug, PartialEq, Deserialize, JsonSchema, Serialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct ProcessFault {}
 
@@ -259,7 +260,7 @@ pub enum FaultScope {
 }
 
 /// Toxiproxy's toxics, with its names.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, JsonSchema, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ToxicKind {
     Latency,
@@ -299,7 +300,7 @@ impl ToxicKind {
 
 /// Which direction a toxic acts on: `downstream` (server to client, Toxiproxy's default) or
 /// `upstream` (client to server).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, JsonSchema, Serialize, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum ToxicStream {
     Upstream,
@@ -317,7 +318,7 @@ impl ToxicStream {
 }
 
 /// `{ toxic: { type: latency, stream: downstream, toxicity: 1.0, attributes: { latency: 200 } } }`
-#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize, JsonSchema, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ToxicFault {
     #[serde(rename = "type")]
@@ -336,7 +337,7 @@ fn whole() -> f32 {
 }
 
 /// What a process fault on a live host does.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, JsonSchema, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ProcessAction {
     /// SIGKILL; lifting it does nothing (the process is gone).
@@ -356,7 +357,7 @@ impl ProcessAction {
 
 /// Which processes, by pid or by a substring of their command line. The experiment file and
 /// the agent's API share this shape: `{ action: pause, match: "vllm serve" }`.
-#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize, JsonSchema, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct HostProcessFault {
     pub action: ProcessAction,
@@ -389,7 +390,7 @@ impl HostProcessFault {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize, JsonSchema, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct MemoryLeakFault {
     /// KV-cache tokens of capacity lost per second.

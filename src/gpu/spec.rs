@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::controller::GpuPressure;
@@ -19,7 +20,7 @@ pub const MIN_CHUNK: u64 = 1024 * 1024;
 /// gpu_memory_pressure: { fraction: 0.9, devices: [0, 1], chunk: 256MiB, ramp: 10s }
 /// ```
 /// Exactly one of `allocate`, `fraction`, `leave_free`.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GpuPressureSpec {
     /// Take this much on each device, e.g. `40GiB`.

@@ -5,6 +5,7 @@
 use std::net::SocketAddr;
 
 use indexmap::IndexMap;
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_saphyr::Spanned;
 
@@ -15,9 +16,14 @@ mod services;
 use crate::fault::FaultSpec;
 pub use services::*;
 
-#[derive(Debug, Deserialize)]
+/// A faultline experiment: what to start, the load to drive, the faults to inject on a
+/// timeline, and the budgets that judge the run. Reference: docs/experiments.md.
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(title = "faultline experiment file")]
 pub struct ExperimentFile {
+    /// The file format's version; this faultline reads version 1.
+    #[schemars(with = "u32", range(min = 1, max = 1))]
     pub version: Spanned<u32>,
     pub name: String,
     #[serde(default)]
@@ -26,18 +32,25 @@ pub struct ExperimentFile {
     #[serde(default)]
     pub seed: Option<u64>,
     #[serde(default)]
+    #[schemars(with = "IndexMap<String, ServiceEntry>")]
     pub services: IndexMap<String, Spanned<ServiceEntry>>,
     #[serde(default)]
+    #[schemars(with = "IndexMap<String, ProxySpec>")]
     pub proxies: IndexMap<String, Spanned<ProxySpec>>,
     /// An existing Toxiproxy server, for proxies with `driver: toxiproxy`.
     #[serde(default)]
+    #[schemars(with = "Option<ToxiproxyServer>")]
     pub toxiproxy: Option<Spanned<ToxiproxyServer>>,
     /// Live hosts with a `faultline agent`, for GPU and process faults on them.
     #[serde(default)]
+    #[schemars(with = "IndexMap<String, HostSpec>")]
     pub hosts: IndexMap<String, Spanned<HostSpec>>,
+    #[schemars(with = "IndexMap<String, LoadStreamSpec>")]
     pub load: IndexMap<String, Spanned<LoadStreamSpec>>,
+    #[schemars(with = "Vec<StepSpec>")]
     pub timeline: Vec<Spanned<StepSpec>>,
     #[serde(default = "no_budgets")]
+    #[schemars(with = "Budgets")]
     pub expect: Spanned<Budgets>,
     #[serde(default)]
     pub measure: MeasureSpec,
@@ -46,11 +59,22 @@ pub struct ExperimentFile {
     pub abort_if: Option<AbortIf>,
     /// The longest any fault may stay injected.
     #[serde(default = "default_max_fault_duration")]
+    #[schemars(with = "Dur")]
     pub max_fault_duration: Spanned<Dur>,
 }
 
+/// The JSON Schema of an experiment file, derived from the types above, as committed in
+/// docs/experiment.schema.json (pretty-printed, with a final newline, so the committed file
+/// and this output compare byte for byte).
+pub fn json_schema() -> serde_json::Result<String> {
+    let schema = schemars::schema_for!(ExperimentFile);
+    let mut text = serde_json::to_string_pretty(&schema)?;
+    text.push('\n');
+    Ok(text)
+}
+
 /// A live inference host, reached through the `faultline agent` running on it.
-#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[derive(Clone, Debug, Deserialize, JsonSchema, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct HostSpec {
     /// The agent's address.
@@ -73,7 +97,7 @@ fn default_lease() -> Dur {
 }
 
 /// Stop the run when clients have seen more than `error_rate_over` errors for `for`.
-#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq)]
+#[derive(Clone, Copy, Debug, Deserialize, JsonSchema, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct AbortIf {
     pub error_rate_over: Percent,
@@ -92,7 +116,7 @@ fn no_budgets() -> Spanned<Budgets> {
 }
 
 /// What a proxy understands of the traffic it carries.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, JsonSchema, Serialize, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum ProxyMode {
     /// HTTP requests and streamed responses: takes the HTTP faults.
@@ -103,7 +127,7 @@ pub enum ProxyMode {
 }
 
 /// Who runs a proxy.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, JsonSchema, Serialize, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum ProxyDriver {
     /// faultline itself, in-process.
@@ -114,7 +138,7 @@ pub enum ProxyDriver {
     Toxiproxy,
 }
 
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, Deserialize, JsonSchema, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProxySpec {
     pub listen: SocketAddr,
@@ -133,7 +157,7 @@ impl ProxySpec {
 }
 
 /// An existing Toxiproxy server that `driver: toxiproxy` proxies live on.
-#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[derive(Clone, Debug, Deserialize, JsonSchema, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct ToxiproxyServer {
     /// Its API address (Toxiproxy's default is 127.0.0.1:8474).
@@ -141,14 +165,14 @@ pub struct ToxiproxyServer {
 }
 
 /// The API a load stream speaks.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, JsonSchema, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Api {
     OpenaiChat,
     AnthropicMessages,
 }
 
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, Deserialize, JsonSchema, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RequestSpec {
     pub api: Api,
@@ -178,7 +202,7 @@ fn default_prompt() -> String {
     "ping".into()
 }
 
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, Deserialize, JsonSchema, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServedBy {
     pub header: String,
@@ -192,9 +216,10 @@ impl Default for ServedBy {
     }
 }
 
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, Deserialize, JsonSchema, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct LoadStreamSpec {
+    #[schemars(with = "String")]
     pub url: Spanned<String>,
     pub rate: Rate,
     pub request: RequestSpec,
@@ -220,42 +245,54 @@ fn default_max_in_flight() -> u32 {
     512
 }
 
-/// One timeline entry, as written; `check` turns it into a typed `Step`.
-#[derive(Clone, Debug, Deserialize)]
+/// One timeline entry, as written; `check` turns it into a typed `Step`. (The schema gets a
+/// description of its own: editors show it to people writing files, not to this crate.)
+#[derive(Clone, Debug, Deserialize, JsonSchema)]
+#[schemars(description = "One timeline step: `at`, and exactly one of `inject`, `lift` or `end`.")]
 #[serde(deny_unknown_fields)]
 pub struct StepSpec {
+    #[schemars(with = "Dur")]
     pub at: Spanned<Dur>,
     #[serde(default)]
+    #[schemars(with = "Option<InjectSpec>")]
     pub inject: Option<Spanned<InjectSpec>>,
     #[serde(default)]
+    #[schemars(with = "Option<String>")]
     pub lift: Option<Spanned<String>>,
     #[serde(default)]
+    #[schemars(with = "Option<bool>")]
     pub end: Option<Spanned<bool>>,
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct InjectSpec {
     /// An HTTP fault goes to a proxy...
     #[serde(default)]
+    #[schemars(with = "Option<String>")]
     pub proxy: Option<Spanned<String>>,
     /// ...a process fault to a `command:` service...
     #[serde(default)]
+    #[schemars(with = "Option<String>")]
     pub service: Option<Spanned<String>>,
     /// ...a host fault to a live host's agent (GPU faults without a target act locally).
     #[serde(default)]
+    #[schemars(with = "Option<String>")]
     pub host: Option<Spanned<String>>,
+    #[schemars(with = "FaultSpec")]
     pub fault: Spanned<FaultSpec>,
     /// A name for `lift:`; defaults to `<proxy>/<fault kind>`.
     #[serde(default)]
+    #[schemars(with = "Option<String>")]
     pub id: Option<Spanned<String>>,
     /// Lifts the fault by itself after this long.
     #[serde(default)]
+    #[schemars(with = "Option<Dur>")]
     pub duration: Option<Spanned<Dur>>,
 }
 
 /// The budgets: each one set here becomes one row of the verdict.
-#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, JsonSchema, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Budgets {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -298,11 +335,12 @@ pub struct Budgets {
     pub min_served_by: Option<IndexMap<String, Percent>>,
     /// Budgets for single streams (one model or route), e.g. an isolation budget.
     #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
+    #[schemars(with = "IndexMap<String, Budgets>")]
     pub streams: IndexMap<String, Spanned<Budgets>>,
 }
 
 /// How metrics are computed.
-#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[derive(Clone, Debug, Deserialize, JsonSchema, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct MeasureSpec {
     /// Width of the windows in which success is judged (failover and recovery time).

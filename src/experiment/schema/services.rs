@@ -5,14 +5,20 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use indexmap::IndexMap;
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_saphyr::Spanned;
 
 use crate::units::{Dur, ErrorStatus};
 
 /// A service entry as written: exactly one of `simulate`, `gateway` or `command`; `check`
-/// turns it into a `ServiceSpec`.
-#[derive(Clone, Debug, Deserialize)]
+/// turns it into a `ServiceSpec`. (The schema's description is for people writing files.)
+#[derive(Clone, Debug, Deserialize, JsonSchema)]
+#[schemars(
+    description = "Exactly one of `simulate` (a simulated host), `gateway` (the reference \
+                   gateway) or `command` (an external process, with `env`, `cwd`, `ready`, \
+                   `stop_grace` and `listen`)."
+)]
 #[serde(deny_unknown_fields)]
 pub struct ServiceEntry {
     #[serde(default)]
@@ -20,12 +26,14 @@ pub struct ServiceEntry {
     #[serde(default)]
     pub gateway: Option<GatewaySpec>,
     #[serde(default)]
+    #[schemars(with = "Option<Vec<String>>")]
     pub command: Option<Spanned<Vec<String>>>,
     #[serde(default)]
     pub env: IndexMap<String, String>,
     #[serde(default)]
     pub cwd: Option<PathBuf>,
     #[serde(default)]
+    #[schemars(with = "Option<ReadySpec>")]
     pub ready: Option<Spanned<ReadySpec>>,
     #[serde(default)]
     pub stop_grace: Option<Dur>,
@@ -77,7 +85,7 @@ pub struct CommandSpec {
 }
 
 /// A readiness probe: a TCP connect or an HTTP GET answering 2xx, retried until `within`.
-#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[derive(Clone, Debug, Deserialize, JsonSchema, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct ReadySpec {
     #[serde(default)]
@@ -97,7 +105,7 @@ pub(crate) fn default_stop_grace() -> Dur {
 }
 
 /// What a simulated host does when every slot is busy.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, JsonSchema, Serialize, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum Overflow {
     /// Wait for a slot.
@@ -107,7 +115,7 @@ pub enum Overflow {
     Reject,
 }
 
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, Deserialize, JsonSchema, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct SimulateSpec {
     pub listen: SocketAddr,
@@ -142,7 +150,7 @@ pub struct SimulateSpec {
 
 /// The KV cache of a simulated host. Each request in flight holds `prompt + completion` tokens
 /// of it from admission until its response ends.
-#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[derive(Clone, Debug, Deserialize, JsonSchema, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct MemorySpec {
     /// Capacity in tokens (sequences x tokens per sequence).
@@ -157,7 +165,7 @@ pub struct MemorySpec {
     pub on_exhaustion: Exhaustion,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, JsonSchema, Serialize, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum Exhaustion {
     /// The host dies, like an OOM kill: the listener closes and every connection drops (a
@@ -185,7 +193,7 @@ fn default_reject_status() -> ErrorStatus {
 }
 
 /// How the reference gateway picks an upstream.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, JsonSchema, Serialize, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum Strategy {
     /// The first healthy upstream in the list takes everything.
@@ -195,7 +203,7 @@ pub enum Strategy {
     RoundRobin,
 }
 
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, Deserialize, JsonSchema, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct GatewaySpec {
     pub listen: SocketAddr,
