@@ -254,13 +254,15 @@ fn simulate(args: SimulateArgs) -> anyhow::Result<ExitCode> {
         cold_start: duration("cold-start", &args.cold_start)?,
     };
     runtime()?.block_on(async {
+        // Installed before the server starts, so a stop request is never missed.
+        let mut signals = crate::net::ShutdownSignals::install().map_err(Failure::from)?;
         let server = crate::simulate::start_host("simulate", &spec).await?;
         eprintln!(
             "simulated inference host on http://{} (Ctrl-C to stop)",
             server.addr()
         );
         let crashed = tokio::select! {
-            _ = crate::run::interrupted() => false,
+            _ = signals.recv() => false,
             () = server.wait_crashed() => true,
         };
         server.stop().await;
