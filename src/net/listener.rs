@@ -53,9 +53,8 @@ fn explain(e: &io::Error) -> String {
     }
 }
 
-/// Binds `addr` for `owner` (e.g. "service `primary`") and returns the bare socket, for the
-/// few callers that accept on their own. Everything else uses [`Listener::bind`].
-pub fn bind(addr: SocketAddr, owner: &str) -> Result<TcpListener, BindError> {
+/// Binds `addr` for `owner` (e.g. "service `primary`").
+fn bind(addr: SocketAddr, owner: &str) -> Result<TcpListener, BindError> {
     let socket = match addr {
         SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4(),
         SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6(),

@@ -8,6 +8,6 @@ pub mod signals;
 pub mod url;
 
 pub use client::{http_client, ClientConfig, HttpClient};
-pub use listener::{bind, BindError, Connection, Http1, Listener, Serve};
+pub use listener::{BindError, Connection, Http1, Listener, Serve};
 pub use signals::{shutdown_signal, ShutdownSignals, Signal, SignalError};
 pub use url::HttpUrl;

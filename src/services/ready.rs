@@ -30,20 +30,24 @@ pub(super) const SETTLE: Duration = Duration::from_millis(200);
 #[derive(Clone, Debug)]
 pub(super) enum Probe {
     Tcp(SocketAddr),
-    Http {
-        url: HttpUrl,
-        /// Where the URL's host resolved when the probe was made: checked for a squatter
-        /// before the service starts.
-        addr: SocketAddr,
-        client: HttpClient<Empty<Bytes>>,
-    },
+    /// Boxed: a client is large, and probes are few.
+    Http(Box<HttpProbe>),
+}
+
+#[derive(Clone, Debug)]
+pub(super) struct HttpProbe {
+    url: HttpUrl,
+    /// Where the URL's host resolved when the probe was made: checked for a squatter before
+    /// the service starts.
+    addr: SocketAddr,
+    client: HttpClient<Empty<Bytes>>,
 }
 
 impl fmt::Display for Probe {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Probe::Tcp(addr) => write!(f, "tcp {addr}"),
-            Probe::Http { url, .. } => write!(f, "http GET {url}"),
+            Probe::Http(h) => write!(f, "http GET {}", h.url),
         }
     }
 }
@@ -73,16 +77,17 @@ impl Probe {
         // whoever listens now, not from a connection kept from an earlier attempt.
         let client =
             crate::net::http_client(ClientConfig::new(ATTEMPT_LIMIT).pool_max_idle_per_host(0));
-        Ok(Probe::Http {
+        Ok(Probe::Http(Box::new(HttpProbe {
             url: url.clone(),
             addr,
             client,
-        })
+        })))
     }
 
     pub(super) fn addr(&self) -> SocketAddr {
         match self {
-            Probe::Tcp(addr) | Probe::Http { addr, .. } => *addr,
+            Probe::Tcp(addr) => *addr,
+            Probe::Http(h) => h.addr,
         }
     }
 
@@ -95,7 +100,7 @@ impl Probe {
                     .map(drop)
                     .map_err(|e| e.to_string())
             }
-            Probe::Http { url, client, .. } => (url, client),
+            Probe::Http(h) => (&h.url, &h.client),
         };
         let request = Request::get(url.uri().clone())
             .header(USER_AGENT, HeaderValue::from_static("faultline-ready"))
