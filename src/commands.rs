@@ -8,8 +8,8 @@ use anyhow::Context;
 use clap::CommandFactory;
 
 use crate::cli::{
-    AgentArgs, Command, CompletionsArgs, ExhaustionArg, Opts, OverflowArg, RunArgs, SimulateArgs,
-    ValidateArgs,
+    AgentArgs, Command, CompletionsArgs, ExhaustionArg, GpuHogArgs, Opts, OverflowArg, RunArgs,
+    SimulateArgs, ValidateArgs,
 };
 use crate::exit::{ExitCode, Failure};
 use crate::experiment::{self, Exhaustion, MemorySpec, Overflow, SimulateSpec};
@@ -255,13 +255,15 @@ fn simulate(args: SimulateArgs) -> anyhow::Result<ExitCode> {
         cold_start: duration("cold-start", &args.cold_start)?,
     };
     runtime()?.block_on(async {
+        // Installed before the server starts, so a stop request is never missed.
+        let mut signals = crate::net::ShutdownSignals::install().map_err(Failure::from)?;
         let server = crate::simulate::start_host("simulate", &spec).await?;
         eprintln!(
             "simulated inference host on http://{} (Ctrl-C to stop)",
             server.addr()
         );
         let crashed = tokio::select! {
-            _ = crate::run::interrupted() => false,
+            _ = signals.recv() => false,
             () = server.wait_crashed() => true,
         };
         server.stop().await;
@@ -314,10 +316,8 @@ fn agent(args: AgentArgs) -> anyhow::Result<ExitCode> {
     Ok(runtime()?.block_on(crate::agent::run(config))?)
 }
 
-fn gpu_hog(args: &crate::cli::GpuHogArgs) -> anyhow::Result<ExitCode> {
-    let pressure = crate::gpu::GpuPressureSpec::from(args)
-        .to_pressure()
-        .map_err(Failure::Usage)?;
+fn gpu_hog(args: &GpuHogArgs) -> anyhow::Result<ExitCode> {
+    let pressure = pressure_spec(args).to_pressure().map_err(Failure::Usage)?;
     Ok(crate::gpu::hog::run(&pressure, !args.ignore_stdin)?)
 }
 
@@ -327,6 +327,18 @@ fn schema() -> anyhow::Result<ExitCode> {
         .write_all(text.as_bytes())
         .context("cannot write the JSON Schema to stdout")?;
     Ok(ExitCode::Success)
+}
+
+/// The `gpu-hog` flags as a spec, so they pass the same checks as a file's.
+fn pressure_spec(args: &GpuHogArgs) -> crate::gpu::GpuPressureSpec {
+    crate::gpu::GpuPressureSpec {
+        allocate: args.target.allocate,
+        fraction: args.target.fraction,
+        leave_free: args.target.leave_free,
+        devices: (!args.devices.is_empty()).then(|| args.devices.clone()),
+        chunk: Some(args.chunk),
+        ramp: args.ramp,
+    }
 }
 
 fn completions(args: &CompletionsArgs) -> anyhow::Result<ExitCode> {
@@ -345,12 +357,59 @@ fn proxy(args: &crate::cli::ProxyArgs) -> anyhow::Result<ExitCode> {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
+    use crate::gpu::{GpuPressure, Target};
 
     #[test]
     fn out_dirs_sort_by_time_and_are_path_safe() {
         let t = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_795_000_000);
         let dir = default_out_dir("my drill/1", t);
         assert_eq!(dir, Path::new("runs/20261118T110640Z-my_drill_1"));
+    }
+
+    /// What the controller passes to a `gpu-hog` process reads back as the same pressure.
+    fn round_trip(p: &GpuPressure) -> GpuPressure {
+        use clap::Parser;
+        let argv = ["faultline".to_string(), "gpu-hog".to_string()]
+            .into_iter()
+            .chain(p.hog_args());
+        let Command::GpuHog(args) = Opts::try_parse_from(argv).unwrap().command else {
+            panic!("not gpu-hog");
+        };
+        pressure_spec(&args).to_pressure().unwrap()
+    }
+
+    #[test]
+    fn hog_flags_reproduce_the_pressure_exactly() {
+        for p in [
+            GpuPressure {
+                target: Target::Fraction(0.9),
+                devices: Some(vec![1, 0]),
+                chunk: 256 << 20,
+                ramp: Some(Duration::from_nanos(1_500_000_001)),
+            },
+            GpuPressure {
+                target: Target::Allocate((40 << 30) + 1),
+                devices: None,
+                chunk: 3 << 20,
+                ramp: None,
+            },
+            GpuPressure {
+                target: Target::LeaveFree(2 << 30),
+                devices: Some(vec![7]),
+                chunk: 1 << 20,
+                ramp: Some(Duration::from_secs(10)),
+            },
+            GpuPressure {
+                target: Target::Fraction(1.0 / 3.0),
+                devices: None,
+                chunk: 1 << 30,
+                ramp: None,
+            },
+        ] {
+            assert_eq!(round_trip(&p), p);
+        }
     }
 }

@@ -58,6 +58,20 @@ impl Failure {
     }
 }
 
+/// A listener that cannot be set up is the environment's fault: a port taken, descriptors out.
+impl From<crate::net::BindError> for Failure {
+    fn from(e: crate::net::BindError) -> Self {
+        Failure::Environment(e.to_string())
+    }
+}
+
+/// So is a process that cannot watch for its stop signals.
+impl From<crate::net::SignalError> for Failure {
+    fn from(e: crate::net::SignalError) -> Self {
+        Failure::Environment(e.to_string())
+    }
+}
+
 /// The exit code for any error that reaches `main`: typed failures keep their code; anything
 /// else is an environment failure (an I/O error writing a report, say).
 pub fn exit_code_for(err: &anyhow::Error) -> ExitCode {

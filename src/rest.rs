@@ -7,18 +7,14 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::{Request, StatusCode};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 
-pub type JsonClient = Client<HttpConnector, Full<Bytes>>;
+use crate::net::{ClientConfig, HttpClient};
 
-/// A keep-alive client with TCP_NODELAY and a bound on each connect attempt.
+pub type JsonClient = HttpClient<Full<Bytes>>;
+
+/// A keep-alive client with hyper's pool defaults and a bound on each connect attempt.
 pub fn json_client(connect_timeout: Duration) -> JsonClient {
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
-    connector.set_connect_timeout(Some(connect_timeout));
-    Client::builder(TokioExecutor::new()).build(connector)
+    crate::net::http_client(ClientConfig::new(connect_timeout))
 }
 
 /// Why an exchange got no complete answer.

@@ -49,6 +49,11 @@ const CASES: &[(&str, &str, &str)] = &[
         "did not find expected ',' or '}'",
     ),
     ("bad-url.yaml", ":8:16:", "only http:// is supported"),
+    (
+        "bad-ready-url.yaml",
+        ":6:20:",
+        "`https://127.0.0.1:19231/health`: only http:// is supported, not https://",
+    ),
     ("no-end.yaml", ":10:5:", "needs a final step"),
     (
         "fault-too-long.yaml",

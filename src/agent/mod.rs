@@ -74,10 +74,8 @@ impl Agent {
             .map_err(|e| {
                 Failure::Environment(format!("reading the state journal failed: {e}"))
             })??;
-        let listener = crate::net::bind(config.listen, "the agent").await?;
-        let addr = listener
-            .local_addr()
-            .map_err(|e| Failure::Environment(format!("cannot read the agent's address: {e}")))?;
+        let listener = crate::net::Listener::bind(config.listen, "the agent")?;
+        let addr = listener.local_addr();
         let table = lease::Table::new();
         let state = Arc::new(server::State {
             table: Arc::clone(&table),
@@ -159,7 +157,7 @@ fn take_over(dir: &std::path::Path) -> Result<Arc<journal::Journal>, Failure> {
 pub async fn run(config: AgentConfig) -> Result<ExitCode, Failure> {
     // Installed before anything is applied, so a signal can never kill the agent with a fault
     // still in force.
-    let mut signals = Signals::install()?;
+    let mut signals = crate::net::ShutdownSignals::install()?;
     let agent = Agent::start(config.clone()).await?;
     eprintln!(
         "faultline agent listening on http://{} (faults at most {}ms, leases at most {}ms; \
@@ -168,8 +166,8 @@ pub async fn run(config: AgentConfig) -> Result<ExitCode, Failure> {
         config.limits.max_fault_duration.as_millis(),
         config.limits.max_lease_ttl.as_millis()
     );
-    let why = signals.next().await;
-    let failed = agent.shutdown(why).await;
+    let why = signals.recv().await;
+    let failed = agent.shutdown(&why.to_string()).await;
     if failed > 0 {
         return Err(Failure::Environment(format!(
             "stopped ({why}), but {failed} fault(s) could not be lifted; see the lines above"
@@ -177,29 +175,4 @@ pub async fn run(config: AgentConfig) -> Result<ExitCode, Failure> {
     }
     eprintln!("faultline agent: stopped ({why}); every fault was lifted");
     Ok(ExitCode::Success)
-}
-
-struct Signals {
-    term: tokio::signal::unix::Signal,
-    int: tokio::signal::unix::Signal,
-}
-
-impl Signals {
-    fn install() -> Result<Signals, Failure> {
-        use tokio::signal::unix::{signal, SignalKind};
-        let install = |kind: SignalKind, name: &str| {
-            signal(kind).map_err(|e| Failure::Environment(format!("cannot handle {name}: {e}")))
-        };
-        Ok(Signals {
-            term: install(SignalKind::terminate(), "SIGTERM")?,
-            int: install(SignalKind::interrupt(), "SIGINT")?,
-        })
-    }
-
-    async fn next(&mut self) -> &'static str {
-        tokio::select! {
-            _ = self.term.recv() => "SIGTERM",
-            _ = self.int.recv() => "SIGINT",
-        }
-    }
 }

@@ -9,20 +9,17 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, ALLOW, AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE};
-use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::{TokioIo, TokioTimer};
 use serde::Serialize;
 use serde_json::{json, Value};
-use tokio::net::TcpListener;
 use tokio::sync::oneshot;
-use tokio::task::JoinSet;
 
 use super::auth::{self, Token};
 use super::fault;
 use super::lease::{self, LiftReason, Table};
 use super::model::{self, AgentInfo, AgentStatus, ApiError, FaultRequest, RenewRequest, Stopped};
+use crate::net::{Connection, Http1, Listener, Serve};
 
 /// Requests are small JSON documents; anything bigger is a mistake or an attack.
 const MAX_BODY: usize = 64 * 1024;
@@ -85,42 +82,26 @@ pub struct State {
     pub listen: SocketAddr,
 }
 
+/// A client trickling its request head must not hold a connection for ever either.
+const HTTP: Http1 = Http1::new().header_read_timeout(BODY_TIMEOUT);
+
 /// Accepts connections until `stop` fires (or its sender is dropped).
-pub async fn accept_loop(
-    listener: TcpListener,
-    state: Arc<State>,
-    mut stop: oneshot::Receiver<()>,
-) {
-    let mut connections = JoinSet::new();
-    loop {
-        tokio::select! {
-            _ = &mut stop => break,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _peer)) => {
-                    connections.spawn(serve_connection(stream, Arc::clone(&state)));
-                }
-                // Out of file descriptors and the like: back off instead of spinning.
-                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-            },
-            Some(_) = connections.join_next(), if !connections.is_empty() => {}
-        }
-    }
-    drop(listener);
-    // Applies and lifts run on tasks of their own, so ending the connections cancels none.
-    connections.shutdown().await;
+pub async fn accept_loop(listener: Listener, state: Arc<State>, stop: oneshot::Receiver<()>) {
+    // Applies and lifts run on tasks of their own, so cutting the connections cancels none.
+    // A stop and a dropped sender (the owner gone) both end it.
+    let _ = listener
+        .serve(Serve::default(), stop, move |conn| {
+            serve_connection(conn, Arc::clone(&state))
+        })
+        .await;
 }
 
-async fn serve_connection(stream: tokio::net::TcpStream, state: Arc<State>) {
+async fn serve_connection(conn: Connection, state: Arc<State>) {
     let service = service_fn(move |req| {
         let state = Arc::clone(&state);
         async move { Ok::<_, Infallible>(handle(req, &state).await) }
     });
-    // Errors here are the client leaving or speaking bad HTTP; the connection is over anyway.
-    let _ = http1::Builder::new()
-        .timer(TokioTimer::new())
-        .header_read_timeout(BODY_TIMEOUT)
-        .serve_connection(TokioIo::new(stream), service)
-        .await;
+    conn.serve_http(HTTP, service).await;
 }
 
 fn respond(status: StatusCode, body: &Value) -> Response<Full<Bytes>> {

@@ -279,53 +279,6 @@ fn last_line(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::Parser;
-
-    use crate::cli::{Command as Cli, Opts};
-
-    fn round_trip(p: &GpuPressure) -> GpuPressure {
-        let argv = ["faultline".to_string(), "gpu-hog".to_string()]
-            .into_iter()
-            .chain(p.hog_args());
-        let Cli::GpuHog(args) = Opts::try_parse_from(argv).unwrap().command else {
-            panic!("not gpu-hog");
-        };
-        crate::gpu::GpuPressureSpec::from(&args)
-            .to_pressure()
-            .unwrap()
-    }
-
-    #[test]
-    fn hog_flags_reproduce_the_pressure_exactly() {
-        for p in [
-            GpuPressure {
-                target: Target::Fraction(0.9),
-                devices: Some(vec![1, 0]),
-                chunk: 256 << 20,
-                ramp: Some(Duration::from_nanos(1_500_000_001)),
-            },
-            GpuPressure {
-                target: Target::Allocate((40 << 30) + 1),
-                devices: None,
-                chunk: 3 << 20,
-                ramp: None,
-            },
-            GpuPressure {
-                target: Target::LeaveFree(2 << 30),
-                devices: Some(vec![7]),
-                chunk: 1 << 20,
-                ramp: Some(Duration::from_secs(10)),
-            },
-            GpuPressure {
-                target: Target::Fraction(1.0 / 3.0),
-                devices: None,
-                chunk: 1 << 30,
-                ramp: None,
-            },
-        ] {
-            assert_eq!(round_trip(&p), p);
-        }
-    }
 
     #[test]
     fn the_last_stderr_line_explains_a_failure() {

@@ -9,7 +9,6 @@
 use std::io::Write;
 
 use cudarc::driver::sys::CUdeviceptr;
-use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::sync::mpsc;
 
 use super::controller::GpuPressure;
@@ -17,6 +16,7 @@ use super::driver::{Context, Driver, DriverError};
 use super::plan::{self, DeviceMemory, DevicePlan};
 use super::report::{DeviceRelease, DeviceReport, HogEvent, HogReport, ReleaseReport};
 use crate::exit::{ExitCode, Failure};
+use crate::net::ShutdownSignals;
 use crate::units::Size;
 
 /// Runs the hog until it is told to release. `watch_stdin`: the end of stdin releases too
@@ -60,18 +60,15 @@ fn die_with_parent() -> Result<(), Failure> {
     Ok(())
 }
 
-/// What ends the hold.
+/// What ends the hold: the shared stop signals, and on top of them the end of stdin.
 struct Shutdown {
-    term: Signal,
-    int: Signal,
+    signals: ShutdownSignals,
     stdin_closed: Option<mpsc::UnboundedReceiver<()>>,
 }
 
 impl Shutdown {
     fn new(watch_stdin: bool) -> Result<Shutdown, Failure> {
-        let listen = |kind: SignalKind| {
-            signal(kind).map_err(|e| Failure::Environment(format!("cannot handle signals: {e}")))
-        };
+        let signals = ShutdownSignals::install()?;
         let stdin_closed = watch_stdin.then(|| {
             let (tx, rx) = mpsc::unbounded_channel();
             // A plain thread, not tokio's blocking pool: the runtime would wait for a blocked
@@ -83,18 +80,16 @@ impl Shutdown {
             rx
         });
         Ok(Shutdown {
-            term: listen(SignalKind::terminate())?,
-            int: listen(SignalKind::interrupt())?,
+            signals,
             stdin_closed,
         })
     }
 
     /// Resolves with the reason once something asks for the release; cancel-safe, and
     /// resolves again at once when polled after that.
-    async fn requested(&mut self) -> &'static str {
+    async fn requested(&mut self) -> String {
         let Shutdown {
-            term,
-            int,
+            signals,
             stdin_closed,
         } = self;
         let eof = async {
@@ -107,9 +102,8 @@ impl Shutdown {
             }
         };
         tokio::select! {
-            _ = term.recv() => "SIGTERM",
-            _ = int.recv() => "SIGINT",
-            () = eof => "end of stdin",
+            signal = signals.recv() => signal.to_string(),
+            () = eof => "end of stdin".to_string(),
         }
     }
 }
@@ -195,7 +189,7 @@ async fn hold(p: &GpuPressure, watch_stdin: bool) -> Result<ExitCode, Failure> {
         tokio::select! {
             // Biased: a release asked for during the ramp wins over the next allocation.
             biased;
-            reason = shutdown.requested() => return finish(&mut holdings, reason),
+            reason = shutdown.requested() => return finish(&mut holdings, &reason),
             () = tokio::time::sleep_until(start + step.at) => {}
         }
         let ctx = devices.iter().position(|&d| d == step.device).unwrap_or(0);
@@ -246,7 +240,7 @@ async fn hold(p: &GpuPressure, watch_stdin: bool) -> Result<ExitCode, Failure> {
     eprintln!("{}\n{how}", report.describe());
 
     let reason = shutdown.requested().await;
-    finish(&mut holdings, reason)
+    finish(&mut holdings, &reason)
 }
 
 /// Frees everything and says so; exit 4 if the driver refused to free something.

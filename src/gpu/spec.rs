@@ -1,6 +1,6 @@
 //! `gpu_memory_pressure` as an experiment file writes it, and its validation into a
-//! [`GpuPressure`]. The `gpu-hog` command builds the same spec from its flags, so both paths
-//! share one set of rules.
+//! [`GpuPressure`]. The `gpu-hog` command builds the same spec from its flags (in
+//! `commands.rs`), so both paths share one set of rules.
 
 use std::time::Duration;
 
@@ -9,7 +9,6 @@ use serde::{Deserialize, Serialize};
 
 use super::controller::GpuPressure;
 use super::plan::{Target, DEFAULT_CHUNK};
-use crate::cli::GpuHogArgs;
 use crate::units::{Dur, Percent, Size};
 
 /// Smallest chunk accepted: below this the allocation count explodes (80 GiB in 1-byte
@@ -94,20 +93,6 @@ impl GpuPressureSpec {
             chunk,
             ramp,
         })
-    }
-}
-
-/// The `gpu-hog` flags as a spec, so they pass the same checks as a file's.
-impl From<&GpuHogArgs> for GpuPressureSpec {
-    fn from(args: &GpuHogArgs) -> Self {
-        GpuPressureSpec {
-            allocate: args.target.allocate,
-            fraction: args.target.fraction,
-            leave_free: args.target.leave_free,
-            devices: (!args.devices.is_empty()).then(|| args.devices.clone()),
-            chunk: Some(args.chunk),
-            ramp: args.ramp,
-        }
     }
 }
 

@@ -7,26 +7,22 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::header::{HeaderValue, CONTENT_TYPE, HOST};
 use hyper::{Method, Request};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 use serde_json::json;
 
 use super::record::{Outcome, RequestRecord};
 use super::sse::{DocumentReader, Expect, StreamReader};
 use crate::experiment::{Api, LoadStream};
 
-pub type HttpClient = Client<HttpConnector, Full<Bytes>>;
+pub type HttpClient = crate::net::HttpClient<Full<Bytes>>;
 
-/// A keep-alive pool shared by every request of a stream.
+/// A keep-alive pool shared by every request of a stream, as many idle connections as it can
+/// have requests in flight.
 pub fn http_client(pool_size: usize) -> HttpClient {
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
-    connector.set_connect_timeout(Some(Duration::from_secs(5)));
-    Client::builder(TokioExecutor::new())
-        .pool_max_idle_per_host(pool_size)
-        .pool_idle_timeout(Duration::from_secs(30))
-        .build(connector)
+    crate::net::http_client(
+        crate::net::ClientConfig::new(Duration::from_secs(5))
+            .pool_idle_timeout(Duration::from_secs(30))
+            .pool_max_idle_per_host(pool_size),
+    )
 }
 
 /// What every request of a stream shares: built once, cloned cheaply.

@@ -10,8 +10,6 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::header::{HeaderMap, HeaderName, HeaderValue, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE};
 use hyper::{Request, Response, Uri, Version};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
 use tokio::time::Instant;
 
 use super::body::{proxy_header, PerChunkDelay, ProxyBody, StreamError, Truncate};
@@ -22,7 +20,7 @@ use crate::fault::{
     selects, FaultSpec, HttpErrorFault, LatencyPoint, StreamErrorFault, TruncateFault,
 };
 
-pub(crate) type UpstreamClient = Client<HttpConnector, Incoming>;
+pub(crate) type UpstreamClient = crate::net::HttpClient<Incoming>;
 
 /// What every request of one proxy shares.
 pub(crate) struct Shared {

@@ -39,9 +39,6 @@ use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
@@ -84,18 +81,12 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Binds the proxy's address and starts serving. A taken port is `Failure::Environment`.
 pub async fn start(name: &str, spec: &ProxySpec, seed: u64) -> Result<RunningProxy, Failure> {
-    let listener = crate::net::bind(spec.listen, &format!("proxy `{name}`")).await?;
-    let addr = listener
-        .local_addr()
-        .map_err(|e| Failure::Environment(format!("proxy `{name}`: no local address: {e}")))?;
+    let listener = crate::net::Listener::bind(spec.listen, &format!("proxy `{name}`"))?;
+    let addr = listener.local_addr();
 
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
-    connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
-    let client = Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(POOL_IDLE)
-        .pool_timer(TokioTimer::new())
-        .build(connector);
+    let client = crate::net::http_client(
+        crate::net::ClientConfig::new(CONNECT_TIMEOUT).pool_idle_timeout(POOL_IDLE),
+    );
 
     let faults = FaultControl::new(name, seed);
     let shared = Arc::new(apply::Shared {

@@ -174,27 +174,16 @@ pub async fn execute(exp: &Experiment, opts: &RunOptions) -> RunRecord {
     }
 }
 
-/// Resolves on Ctrl-C or SIGTERM with the signal's name.
-pub(crate) async fn interrupted() -> String {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        let mut term = match signal(SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-                return "SIGINT".into();
-            }
-        };
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => "SIGINT".into(),
-            _ = term.recv() => "SIGTERM".into(),
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM with the signal. Should the handlers be refused, a
+/// signal would kill the run without a rollback; that is said once and this never resolves,
+/// rather than aborting a run nobody interrupted.
+pub(crate) async fn interrupted() -> crate::net::Signal {
+    match crate::net::shutdown_signal().await {
+        Ok(signal) => signal,
+        Err(e) => {
+            eprintln!("faultline: {e}; a signal would stop this run without rolling back");
+            std::future::pending().await
         }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-        "Ctrl-C".into()
     }
 }
 

@@ -7,12 +7,16 @@ use std::net::SocketAddr;
 use std::process::ExitStatus;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use bytes::Bytes;
+use http_body_util::Empty;
+use hyper::header::{HeaderValue, ACCEPT, CONNECTION, USER_AGENT};
+use hyper::Request;
 use tokio::net::TcpStream;
 use tokio::time::{timeout, Instant};
 
 use super::process::{describe_status, Leader};
 use crate::experiment::ReadySpec;
+use crate::net::{ClientConfig, HttpClient, HttpUrl};
 
 /// Pause between two failed attempts.
 const RETRY_EVERY: Duration = Duration::from_millis(50);
@@ -21,32 +25,36 @@ const RETRY_EVERY: Duration = Duration::from_millis(50);
 const ATTEMPT_LIMIT: Duration = Duration::from_secs(2);
 /// With no probe, how long the process must stay up to count as started.
 pub(super) const SETTLE: Duration = Duration::from_millis(200);
-/// How much of a response the HTTP probe reads looking for its status line.
-const STATUS_LINE_LIMIT: usize = 1024;
 
 /// One check that the service is ready.
 #[derive(Clone, Debug)]
 pub(super) enum Probe {
     Tcp(SocketAddr),
-    Http {
-        url: String,
-        addr: SocketAddr,
-        authority: String,
-        path: String,
-    },
+    /// Boxed: a client is large, and probes are few.
+    Http(Box<HttpProbe>),
+}
+
+#[derive(Clone, Debug)]
+pub(super) struct HttpProbe {
+    url: HttpUrl,
+    /// Where the URL's host resolved when the probe was made: checked for a squatter before
+    /// the service starts.
+    addr: SocketAddr,
+    client: HttpClient<Empty<Bytes>>,
 }
 
 impl fmt::Display for Probe {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Probe::Tcp(addr) => write!(f, "tcp {addr}"),
-            Probe::Http { url, .. } => write!(f, "http GET {url}"),
+            Probe::Http(h) => write!(f, "http GET {}", h.url),
         }
     }
 }
 
 impl Probe {
     /// The probes a `ready:` block asks for: each one set must pass (the checker allows one).
+    /// `Err` only when the URL's host no longer resolves.
     pub(super) async fn from_spec(ready: &ReadySpec) -> Result<Vec<Probe>, String> {
         let mut probes = Vec::new();
         if let Some(addr) = ready.tcp {
@@ -58,96 +66,79 @@ impl Probe {
         Ok(probes)
     }
 
-    async fn http(url: &str) -> Result<Probe, String> {
-        let uri: hyper::Uri = url
-            .parse()
-            .map_err(|e| format!("ready.http `{url}` is not a URL: {e}"))?;
-        if uri.scheme_str() != Some("http") {
-            return Err(format!(
-                "ready.http `{url}`: only http:// URLs can be probed"
-            ));
-        }
-        let authority = uri
-            .authority()
-            .ok_or_else(|| format!("ready.http `{url}` has no host"))?;
-        let port = authority.port_u16().unwrap_or(80);
-        let host = authority
-            .host()
-            .trim_start_matches('[')
-            .trim_end_matches(']');
-        let addr = tokio::net::lookup_host((host, port))
+    async fn http(url: &HttpUrl) -> Result<Probe, String> {
+        let host = url.host();
+        let addr = tokio::net::lookup_host((host, url.port()))
             .await
             .ok()
             .and_then(|mut found| found.next())
             .ok_or_else(|| format!("ready.http `{url}`: cannot resolve host `{host}`"))?;
-        let path = uri
-            .path_and_query()
-            .map(|p| p.as_str().to_string())
-            .unwrap_or_else(|| "/".into());
-        Ok(Probe::Http {
-            url: url.to_string(),
+        // No idle connections: every attempt connects afresh, so a pass always comes from
+        // whoever listens now, not from a connection kept from an earlier attempt.
+        let client =
+            crate::net::http_client(ClientConfig::new(ATTEMPT_LIMIT).pool_max_idle_per_host(0));
+        Ok(Probe::Http(Box::new(HttpProbe {
+            url: url.clone(),
             addr,
-            authority: authority.as_str().to_string(),
-            path,
-        })
+            client,
+        })))
     }
 
     pub(super) fn addr(&self) -> SocketAddr {
         match self {
-            Probe::Tcp(addr) | Probe::Http { addr, .. } => *addr,
+            Probe::Tcp(addr) => *addr,
+            Probe::Http(h) => h.addr,
         }
     }
 
     /// One attempt; `Err` says why it is not ready yet ("connection refused", "answered 503").
     async fn attempt(&self) -> Result<(), String> {
-        let mut stream = TcpStream::connect(self.addr())
-            .await
-            .map_err(|e| e.to_string())?;
-        let Probe::Http {
-            authority, path, ..
-        } = self
-        else {
-            return Ok(());
-        };
-        let request = format!(
-            "GET {path} HTTP/1.1\r\nHost: {authority}\r\nUser-Agent: faultline-ready\r\n\
-             Accept: */*\r\nConnection: close\r\n\r\n"
-        );
-        stream
-            .write_all(request.as_bytes())
-            .await
-            .map_err(|e| format!("sending the request failed: {e}"))?;
-        let mut head = Vec::with_capacity(256);
-        let mut chunk = [0u8; 512];
-        // Bounded by STATUS_LINE_LIMIT bytes and, in time, by the caller's attempt timeout.
-        while !head.windows(2).any(|w| w == b"\r\n") && head.len() < STATUS_LINE_LIMIT {
-            let n = stream
-                .read(&mut chunk)
-                .await
-                .map_err(|e| format!("reading the response failed: {e}"))?;
-            if n == 0 {
-                break;
+        let (url, client) = match self {
+            Probe::Tcp(addr) => {
+                return TcpStream::connect(addr)
+                    .await
+                    .map(drop)
+                    .map_err(|e| e.to_string())
             }
-            head.extend_from_slice(&chunk[..n]);
-        }
-        match status_code(&head) {
-            Some(code) if (200..300).contains(&code) => Ok(()),
-            Some(code) => Err(format!("answered {code}")),
-            None if head.is_empty() => Err("closed the connection without answering".into()),
-            None => Err("answered something that is not HTTP/1".into()),
+            Probe::Http(h) => (&h.url, &h.client),
+        };
+        let request = Request::get(url.uri().clone())
+            .header(USER_AGENT, HeaderValue::from_static("faultline-ready"))
+            .header(ACCEPT, HeaderValue::from_static("*/*"))
+            .header(CONNECTION, HeaderValue::from_static("close"))
+            .body(Empty::new())
+            .map_err(|e| format!("cannot make the request: {e}"))?;
+        // Bounded in time by the caller's attempt timeout; the body is never read, only the
+        // status matters.
+        let status = client
+            .request(request)
+            .await
+            .map_err(|e| no_answer(&e))?
+            .status();
+        if status.is_success() {
+            Ok(())
+        } else {
+            Err(format!("answered {}", status.as_u16()))
         }
     }
 }
 
-/// The status code of an HTTP/1 status line (`HTTP/1.1 200 OK`).
-fn status_code(head: &[u8]) -> Option<u16> {
-    let line = head.split(|b| *b == b'\n').next()?;
-    let line = std::str::from_utf8(line).ok()?;
-    let mut parts = line.split_whitespace();
-    if !parts.next()?.starts_with("HTTP/1.") {
-        return None;
+/// Why an attempt got no answer, in the words of the innermost cause ("Connection refused"):
+/// the client's own ("client error (Connect)") do not say what happened.
+fn no_answer(e: &hyper_util::client::legacy::Error) -> String {
+    let mut cause: &dyn std::error::Error = e;
+    // Bounded: error chains are short, but a cyclic one must not loop for ever.
+    for _ in 0..8 {
+        match cause.source() {
+            Some(inner) => cause = inner,
+            None => break,
+        }
     }
-    parts.next()?.parse().ok()
+    if e.is_connect() {
+        cause.to_string()
+    } else {
+        format!("no HTTP answer: {cause}")
+    }
 }
 
 /// Connects once, briefly, to each probe's address: a listener already there before the
@@ -259,34 +250,26 @@ fn watch_failed(e: std::io::Error) -> Readiness {
 mod tests {
     use super::*;
 
-    #[test]
-    fn reads_status_lines() {
-        assert_eq!(status_code(b"HTTP/1.1 200 OK\r\n"), Some(200));
-        assert_eq!(
-            status_code(b"HTTP/1.0 503 Service Unavailable\r\n"),
-            Some(503)
-        );
-        assert_eq!(status_code(b"SSH-2.0-OpenSSH\r\n"), None);
-        assert_eq!(status_code(b""), None);
+    #[tokio::test]
+    async fn http_probes_take_a_checked_url() {
+        let url: HttpUrl = "http://127.0.0.1:8080/health?x=1".parse().unwrap();
+        let p = Probe::http(&url).await.unwrap();
+        assert_eq!(p.addr(), "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(p.to_string(), "http GET http://127.0.0.1:8080/health?x=1");
     }
 
     #[tokio::test]
-    async fn http_probes_need_http_urls() {
-        assert!(Probe::http("https://127.0.0.1/health").await.is_err());
-        assert!(Probe::http("not a url").await.is_err());
-        let p = Probe::http("http://127.0.0.1:8080/health?x=1")
+    async fn a_refused_attempt_says_so() {
+        let addr = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap()
+        };
+        let url: HttpUrl = format!("http://{addr}/").parse().unwrap();
+        let p = Probe::http(&url).await.unwrap();
+        let why = timeout(Duration::from_secs(5), p.attempt())
             .await
-            .unwrap();
-        assert_eq!(p.addr(), "127.0.0.1:8080".parse().unwrap());
-        assert_eq!(p.to_string(), "http GET http://127.0.0.1:8080/health?x=1");
-        match p {
-            Probe::Http {
-                path, authority, ..
-            } => {
-                assert_eq!(path, "/health?x=1");
-                assert_eq!(authority, "127.0.0.1:8080");
-            }
-            Probe::Tcp(_) => panic!("expected an http probe"),
-        }
+            .expect("the attempt did not end in time")
+            .unwrap_err();
+        assert!(why.to_lowercase().contains("refused"), "{why}");
     }
 }

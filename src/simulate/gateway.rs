@@ -16,9 +16,6 @@ use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode, Uri};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use super::body::{self, Body, BoxError};
 use super::health::{Next, Pool};
@@ -26,6 +23,7 @@ use super::inflight::{Guarded, Ticket};
 use super::server::Handler;
 use crate::exit::Failure;
 use crate::experiment::schema::GatewaySpec;
+use crate::net::HttpClient;
 use crate::protocol::sse::{self, Decoder};
 use crate::units::human_duration;
 
@@ -37,7 +35,7 @@ const POOL_IDLE: Duration = Duration::from_secs(30);
 
 struct Gateway {
     pool: Pool,
-    client: Client<HttpConnector, Full<Bytes>>,
+    client: HttpClient<Full<Bytes>>,
     retries: u32,
     retry_on: Vec<u16>,
     timeout: Duration,
@@ -61,13 +59,9 @@ pub(crate) fn handler(name: &str, spec: &GatewaySpec) -> Result<Handler, Failure
              every request)"
         )));
     }
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
-    connector.set_connect_timeout(Some(spec.timeout.0));
-    let client = Client::builder(TokioExecutor::new())
-        .pool_timer(TokioTimer::new())
-        .pool_idle_timeout(POOL_IDLE)
-        .build(connector);
+    let client = crate::net::http_client(
+        crate::net::ClientConfig::new(spec.timeout.0).pool_idle_timeout(POOL_IDLE),
+    );
     let gateway = Arc::new(Gateway {
         pool: Pool::new(
             &spec.upstreams,

@@ -1,5 +1,6 @@
-//! The accept loop both the host and the gateway run: HTTP/1.1 with keep-alive, one task per
-//! connection, all of them tracked so that stopping (or crashing) really ends every connection.
+//! The server both the host and the gateway run, on the shared listener: HTTP/1.1 with
+//! keep-alive, one tracked task per connection, so that stopping (or crashing) really ends
+//! every connection.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -9,17 +10,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hyper::body::Incoming;
-use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Request, Response};
-use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
-use tokio::task::{JoinHandle, JoinSet};
+use tokio::task::JoinHandle;
 
 use super::body::Body;
 use super::memory::Memory;
 use crate::exit::Failure;
+use crate::net::{Connection, Http1, Listener, Serve};
 
 /// What a server does with one request. Boxed so the host and the gateway share one loop.
 pub(crate) type Handler = Arc<
@@ -153,6 +152,10 @@ impl RunningServer {
     }
 }
 
+/// Simulated servers keep hyper's usual limit on a request head, so a stuck client cannot
+/// hold a connection for ever.
+const HTTP: Http1 = Http1::new().header_read_timeout(Duration::from_secs(30));
+
 /// Binds `listen` and serves `handler` on it until stopped, or until `crash` is triggered.
 pub(crate) async fn serve(
     listen: SocketAddr,
@@ -160,10 +163,8 @@ pub(crate) async fn serve(
     handler: Handler,
     crash: Crash,
 ) -> Result<RunningServer, Failure> {
-    let listener = crate::net::bind(listen, owner).await?;
-    let addr = listener
-        .local_addr()
-        .map_err(|e| Failure::Environment(format!("cannot read the address of {owner}: {e}")))?;
+    let listener = Listener::bind(listen, owner)?;
+    let addr = listener.local_addr();
     let (stop, stopped) = oneshot::channel();
     let task = tokio::spawn(accept_loop(listener, handler, stopped, crash.clone()));
     Ok(RunningServer {
@@ -176,57 +177,35 @@ pub(crate) async fn serve(
 }
 
 async fn accept_loop(
-    listener: TcpListener,
+    listener: Listener,
     handler: Handler,
-    mut stopped: oneshot::Receiver<()>,
+    stopped: oneshot::Receiver<()>,
     crash: Crash,
 ) {
-    let mut connections = JoinSet::new();
-    let triggered = crash.reached(|life| life != Life::Alive);
-    tokio::pin!(triggered);
-    let mut crashed = false;
-    loop {
+    // Either an explicit stop or the RunningServer being dropped ends the server; so does a
+    // crash, which differs only in that the owner is told, and that it happens from inside.
+    let stop = async {
         tokio::select! {
-            // Either an explicit stop or the RunningServer being dropped.
-            _ = &mut stopped => break,
-            // A crash ends the server the same way a stop does; what differs is that the owner
-            // is told, and that it happens from inside.
-            _ = &mut triggered => {
-                crashed = true;
-                break;
-            }
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _peer)) => {
-                    let _ = stream.set_nodelay(true);
-                    connections.spawn(serve_connection(stream, handler.clone()));
-                }
-                // Out of file descriptors and the like: back off instead of spinning, the
-                // condition usually clears as connections close.
-                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-            },
-            // Reap finished connections so the set does not grow for the whole drill.
-            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            _ = stopped => false,
+            () = crash.reached(|life| life != Life::Alive) => true,
         }
-    }
-    // Closing the listener refuses new connections; aborting the connection tasks drops their
-    // sockets, so clients see their streams cut mid-body, as when the kernel reaps a process.
-    drop(listener);
-    connections.shutdown().await;
+    };
+    // No grace: connections are cut, so clients see their streams cut mid-body, as when the
+    // kernel reaps a process.
+    let crashed = listener
+        .serve(Serve::default(), stop, |conn| {
+            serve_connection(conn, handler.clone())
+        })
+        .await;
     if crashed {
         crash.mark_down();
     }
 }
 
-async fn serve_connection(stream: tokio::net::TcpStream, handler: Handler) {
+async fn serve_connection(conn: Connection, handler: Handler) {
     let service = service_fn(move |req| {
         let fut = handler(req);
         async move { Ok::<_, Infallible>(fut.await) }
     });
-    // Errors here are the client going away or speaking bad HTTP; hyper has already answered
-    // what could be answered, and the connection is over either way.
-    let _ = http1::Builder::new()
-        .timer(TokioTimer::new())
-        .keep_alive(true)
-        .serve_connection(TokioIo::new(stream), service)
-        .await;
+    conn.serve_http(HTTP, service).await;
 }

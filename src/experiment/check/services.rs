@@ -1,7 +1,7 @@
 //! Services and proxies: what each service is, and listeners that must not collide.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{SocketAddr, ToSocketAddrs};
 
 use serde_saphyr::Spanned;
 
@@ -125,11 +125,19 @@ fn service(
                 format!("service `{name}`: `ready` takes one of `tcp: ADDRESS` or `http: URL`"),
             );
         }
+        // The URL itself was checked as it was read; whether its host resolves is a fact
+        // about this machine, checked here so `validate` says so too.
         if let Some(url) = &r.http {
-            if let Err(why) = super::streams::parse_target(url) {
+            let resolves = (url.host(), url.port())
+                .to_socket_addrs()
+                .is_ok_and(|mut found| found.next().is_some());
+            if !resolves {
                 c.report(
                     ready.referenced,
-                    format!("service `{name}`: ready.http: {why}"),
+                    format!(
+                        "service `{name}`: ready.http: `{url}`: cannot resolve host `{}`",
+                        url.host()
+                    ),
                 );
             }
         }

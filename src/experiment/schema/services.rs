@@ -9,6 +9,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_saphyr::Spanned;
 
+use crate::net::HttpUrl;
 use crate::units::{Dur, ErrorStatus};
 
 /// A service entry as written: exactly one of `simulate`, `gateway` or `command`; `check`
@@ -90,8 +91,9 @@ pub struct CommandSpec {
 pub struct ReadySpec {
     #[serde(default)]
     pub tcp: Option<SocketAddr>,
+    /// Checked where it is read: a bad URL is an error at its line and column.
     #[serde(default)]
-    pub http: Option<String>,
+    pub http: Option<HttpUrl>,
     #[serde(default = "default_ready_within")]
     pub within: Dur,
 }

@@ -20,15 +20,13 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, CONTENT_TYPE};
-use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::{TokioIo, TokioTimer};
 use indexmap::IndexMap;
 use tokio::sync::{Mutex, MutexGuard};
-use tokio::task::JoinSet;
 
 use crate::exit::{ExitCode, Failure};
+use crate::net::{Connection, Http1, Serve};
 use entry::Entry;
 use guard::Guard;
 use model::ApiError;
@@ -74,35 +72,19 @@ pub async fn run(
         .iter()
         .map(|h| h.to_ascii_lowercase())
         .collect();
-    let listener = crate::net::bind(listen, "the proxy admin API").await?;
-    let addr = listener
-        .local_addr()
-        .map_err(|e| Failure::Environment(format!("admin API: no local address: {e}")))?;
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate())
-        .map_err(|e| Failure::Environment(format!("cannot handle SIGTERM: {e}")))?;
-    let mut int = signal(SignalKind::interrupt())
-        .map_err(|e| Failure::Environment(format!("cannot handle SIGINT: {e}")))?;
+    let listener = crate::net::Listener::bind(listen, "the proxy admin API")?;
+    let addr = listener.local_addr();
+    // Installed before the address is announced: a script that read the line may signal at once.
+    let mut signals = crate::net::ShutdownSignals::install()?;
     // Tests and scripts read this line to learn the real port when asked for port 0.
     eprintln!("faultline proxy: admin API listening on http://{addr}");
     let coll = Arc::new(Collection::new(seed));
-    let mut conns = JoinSet::new();
-    loop {
-        tokio::select! {
-            _ = term.recv() => break,
-            _ = int.recv() => break,
-            Some(_) = conns.join_next(), if !conns.is_empty() => {}
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => {
-                    conns.spawn(serve(stream, Arc::clone(&coll), Arc::clone(&allowed_hosts)));
-                }
-                // Out of descriptors and the like: back off instead of spinning.
-                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-            },
-        }
-    }
-    drop(listener);
-    conns.shutdown().await;
+    let serving = Arc::clone(&coll);
+    listener
+        .serve(Serve::default(), signals.recv(), move |conn| {
+            serve(conn, Arc::clone(&serving), Arc::clone(&allowed_hosts))
+        })
+        .await;
     let proxies: Vec<Entry> = coll.lock().await.values().cloned().collect();
     for p in proxies {
         p.stop().await;
@@ -111,9 +93,12 @@ pub async fn run(
     Ok(ExitCode::Success)
 }
 
-async fn serve(stream: tokio::net::TcpStream, coll: Arc<Collection>, allowed: Arc<[String]>) {
+/// A client trickling its request head must not hold a connection for ever.
+const HTTP: Http1 = Http1::new().header_read_timeout(READ_TIMEOUT);
+
+async fn serve(conn: Connection, coll: Arc<Collection>, allowed: Arc<[String]>) {
     // The address this client reached is what a legitimate Host header names.
-    let Ok(local) = stream.local_addr() else {
+    let Ok(local) = conn.local_addr() else {
         return;
     };
     let guard = Arc::new(Guard {
@@ -125,12 +110,7 @@ async fn serve(stream: tokio::net::TcpStream, coll: Arc<Collection>, allowed: Ar
         let guard = Arc::clone(&guard);
         async move { Ok::<_, Infallible>(handle(req, &coll, &guard).await) }
     });
-    // Errors here are the client leaving or speaking bad HTTP; the connection is over anyway.
-    let _ = http1::Builder::new()
-        .timer(TokioTimer::new())
-        .header_read_timeout(READ_TIMEOUT)
-        .serve_connection(TokioIo::new(stream), service)
-        .await;
+    conn.serve_http(HTTP, service).await;
 }
 
 async fn handle(req: Request<Incoming>, coll: &Collection, guard: &Guard) -> Response<Full<Bytes>> {

@@ -21,12 +21,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use serde_json::{Map, Value};
-use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch, Mutex};
-use tokio::task::{JoinHandle, JoinSet};
+use tokio::task::JoinHandle;
 
 pub use toxic::{Stream, Toxic, ToxicKind};
 
+use crate::net::{Listener, Serve};
 use link::{Keys, ToxicList};
 
 /// The seed of a proxy nobody gave one: the seed of an experiment file without `seed:`.
@@ -159,12 +159,9 @@ impl TcpProxy {
             }
         }
         let addr = resolve(&st.listen).await?;
-        let listener = crate::net::bind(addr, &format!("proxy `{}`", self.name))
-            .await
+        let listener = crate::net::Listener::bind(addr, &format!("proxy `{}`", self.name))
             .map_err(|e| TcpError::Listen(e.to_string()))?;
-        let real = listener
-            .local_addr()
-            .map_err(|e| TcpError::Listen(format!("no local address: {e}")))?;
+        let real = listener.local_addr();
         st.listen = real.to_string();
         let (stop, stopped) = oneshot::channel();
         let upstream: Arc<str> = Arc::from(st.upstream.as_str());
@@ -309,37 +306,32 @@ async fn resolve(addr: &str) -> Result<SocketAddr, TcpError> {
         .ok_or_else(|| TcpError::Listen(format!("listen address `{addr}` resolves to nothing")))
 }
 
-/// Accepts until stopped; every connection is a task in `conns`, so stopping closes them all.
+/// Accepts until stopped; every connection is a task of the listener, so stopping closes them
+/// all. Raw TCP: the link copies bytes, it does not speak HTTP.
 async fn serve(
-    listener: TcpListener,
+    listener: Listener,
     upstream: Arc<str>,
     toxics: watch::Receiver<ToxicList>,
     keys: Keys,
     next_index: Arc<AtomicU64>,
-    mut stopped: oneshot::Receiver<()>,
+    stopped: oneshot::Receiver<()>,
 ) {
-    let mut conns = JoinSet::new();
-    loop {
-        tokio::select! {
-            _ = &mut stopped => break,
-            // Reap finished connections so the set does not grow with every connection served.
-            Some(_) = conns.join_next(), if !conns.is_empty() => {}
-            accepted = listener.accept() => match accepted {
-                Ok((client, _)) => {
-                    // Numbered here, in accept order, not when its task first runs.
-                    let keys = Keys {
-                        connection: next_index.fetch_add(1, Ordering::Relaxed),
-                        ..keys.clone()
-                    };
-                    conns.spawn(link::handle(client, upstream.clone(), toxics.clone(), keys));
-                }
-                // Out of descriptors or a client gone before accept: back off briefly, go on.
-                Err(_) => tokio::time::sleep(std::time::Duration::from_millis(10)).await,
-            },
-        }
-    }
-    drop(listener);
-    conns.shutdown().await;
+    let opts = Serve {
+        // A client gone before accept is common under toxics; retry soon.
+        backoff: std::time::Duration::from_millis(10),
+        grace: std::time::Duration::ZERO,
+    };
+    // A stop and a dropped sender (the owner gone) both end it.
+    let _ = listener
+        .serve(opts, stopped, move |conn| {
+            // Numbered here, in accept order, not when its task first runs.
+            let keys = Keys {
+                connection: next_index.fetch_add(1, Ordering::Relaxed),
+                ..keys.clone()
+            };
+            link::handle(conn.into_stream(), upstream.clone(), toxics.clone(), keys)
+        })
+        .await;
 }
 
 /// A proxy with its state locked, for the shared update rules.

@@ -40,7 +40,7 @@ pub fn ready_tcp(addr: SocketAddr, within: Duration) -> Option<ReadySpec> {
 pub fn ready_http(url: String, within: Duration) -> Option<ReadySpec> {
     Some(ReadySpec {
         tcp: None,
-        http: Some(url),
+        http: Some(url.parse().expect("a test's ready URL")),
         within: Dur(within),
     })
 }

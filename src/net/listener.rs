@@ -1,0 +1,474 @@
+//! The one listener everything faultline serves goes through (the HTTP fault proxy, the TCP
+//! fault proxies, simulated hosts, the gateway, the agent, the proxy admin API), in the spirit
+//! of mini-redis: bind with an error that names the address and the owner, accept until told
+//! to stop, one tracked task per connection, and one place that configures hyper's HTTP/1
+//! server. Stopping really ends every connection: a fault proxy holding a blackholed request,
+//! or a simulated host that "crashed", must not leave sockets open behind it.
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use hyper::body::{Body, Incoming};
+use hyper::server::conn::http1;
+use hyper::service::HttpService;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+/// Why a listener could not be set up. Every variant names who wanted it, so "port already
+/// taken" is never a mystery.
+#[derive(Debug, thiserror::Error)]
+pub enum BindError {
+    #[error("cannot open a socket for {owner}: {source}")]
+    Socket {
+        owner: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot listen on {addr} for {owner}: {}", explain(source))]
+    Listen {
+        addr: SocketAddr,
+        owner: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot read the address {owner} listens on: {source}")]
+    LocalAddr {
+        owner: String,
+        #[source]
+        source: io::Error,
+    },
+}
+
+fn explain(e: &io::Error) -> String {
+    if e.kind() == io::ErrorKind::AddrInUse {
+        "the address is already in use (another process, or an earlier run still holding it)"
+            .to_string()
+    } else {
+        e.to_string()
+    }
+}
+
+/// Binds `addr` for `owner` (e.g. "service `primary`").
+fn bind(addr: SocketAddr, owner: &str) -> Result<TcpListener, BindError> {
+    let socket = match addr {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4(),
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6(),
+    }
+    .map_err(|source| BindError::Socket {
+        owner: owner.to_string(),
+        source,
+    })?;
+    // Restarted drills must not wait out TIME_WAIT from the previous run.
+    let _ = socket.set_reuseaddr(true);
+    // Accepted sockets inherit it on Linux; set again per connection below for other kernels.
+    socket.set_nodelay(true).ok();
+    let listen_error = |source| BindError::Listen {
+        addr,
+        owner: owner.to_string(),
+        source,
+    };
+    socket.bind(addr).map_err(listen_error)?;
+    socket.listen(1024).map_err(listen_error)
+}
+
+/// How a listener accepts and how it stops.
+#[derive(Clone, Copy, Debug)]
+pub struct Serve {
+    /// Pause after a failed accept (usually out of file descriptors): backing off instead of
+    /// spinning lets the condition clear as connections close.
+    pub backoff: Duration,
+    /// On stop, how long open connections may finish what they are doing (HTTP connections
+    /// answer the request in flight and close when idle) before they are cut. Zero cuts them
+    /// at once, the way a killed process's sockets close.
+    pub grace: Duration,
+}
+
+impl Default for Serve {
+    fn default() -> Self {
+        Serve {
+            backoff: Duration::from_millis(50),
+            grace: Duration::ZERO,
+        }
+    }
+}
+
+/// A bound listening socket and the address it really got (the port when asked for 0).
+#[derive(Debug)]
+pub struct Listener {
+    tcp: TcpListener,
+    addr: SocketAddr,
+}
+
+impl Listener {
+    /// Binds `addr` for `owner`, with SO_REUSEADDR and TCP_NODELAY.
+    pub fn bind(addr: SocketAddr, owner: &str) -> Result<Listener, BindError> {
+        let tcp = bind(addr, owner)?;
+        let addr = tcp.local_addr().map_err(|source| BindError::LocalAddr {
+            owner: owner.to_string(),
+            source,
+        })?;
+        Ok(Listener { tcp, addr })
+    }
+
+    /// The address it listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Accepts until `stop` resolves, running `handle` on a task of its own for each
+    /// connection, then closes the listener, lets the connections drain for `opts.grace` and
+    /// cuts whatever is left. Returns what `stop` resolved to, once every connection is gone.
+    pub async fn serve<T, F, Fut>(
+        self,
+        opts: Serve,
+        stop: impl Future<Output = T>,
+        mut handle: F,
+    ) -> T
+    where
+        F: FnMut(Connection) -> Fut,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let (drain, draining) = watch::channel(false);
+        let mut connections = JoinSet::new();
+        tokio::pin!(stop);
+        let stopped = loop {
+            tokio::select! {
+                // A stop must win over a flood of new connections.
+                biased;
+                out = &mut stop => break out,
+                // Reaps finished connections, so the set holds only live ones for the whole drill.
+                Some(_) = connections.join_next(), if !connections.is_empty() => {}
+                accepted = self.tcp.accept() => match accepted {
+                    Ok((stream, peer)) => {
+                        let _ = stream.set_nodelay(true);
+                        connections.spawn(handle(Connection {
+                            stream,
+                            peer,
+                            draining: draining.clone(),
+                        }));
+                    }
+                    Err(_) => tokio::time::sleep(opts.backoff).await,
+                },
+            }
+        };
+        // Closing the listener first refuses new connections while the old ones end.
+        drop(self.tcp);
+        if !opts.grace.is_zero() {
+            let _ = drain.send(true);
+            let all_done = async { while connections.join_next().await.is_some() {} };
+            let _ = tokio::time::timeout(opts.grace, all_done).await;
+        }
+        // Aborting a connection's task drops its socket: the peer sees the stream cut.
+        connections.shutdown().await;
+        stopped
+    }
+}
+
+/// How a server speaks HTTP/1. The one place hyper's server builder is configured; what
+/// differs between servers is a field here.
+#[derive(Clone, Copy, Debug)]
+pub struct Http1 {
+    /// Serve several requests on one connection.
+    pub keep_alive: bool,
+    /// A client that has not sent a whole request head within this is disconnected, so a
+    /// trickling client cannot hold a connection (and its task) for ever. `None`: no limit.
+    pub header_read_timeout: Option<Duration>,
+}
+
+impl Http1 {
+    /// Keep-alive, no header read limit.
+    pub const fn new() -> Http1 {
+        Http1 {
+            keep_alive: true,
+            header_read_timeout: None,
+        }
+    }
+
+    pub const fn header_read_timeout(self, limit: Duration) -> Http1 {
+        Http1 {
+            header_read_timeout: Some(limit),
+            ..self
+        }
+    }
+
+    fn builder(&self) -> http1::Builder {
+        let mut b = http1::Builder::new();
+        // A timer is what makes hyper enforce the header read timeout at all.
+        b.timer(TokioTimer::new())
+            .keep_alive(self.keep_alive)
+            .header_read_timeout(self.header_read_timeout);
+        b
+    }
+}
+
+impl Default for Http1 {
+    fn default() -> Self {
+        Http1::new()
+    }
+}
+
+/// One accepted connection, handed to the server's handler.
+#[derive(Debug)]
+pub struct Connection {
+    stream: TcpStream,
+    peer: SocketAddr,
+    /// Turns true when the listener stops with a grace period.
+    draining: watch::Receiver<bool>,
+}
+
+impl Connection {
+    pub fn peer_addr(&self) -> SocketAddr {
+        self.peer
+    }
+
+    /// The address the client reached (what a legitimate Host header names).
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.stream.local_addr()
+    }
+
+    /// The raw socket, for servers that do not speak HTTP (the TCP fault proxy). A grace
+    /// period does not reach it: it ends when its task is cut.
+    pub fn into_stream(self) -> TcpStream {
+        self.stream
+    }
+
+    /// Serves HTTP/1 with `service` until the client leaves or the listener stops.
+    pub async fn serve_http<S>(self, http: Http1, service: S)
+    where
+        S: HttpService<Incoming>,
+        S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+        S::ResBody: 'static,
+        <S::ResBody as Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        self.serve_http_with(|s| s, http, service, std::future::pending())
+            .await;
+    }
+
+    /// [`Connection::serve_http`] on the socket as `wrap` makes it (the fault proxy's socket
+    /// that can end with a RST), ending early, with the socket dropped, when `cut` resolves.
+    pub async fn serve_http_with<I, W, S>(
+        self,
+        wrap: W,
+        http: Http1,
+        service: S,
+        cut: impl Future<Output = ()>,
+    ) where
+        W: FnOnce(TcpStream) -> I,
+        I: AsyncRead + AsyncWrite + Unpin,
+        S: HttpService<Incoming>,
+        S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+        S::ResBody: 'static,
+        <S::ResBody as Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let Connection {
+            stream,
+            mut draining,
+            ..
+        } = self;
+        let conn = http
+            .builder()
+            .serve_connection(TokioIo::new(wrap(stream)), service);
+        tokio::pin!(conn);
+        tokio::pin!(cut);
+        // Errors from the connection are the client going away or speaking bad HTTP; hyper has
+        // already answered what could be answered, and the connection is over either way.
+        tokio::select! {
+            _ = conn.as_mut() => return,
+            () = &mut cut => return,
+            // A closed channel means the listener is gone and this task about to be cut.
+            _ = draining.wait_for(|d| *d) => {}
+        }
+        // Answers the request in flight, then closes; an idle keep-alive connection closes now.
+        conn.as_mut().graceful_shutdown();
+        tokio::select! {
+            _ = conn => {}
+            () = cut => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::convert::Infallible;
+    use std::time::Instant;
+
+    use bytes::Bytes;
+    use http_body_util::Full;
+    use hyper::service::service_fn;
+    use hyper::Response;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::sync::oneshot;
+
+    use super::*;
+
+    /// Every wait in these tests ends within this.
+    const DEADLINE: Duration = Duration::from_secs(5);
+
+    fn local() -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], 0))
+    }
+
+    /// A server answering "ok" after `delay`, stopped by the returned sender.
+    fn start(
+        opts: Serve,
+        delay: Duration,
+    ) -> (SocketAddr, oneshot::Sender<()>, tokio::task::JoinHandle<()>) {
+        let listener = Listener::bind(local(), "the test server").unwrap();
+        let addr = listener.local_addr();
+        assert_ne!(addr.port(), 0, "the real port is reported");
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(listener.serve(
+            opts,
+            async {
+                let _ = stopped.await;
+            },
+            move |conn| {
+                let service = service_fn(move |_req| async move {
+                    tokio::time::sleep(delay).await;
+                    Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"ok"))))
+                });
+                conn.serve_http(Http1::new(), service)
+            },
+        ));
+        (addr, stop, task)
+    }
+
+    /// Sends one keep-alive GET and reads until the 2-byte body arrived.
+    async fn get(stream: &mut TcpStream) -> String {
+        stream
+            .write_all(b"GET / HTTP/1.1\r\nHost: test\r\n\r\n")
+            .await
+            .unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 512];
+        let read = async {
+            while !got.ends_with(b"\r\n\r\nok") {
+                let n = stream.read(&mut buf).await.unwrap();
+                assert_ne!(n, 0, "closed before the answer: {got:?}");
+                got.extend_from_slice(&buf[..n]);
+            }
+        };
+        tokio::time::timeout(DEADLINE, read)
+            .await
+            .expect("no answer in time");
+        String::from_utf8_lossy(&got).into_owned()
+    }
+
+    /// True if the peer closes (EOF or reset) within the deadline.
+    async fn closed(stream: &mut TcpStream, within: Duration) -> bool {
+        let mut buf = [0u8; 64];
+        matches!(
+            tokio::time::timeout(within, stream.read(&mut buf)).await,
+            Ok(Ok(0) | Err(_))
+        )
+    }
+
+    #[tokio::test]
+    async fn serves_and_a_stop_cuts_idle_keep_alive_connections() {
+        let (addr, stop, task) = start(Serve::default(), Duration::ZERO);
+        let mut client = TcpStream::connect(addr).await.unwrap();
+        assert!(get(&mut client).await.starts_with("HTTP/1.1 200"));
+        // Kept alive: a second request on the same connection is served too.
+        assert!(get(&mut client).await.starts_with("HTTP/1.1 200"));
+        stop.send(()).unwrap();
+        tokio::time::timeout(DEADLINE, task)
+            .await
+            .expect("the server did not stop in time")
+            .unwrap();
+        assert!(
+            closed(&mut client, DEADLINE).await,
+            "the idle connection stayed open"
+        );
+        assert!(TcpStream::connect(addr).await.is_err(), "still accepting");
+    }
+
+    #[tokio::test]
+    async fn a_grace_period_answers_the_request_in_flight_and_closes_idle_ones_at_once() {
+        let opts = Serve {
+            grace: Duration::from_secs(30),
+            ..Serve::default()
+        };
+        let (addr, stop, task) = start(opts, Duration::from_millis(300));
+        let mut idle = TcpStream::connect(addr).await.unwrap();
+        assert!(get(&mut idle).await.starts_with("HTTP/1.1 200"));
+        let mut busy = TcpStream::connect(addr).await.unwrap();
+        busy.write_all(b"GET / HTTP/1.1\r\nHost: test\r\n\r\n")
+            .await
+            .unwrap();
+        // Let the request reach the handler before stopping.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let began = Instant::now();
+        stop.send(()).unwrap();
+        // Idle connections close long before the 30 s grace: they had nothing left to do.
+        assert!(
+            closed(&mut idle, DEADLINE).await,
+            "the idle connection stayed open"
+        );
+        let mut answer = Vec::new();
+        tokio::time::timeout(DEADLINE, busy.read_to_end(&mut answer))
+            .await
+            .expect("the request in flight was never finished")
+            .unwrap();
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(
+            answer.starts_with("HTTP/1.1 200") && answer.ends_with("ok"),
+            "{answer}"
+        );
+        tokio::time::timeout(DEADLINE, task)
+            .await
+            .expect("the server did not stop once its connections ended")
+            .unwrap();
+        assert!(began.elapsed() < DEADLINE);
+    }
+
+    #[tokio::test]
+    async fn a_stop_without_grace_cuts_the_request_in_flight() {
+        let (addr, stop, task) = start(Serve::default(), Duration::from_secs(60));
+        let mut busy = TcpStream::connect(addr).await.unwrap();
+        busy.write_all(b"GET / HTTP/1.1\r\nHost: test\r\n\r\n")
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        stop.send(()).unwrap();
+        let mut answer = Vec::new();
+        let read = tokio::time::timeout(DEADLINE, busy.read_to_end(&mut answer))
+            .await
+            .expect("the connection was not cut");
+        assert!(read.is_err() || answer.is_empty(), "answered: {answer:?}");
+        tokio::time::timeout(DEADLINE, task).await.unwrap().unwrap();
+    }
+
+    #[tokio::test]
+    async fn the_stop_value_is_returned() {
+        let listener = Listener::bind(local(), "the test server").unwrap();
+        let out = tokio::time::timeout(
+            DEADLINE,
+            listener.serve(Serve::default(), async { 42 }, |c: Connection| async move {
+                drop(c)
+            }),
+        )
+        .await
+        .unwrap();
+        assert_eq!(out, 42);
+    }
+
+    #[tokio::test]
+    async fn a_taken_port_names_the_address_and_the_owner() {
+        let first = Listener::bind(local(), "the first").unwrap();
+        let addr = first.local_addr();
+        let err = Listener::bind(addr, "service `primary`").unwrap_err();
+        assert!(matches!(err, BindError::Listen { .. }), "{err:?}");
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "cannot listen on {addr} for service `primary`: the address is already in use \
+                 (another process, or an earlier run still holding it)"
+            )
+        );
+    }
+}
