@@ -99,6 +99,19 @@ impl fmt::Display for HttpUrl {
     }
 }
 
+impl schemars::JsonSchema for HttpUrl {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "HttpUrl".into()
+    }
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "A plain-HTTP URL with a host: http://HOST[:PORT][/PATH]",
+            "type": "string",
+            "pattern": "^http://[^/\\s]+(/.*)?$",
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::HttpUrl;
@@ -144,18 +157,5 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("only http:// is supported"), "{e}");
-    }
-}
-
-impl schemars::JsonSchema for HttpUrl {
-    fn schema_name() -> std::borrow::Cow<'static, str> {
-        "HttpUrl".into()
-    }
-    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
-        schemars::json_schema!({
-            "description": "A plain-HTTP URL with a host: http://HOST[:PORT][/PATH]",
-            "type": "string",
-            "pattern": "^http://[^/\\s]+(/.*)?$",
-        })
     }
 }
