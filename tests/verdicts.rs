@@ -76,3 +76,60 @@ expect:
         );
     }
 }
+
+/// A fault on a proxy that is not on the path touches nothing: the verdict warns, and with
+/// `faults_must_act` the run fails, however healthy the system looked.
+#[test]
+fn a_fault_that_touched_nothing_fails_faults_must_act() {
+    let dir = tempfile::tempdir().unwrap();
+    let [host, idle] = free_ports(2)[..] else {
+        unreachable!()
+    };
+    // The load goes straight to the host; proxy `pp` sits beside the path.
+    let yaml = format!(
+        r#"version: 1
+name: proxy-off-the-path
+seed: 3
+services:
+  host: {{ simulate: {{ listen: "127.0.0.1:{host}", ttft: 5ms, tokens_per_second: 1000, completion_tokens: 4 }} }}
+proxies:
+  pp: {{ listen: "127.0.0.1:{idle}", upstream: "127.0.0.1:{host}" }}
+load:
+  s:
+    url: http://127.0.0.1:{host}/v1/chat/completions
+    rate: 20/s
+    request: {{ api: openai-chat, stream: false }}
+timeline:
+  - {{ at: 1s, inject: {{ id: burst, proxy: pp, fault: {{ http_error: {{ status: 503 }} }} }} }}
+  - {{ at: 2s, lift: burst }}
+  - {{ at: 3s, end: true }}
+expect:
+  max_error_rate: 1%
+  faults_must_act: true
+"#
+    );
+    let file = write(dir.path(), "idle.yaml", &yaml);
+    let out = dir.path().join("out");
+    let run = faultline()
+        .arg("run")
+        .arg(&file)
+        .arg("--out")
+        .arg(&out)
+        .timeout(Duration::from_secs(60))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert_eq!(run.status.code(), Some(1), "{stdout}");
+    let warning = "fault `burst` on pp touched 0 requests: is the proxy on the path to the \
+                   system under test?";
+    assert!(stdout.contains(warning), "{stdout}");
+    let report = report(&out);
+    assert_eq!(verdict_row(&report, "max_error_rate")["passed"], true);
+    let row = verdict_row(&report, "faults_must_act");
+    assert_eq!(row["passed"], false, "{row}");
+    assert_eq!(row["measured"], "0 of 1 acted");
+    let evidence = &report["fault_windows"][0]["evidence"];
+    assert_eq!(evidence["kind"], "requests");
+    assert_eq!(evidence["touched"], 0);
+    assert_eq!(evidence["seen_by_clients"], 0);
+}

@@ -49,6 +49,31 @@ pub struct FaultWindow {
     pub evidence: Option<crate::fault::Evidence>,
 }
 
+/// Fills in how many responses reached the clients marked with each HTTP fault's id, so a
+/// window's evidence says both what the proxy did and what the clients saw of it.
+pub fn count_client_marks(windows: &mut [FaultWindow], records: &[RequestRecord]) {
+    for w in windows {
+        if let Some(crate::fault::Evidence::Requests {
+            seen_by_clients, ..
+        }) = &mut w.evidence
+        {
+            // The proxy sends an id that is not a valid header value in backend characters.
+            let sent = crate::fault::action::backend_id(&w.id);
+            let seen = records
+                .iter()
+                .filter(|r| {
+                    r.faults.as_deref().is_some_and(|f| {
+                        f.split(',')
+                            .map(str::trim)
+                            .any(|id| id == w.id || id == sent)
+                    })
+                })
+                .count();
+            *seen_by_clients = Some(seen as u64);
+        }
+    }
+}
+
 /// What the orchestrator knows about the run, besides the records.
 #[derive(Clone, Debug, Default)]
 pub struct RunFacts {

@@ -159,9 +159,11 @@ pub async fn execute(exp: &Experiment, opts: &RunOptions) -> RunRecord {
     stack.teardown(&console).await;
 
     let duration = if aborted.is_some() { now } else { exp.end };
+    let mut windows = windows.into_windows(duration);
+    crate::measure::count_client_marks(&mut windows, &records);
     let facts = RunFacts {
         duration,
-        windows: windows.into_windows(duration),
+        windows,
         streams: exp.streams.iter().map(|s| s.name.clone()).collect(),
     };
     RunRecord {
