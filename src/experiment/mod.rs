@@ -3,6 +3,7 @@
 
 mod check;
 pub mod error;
+pub mod headers;
 pub mod schema;
 
 use std::net::SocketAddr;
@@ -63,6 +64,8 @@ pub struct LoadStream {
     pub name: String,
     pub target: Target,
     pub spec: LoadStreamSpec,
+    /// `spec.headers`, resolved (environment variables read) when the file was checked.
+    pub headers: Vec<headers::RequestHeader>,
 }
 
 /// Where a load stream sends: parsed once from its `url`.

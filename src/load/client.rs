@@ -38,6 +38,9 @@ pub struct StreamPlan {
     pub served_by_header: hyper::header::HeaderName,
     /// What a whole answer must show, from what the request asked for.
     pub expect: Expect,
+    /// The stream's own headers, sent last so they can replace the defaults; values from the
+    /// environment are marked sensitive.
+    pub headers: Vec<(hyper::header::HeaderName, HeaderValue)>,
 }
 
 /// What a whole answer to `body` must show, read from the body as it is sent (after
@@ -95,6 +98,11 @@ impl StreamPlan {
             name: Arc::from(stream.name.as_str()),
             api: r.api,
             expect,
+            headers: stream
+                .headers
+                .iter()
+                .map(|h| (h.name.clone(), h.value().clone()))
+                .collect(),
             stream: r.stream,
             uri,
             host: HeaderValue::from_str(&stream.target.authority)?,
@@ -116,6 +124,9 @@ impl StreamPlan {
         h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         if self.api == Api::AnthropicMessages {
             h.insert("anthropic-version", HeaderValue::from_static("2023-06-01"));
+        }
+        for (name, value) in &self.headers {
+            h.insert(name.clone(), value.clone());
         }
         req
     }

@@ -61,6 +61,10 @@ pub fn render(exp: &Experiment, seed: u64) -> String {
             r.model,
             l.spec.timeout
         );
+        // As written: `${NAME}` stays a name, the environment's value is never shown.
+        for h in &l.headers {
+            let _ = writeln!(out, "  {:<16}   header {}: {}", "", h.name, h.written);
+        }
     }
     let _ = writeln!(out, "\ntimeline:");
     for step in &exp.timeline {

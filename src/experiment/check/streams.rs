@@ -12,11 +12,24 @@ pub(super) fn streams(c: &mut Checker, file: &ExperimentFile) -> Vec<LoadStream>
     }
     let mut streams = Vec::new();
     for (name, s) in &file.load {
+        let mut headers = Vec::new();
+        for (header, value) in &s.value.headers {
+            match crate::experiment::headers::resolve(header, &value.value, |var| {
+                std::env::var(var).ok()
+            }) {
+                Ok(h) => headers.push(h),
+                Err(why) => c.report(
+                    value.referenced,
+                    format!("load stream `{name}`, header `{header}`: {why}"),
+                ),
+            }
+        }
         match parse_target(&s.value.url.value) {
             Ok(target) => streams.push(LoadStream {
                 name: name.clone(),
                 target,
                 spec: s.value.clone(),
+                headers,
             }),
             Err(why) => c.report(
                 s.value.url.referenced,

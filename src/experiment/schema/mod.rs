@@ -233,6 +233,11 @@ pub struct LoadStreamSpec {
     pub max_in_flight: u32,
     #[serde(default)]
     pub served_by: ServedBy,
+    /// Extra request headers, e.g. `authorization: "Bearer ${GATEWAY_KEY}"`; `${NAME}` is read
+    /// from the environment when the run starts and never written anywhere.
+    #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
+    #[schemars(with = "IndexMap<String, String>")]
+    pub headers: IndexMap<String, Spanned<String>>,
 }
 
 fn default_timeout() -> Dur {
