@@ -16,12 +16,13 @@ use tokio::time::Instant;
 
 use super::body::{self, Body};
 use super::capacity::Capacity;
+use super::completion::{self, Finish, Length};
 use super::memory::{Admission, Memory};
 use super::server::{Crash, Handler};
 use super::stream::{self, Pace};
 use super::{anthropic, openai};
 use crate::exit::Failure;
-use crate::experiment::schema::SimulateSpec;
+use crate::experiment::schema::{Content, SimulateSpec};
 
 /// Requests are prompts, not uploads; anything bigger is a mistake worth a 413.
 const MAX_REQUEST_BYTES: usize = 4 * 1024 * 1024;
@@ -31,7 +32,7 @@ pub(crate) const SERVED_BY: HeaderName = HeaderName::from_static("x-served-by");
 /// What the dialects read from a completion request.
 pub(crate) struct Ask {
     pub(crate) stream: bool,
-    pub(crate) max_tokens: Option<u32>,
+    pub(crate) length: Length,
     pub(crate) prompt_tokens: u32,
     /// OpenAI's `stream_options.include_usage`.
     pub(crate) include_usage: bool,
@@ -42,10 +43,24 @@ pub(crate) struct Reply {
     pub(crate) id: String,
     pub(crate) model: String,
     pub(crate) created: u64,
-    /// Completion tokens.
+    /// Completion tokens: those generated, which the pacing and the cache are charged for.
     pub(crate) total: u32,
     pub(crate) prompt_tokens: u32,
     pub(crate) include_usage: bool,
+    pub(crate) finish: Finish,
+    pub(crate) content: Content,
+}
+
+impl Reply {
+    /// The text of token `index`.
+    pub(crate) fn token(&self, index: u32) -> String {
+        completion::token(self.content, index, self.total)
+    }
+
+    /// The whole completion text.
+    pub(crate) fn text(&self) -> String {
+        completion::text(self.content, self.total)
+    }
 }
 
 #[derive(Clone, Copy)]
@@ -75,6 +90,7 @@ struct Host {
     served_by: HeaderValue,
     pace: Pace,
     completion_tokens: u32,
+    content: Content,
     capacity: Capacity,
     reject_status: StatusCode,
     full_message: String,
@@ -117,6 +133,7 @@ pub(crate) fn handler(
         served_by,
         pace: Pace::new(spec),
         completion_tokens: spec.completion_tokens,
+        content: spec.content,
         capacity: Capacity::new(spec.capacity, spec.overflow),
         reject_status,
         full_message: format!("simulated host `{name}` is at capacity ({slots} concurrent)"),
@@ -201,10 +218,7 @@ async fn complete(host: &Host, api: Api, req: Request<Incoming>) -> Response<Bod
     let Some(slot) = host.capacity.admit().await else {
         return refuse(host, api, &host.full_message);
     };
-    let total = host
-        .completion_tokens
-        .min(ask.max_tokens.unwrap_or(u32::MAX))
-        .max(1);
+    let (total, finish) = ask.length.generate(host.completion_tokens);
     // Memory is checked once the request has a slot (after its queue wait, if it queued),
     // since that is when a real server would allocate its cache.
     let cache = match &host.memory {
@@ -216,7 +230,7 @@ async fn complete(host: &Host, api: Api, req: Request<Incoming>) -> Response<Bod
         },
     };
     let held = (slot, cache);
-    let reply = host.reply(api, &ask, total);
+    let reply = host.reply(api, &ask, total, finish);
     if ask.stream {
         let events = match api {
             Api::OpenAi => {
@@ -269,7 +283,7 @@ impl Host {
         Some(resp)
     }
 
-    fn reply(&self, api: Api, ask: &Ask, total: u32) -> Reply {
+    fn reply(&self, api: Api, ask: &Ask, total: u32, finish: Finish) -> Reply {
         let n = self.next_id.fetch_add(1, Ordering::Relaxed);
         let id = match api {
             Api::OpenAi => format!("chatcmpl-sim{n:012}"),
@@ -285,6 +299,8 @@ impl Host {
             total,
             prompt_tokens: ask.prompt_tokens,
             include_usage: ask.include_usage,
+            finish,
+            content: self.content,
         }
     }
 }

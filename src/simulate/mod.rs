@@ -29,6 +29,7 @@
 mod anthropic;
 mod body;
 mod capacity;
+mod completion;
 mod gateway;
 mod health;
 mod host;

@@ -54,8 +54,8 @@ impl Pace {
 pub(crate) trait Script: Send + 'static {
     /// Events that open the stream (role chunk, `message_start`...).
     fn opening(&mut self) -> String;
-    /// The event carrying token `index` of `total`.
-    fn token(&mut self, index: u32, total: u32) -> String;
+    /// The event carrying token `index`.
+    fn token(&mut self, index: u32) -> String;
     /// Events after the last token, up to and including the terminator.
     fn closing(&mut self) -> String;
 }
@@ -115,7 +115,7 @@ pub(crate) fn play<S: Script, H: Send + 'static>(
                 } else {
                     Step::Token(i + 1)
                 };
-                p.script.token(i, p.total)
+                p.script.token(i)
             }
             Step::Closing => {
                 p.step = Step::Done;
