@@ -20,7 +20,7 @@ use super::completion::{self, Finish, Length};
 use super::memory::{Admission, Memory};
 use super::server::{Crash, Handler};
 use super::stream::{self, Pace};
-use super::{anthropic, openai};
+use super::{anthropic, completions, openai};
 use crate::exit::Failure;
 use crate::experiment::schema::{Content, SimulateSpec};
 
@@ -66,6 +66,8 @@ impl Reply {
 #[derive(Clone, Copy)]
 enum Api {
     OpenAi,
+    /// OpenAI's legacy completions, as vLLM still serves them.
+    OpenAiCompletions,
     Anthropic,
 }
 
@@ -73,13 +75,14 @@ impl Api {
     fn parse(self, bytes: &[u8]) -> Result<Ask, String> {
         match self {
             Api::OpenAi => openai::parse(bytes),
+            Api::OpenAiCompletions => completions::parse(bytes),
             Api::Anthropic => anthropic::parse(bytes),
         }
     }
 
     fn error(self, status: StatusCode, message: &str) -> Response<Body> {
         match self {
-            Api::OpenAi => openai::error(status, message),
+            Api::OpenAi | Api::OpenAiCompletions => openai::error(status, message),
             Api::Anthropic => anthropic::error(status, message),
         }
     }
@@ -166,10 +169,13 @@ async fn route(host: &Host, req: Request<Incoming>) -> Response<Body> {
     let path = req.uri().path().to_string();
     match (req.method(), path.as_str()) {
         (&Method::POST, "/v1/chat/completions") => complete(host, Api::OpenAi, req).await,
+        (&Method::POST, "/v1/completions") => complete(host, Api::OpenAiCompletions, req).await,
         (&Method::POST, "/v1/messages") => complete(host, Api::Anthropic, req).await,
         (&Method::GET, "/v1/models") => models(host),
         (&Method::GET, "/health") => body::json(StatusCode::OK, &json!({ "status": "ok" })),
-        (_, "/v1/chat/completions" | "/v1/messages") => wrong_method(req.method(), &path, "POST"),
+        (_, "/v1/chat/completions" | "/v1/completions" | "/v1/messages") => {
+            wrong_method(req.method(), &path, "POST")
+        }
         (_, "/v1/models" | "/health") => wrong_method(req.method(), &path, "GET"),
         (method, _) => body::openai_error(
             StatusCode::NOT_FOUND,
@@ -236,6 +242,12 @@ async fn complete(host: &Host, api: Api, req: Request<Incoming>) -> Response<Bod
             Api::OpenAi => {
                 body::streamed(stream::play(openai::Chunks(reply), host.pace, total, held))
             }
+            Api::OpenAiCompletions => body::streamed(stream::play(
+                completions::Chunks(reply),
+                host.pace,
+                total,
+                held,
+            )),
             Api::Anthropic => body::streamed(stream::play(
                 anthropic::Events(reply),
                 host.pace,
@@ -253,6 +265,7 @@ async fn complete(host: &Host, api: Api, req: Request<Incoming>) -> Response<Bod
     drop(held);
     let answer = match api {
         Api::OpenAi => openai::whole(&reply),
+        Api::OpenAiCompletions => completions::whole(&reply),
         Api::Anthropic => anthropic::whole(&reply),
     };
     body::json(StatusCode::OK, &answer)
@@ -287,6 +300,7 @@ impl Host {
         let n = self.next_id.fetch_add(1, Ordering::Relaxed);
         let id = match api {
             Api::OpenAi => format!("chatcmpl-sim{n:012}"),
+            Api::OpenAiCompletions => format!("cmpl-sim{n:012}"),
             Api::Anthropic => format!("msg_sim{n:012}"),
         };
         let created = SystemTime::now()

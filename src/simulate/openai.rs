@@ -32,9 +32,9 @@ struct ChatRequest {
 }
 
 #[derive(Deserialize)]
-struct StreamOptions {
+pub(crate) struct StreamOptions {
     #[serde(default)]
-    include_usage: bool,
+    pub(crate) include_usage: bool,
 }
 
 pub(crate) fn parse(bytes: &[u8]) -> Result<Ask, String> {
@@ -62,7 +62,8 @@ pub(crate) fn error(status: StatusCode, message: &str) -> hyper::Response<Body> 
     body::openai_error(status, kind, message)
 }
 
-fn usage(reply: &Reply) -> Value {
+/// The `usage` block of every OpenAI-style answer.
+pub(crate) fn usage(reply: &Reply) -> Value {
     json!({
         "prompt_tokens": reply.prompt_tokens,
         "completion_tokens": reply.total,

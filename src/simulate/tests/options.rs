@@ -301,3 +301,79 @@ async fn a_re_terminated_cut_of_plain_text_lacks_the_usage_chunk() {
     proxy.stop().await;
     host.stop().await;
 }
+
+#[tokio::test]
+async fn completions_stream_text_chunks_with_usage_and_length() {
+    let host = start_host("h", &host_spec()).await.unwrap();
+    let req = json!({"prompt": "say hi", "stream": true, "max_tokens": 5,
+                     "stream_options": {"include_usage": true}});
+    let answer = post_json(host.addr(), "/v1/completions", req).await;
+    let (chunks, done) = openai_chunks(&answer);
+    assert!(done);
+    assert!(chunks.iter().all(|c| c["object"] == "text_completion"));
+    let text: String = chunks
+        .iter()
+        .filter_map(|c| c["choices"][0]["text"].as_str())
+        .collect();
+    assert_eq!(verify::verify(&text), Verification::Complete);
+    assert_eq!(text.split_whitespace().count(), 5);
+    assert_eq!(finish_of(&chunks), ["length"]);
+    let last = chunks.last().unwrap();
+    assert_eq!(last["choices"], json!([]));
+    assert_eq!(
+        last["usage"],
+        json!({"prompt_tokens": 2, "completion_tokens": 5, "total_tokens": 7})
+    );
+
+    let v = post_json(host.addr(), "/v1/completions", json!({"prompt": "x"}))
+        .await
+        .json();
+    assert_eq!(v["object"], "text_completion");
+    assert_eq!(v["choices"][0]["finish_reason"], "stop");
+    assert_eq!(v["usage"]["completion_tokens"], 8);
+    host.stop().await;
+}
+
+#[tokio::test]
+async fn a_proxy_re_terminates_a_completions_stream_in_its_own_dialect() {
+    let host = start_host("h", &host_spec()).await.unwrap();
+    let proxy_spec = crate::experiment::schema::ProxySpec {
+        listen: any_port(),
+        upstream: host.addr(),
+        mode: crate::experiment::schema::ProxyMode::Http,
+        driver: Default::default(),
+    };
+    let proxy = crate::proxy::start("p", &proxy_spec, 1).await.unwrap();
+    let cut = json!({"truncate_stream": {"after_events": 3, "how": "reterminate"}});
+    proxy
+        .faults()
+        .inject("cut", serde_json::from_value(cut).unwrap());
+    let req = json!({"prompt": "x", "stream": true, "stream_options": {"include_usage": true}});
+    let answer = post_json(proxy.addr(), "/v1/completions", req).await;
+    proxy.stop().await;
+    host.stop().await;
+    assert!(answer.body_error.is_none());
+    let (chunks, done) = openai_chunks(&answer);
+    assert!(done);
+    assert_eq!(
+        chunks.len(),
+        4,
+        "3 tokens and the synthetic stop: {chunks:?}"
+    );
+    assert!(chunks.iter().all(|c| c["object"] == "text_completion"));
+    assert_eq!(chunks[3]["choices"][0]["text"], "");
+    assert_eq!(chunks[3]["id"], chunks[0]["id"]);
+    assert_eq!(finish_of(&chunks), ["stop"]);
+    assert!(chunks.iter().all(|c| !c["usage"].is_object()));
+    let text: String = chunks
+        .iter()
+        .filter_map(|c| c["choices"][0]["text"].as_str())
+        .collect();
+    assert!(matches!(
+        verify::verify(&text),
+        Verification::Incomplete {
+            received: 3,
+            expected: 8
+        }
+    ));
+}
