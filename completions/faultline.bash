@@ -391,7 +391,7 @@ _faultline() {
             return 0
             ;;
         faultline__subcmd__simulate)
-            opts="-h --listen --model --ttft --tokens-per-second --completion-tokens --capacity --overflow --reject-status --served-by --kv-tokens --leak-per-second --leak-after --on-exhaustion --cold-start --help"
+            opts="-h --listen --model --ttft --tokens-per-second --completion-tokens --capacity --overflow --reject-status --served-by --kv-tokens --leak-per-second --leak-after --on-exhaustion --cold-start --content --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -451,6 +451,10 @@ _faultline() {
                     ;;
                 --cold-start)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --content)
+                    COMPREPLY=($(compgen -W "verifiable plain" -- "${cur}"))
                     return 0
                     ;;
                 *)

@@ -59,6 +59,8 @@ complete -c faultline -n "__fish_faultline_using_subcommand simulate" -l leak-af
 complete -c faultline -n "__fish_faultline_using_subcommand simulate" -l on-exhaustion -d 'What a full KV cache does: crash (exit 137, like an OOM kill) or reject the request' -r -f -a "crash\t''
 reject\t''"
 complete -c faultline -n "__fish_faultline_using_subcommand simulate" -l cold-start -d 'Model load time after start, answering 503 to everything meanwhile, e.g. 5s' -r
+complete -c faultline -n "__fish_faultline_using_subcommand simulate" -l content -d 'Completion text: verifiable (t<i>/<n> tokens a reader can check) or plain words' -r -f -a "verifiable\t''
+plain\t''"
 complete -c faultline -n "__fish_faultline_using_subcommand simulate" -s h -l help -d 'Print help'
 complete -c faultline -n "__fish_faultline_using_subcommand schema" -s h -l help -d 'Print help'
 complete -c faultline -n "__fish_faultline_using_subcommand completions" -s h -l help -d 'Print help'

@@ -129,6 +129,15 @@ pub struct SimulateArgs {
     /// Model load time after start, answering 503 to everything meanwhile, e.g. 5s.
     #[arg(long, value_name = "DURATION")]
     pub cold_start: Option<String>,
+    /// Completion text: verifiable (t<i>/<n> tokens a reader can check) or plain words.
+    #[arg(long, value_enum, default_value_t = ContentArg::Verifiable)]
+    pub content: ContentArg,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum ContentArg {
+    Verifiable,
+    Plain,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]

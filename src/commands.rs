@@ -8,10 +8,11 @@ use anyhow::Context;
 use clap::CommandFactory;
 
 use crate::cli::{
-    AgentArgs, Command, CompletionsArgs, ExhaustionArg, GpuHogArgs, Opts, OverflowArg, RunArgs,
-    SimulateArgs, ValidateArgs,
+    AgentArgs, Command, CompletionsArgs, ContentArg, ExhaustionArg, GpuHogArgs, Opts, OverflowArg,
+    RunArgs, SimulateArgs, ValidateArgs,
 };
 use crate::exit::{ExitCode, Failure};
+use crate::experiment::schema::Content;
 use crate::experiment::{self, Exhaustion, MemorySpec, Overflow, SimulateSpec};
 use crate::units::Dur;
 use crate::{measure, report, run};
@@ -253,6 +254,10 @@ fn simulate(args: SimulateArgs) -> anyhow::Result<ExitCode> {
         served_by: Some(args.served_by),
         memory: memory.transpose()?,
         cold_start: duration("cold-start", &args.cold_start)?,
+        content: match args.content {
+            ContentArg::Verifiable => Content::Verifiable,
+            ContentArg::Plain => Content::Plain,
+        },
     };
     runtime()?.block_on(async {
         // Installed before the server starts, so a stop request is never missed.

@@ -209,6 +209,26 @@ fn truncation_by_close_and_by_reset_is_classified_truncated() {
 }
 
 #[test]
+fn clean_cuts_by_end_and_by_reterminate_are_classified_truncated() {
+    // `end` leaves a well-formed HTTP response without the stream's terminator; `reterminate`
+    // adds a synthetic stop and [DONE], so only the verifiable text shows the cut.
+    for how in ["end", "reterminate"] {
+        let (_dir, rows) = drill(
+            &format!("{{ truncate_stream: {{ after_events: 3, how: {how} }} }}"),
+            true,
+            20,
+            "",
+        );
+        let during = between(&rows, 2050.0, 3950.0);
+        assert!(!during.is_empty(), "how: {how}");
+        assert_eq!(share(&during, "truncated"), 1.0, "how: {how}");
+        assert!(during.iter().all(|r| r.status == "200"), "how: {how}");
+        assert_eq!(share(&between(&rows, 0.0, 1950.0), "ok"), 1.0);
+        assert_eq!(share(&between(&rows, 4100.0, 5000.0), "ok"), 1.0);
+    }
+}
+
+#[test]
 fn a_stalled_stream_is_classified_stalled() {
     let (_dir, rows) = drill(
         "{ truncate_stream: { after_events: 2, how: stall } }",

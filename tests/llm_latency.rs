@@ -73,7 +73,14 @@ expect:
     // The CSV carries the per-request measures.
     let csv = std::fs::read_to_string(out.join("requests.csv")).unwrap();
     let header = csv.lines().next().unwrap();
-    for col in ["ttft_ms", "itl_p50_ms", "tpot_ms", "output_tokens", "verified", "faults"] {
+    for col in [
+        "ttft_ms",
+        "itl_p50_ms",
+        "tpot_ms",
+        "output_tokens",
+        "verified",
+        "faults",
+    ] {
         assert!(header.split(',').any(|h| h == col), "no column {col}");
     }
     assert!(csv.contains(",slow"), "no request marked with the fault id");

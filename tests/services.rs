@@ -165,3 +165,46 @@ timeline:
     let recovery = &phases["recovery"];
     assert!(recovery["ok"].as_u64().unwrap() >= 10, "{recovery}");
 }
+
+#[test]
+fn simulate_content_plain_serves_ordinary_words_and_honours_max_tokens() {
+    use std::io::{Read, Write};
+    use std::process::Stdio;
+
+    let port = free_ports(1)[0];
+    let mut host = common::spawn(
+        common::faultline_std()
+            .args(["simulate", "--listen", &format!("127.0.0.1:{port}")])
+            .args(["--content", "plain", "--ttft", "1ms"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped()),
+    );
+    let pipe = host.stderr.take().expect("stderr is piped");
+    let mut stderr = common::Lines::new(pipe, "faultline simulate's stderr");
+    stderr.until("simulated inference host on", common::START_TIMEOUT);
+
+    let mut conn = std::net::TcpStream::connect(("127.0.0.1", port)).expect("the host listens");
+    conn.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .expect("a read timeout");
+    let body = r#"{"messages":[{"role":"user","content":"hi"}],"max_tokens":5}"#;
+    write!(
+        conn,
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\
+         content-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .expect("the request is sent");
+    let mut answer = String::new();
+    conn.read_to_string(&mut answer)
+        .expect("the answer arrives within the read timeout");
+    let (_, json) = answer.split_once("\r\n\r\n").expect("a head and a body");
+    let v: serde_json::Value = serde_json::from_str(json).expect("a JSON body");
+    let text = v["choices"][0]["message"]["content"]
+        .as_str()
+        .unwrap_or_default();
+    assert_eq!(text.split_whitespace().count(), 5, "{text:?}");
+    assert!(!text.contains('/'), "no verifiable tokens: {text:?}");
+    assert_eq!(v["choices"][0]["finish_reason"], "length");
+    assert_eq!(v["usage"]["completion_tokens"], 5);
+}

@@ -172,6 +172,22 @@ pub enum CutStyle {
     Reset,
     /// Nothing more is sent; the connection stays open until the client gives up.
     Stall,
+    /// The body ends cleanly at the HTTP level (the final chunk of a chunked body, or the end
+    /// of a close-delimited one) without the stream's terminator: a well-formed 200 whose SSE
+    /// stream simply stops, as from a backend that stops generating early.
+    End,
+    /// Like `end`, but the proxy first appends a synthetic stop and terminator (`[DONE]`, or
+    /// `message_stop`), as a gateway that "repairs" cut streams does: the stream looks
+    /// finished, and only its content can tell it was cut.
+    Reterminate,
+}
+
+impl CutStyle {
+    /// The body ends well-formed at the HTTP level, so it cannot keep a length announced for
+    /// the whole body.
+    pub fn ends_cleanly(self) -> bool {
+        matches!(self, CutStyle::End | CutStyle::Reterminate)
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Deserialize, JsonSchema, Serialize)]

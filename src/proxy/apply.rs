@@ -19,6 +19,7 @@ use super::errors;
 use crate::fault::{
     selects, FaultSpec, HttpErrorFault, LatencyPoint, StreamErrorFault, TruncateFault,
 };
+use crate::protocol::ending::{Dialect, Ending};
 
 pub(crate) type UpstreamClient = crate::net::HttpClient<Incoming>;
 
@@ -154,6 +155,9 @@ pub(crate) async fn handle(
         Outcome::Blackhole => return std::future::pending().await,
     }
 
+    // A re-terminated stream is ended in the dialect its path names, unless its events say
+    // otherwise.
+    let dialect = Dialect::from_path(request.uri().path());
     let upstream_request = match to_upstream(&shared.upstream, request) {
         Ok(r) => r,
         Err(why) => return Ok(errors::bad_request(&shared.name, &why)),
@@ -169,7 +173,13 @@ pub(crate) async fn handle(
         }
     };
     pause(plan.first_byte).await;
-    Ok(shape_response(&shared.name, &plan, &conn, response))
+    Ok(shape_response(
+        &shared.name,
+        &plan,
+        &conn,
+        dialect,
+        response,
+    ))
 }
 
 async fn pause(wait: Duration) {
@@ -202,6 +212,7 @@ fn shape_response(
     proxy: &str,
     plan: &Plan,
     conn: &Arc<ConnControl>,
+    dialect: Option<Dialect>,
     response: Response<Incoming>,
 ) -> Response<ProxyBody> {
     let (mut parts, body) = response.into_parts();
@@ -237,10 +248,18 @@ fn shape_response(
     if !plan.per_chunk.is_zero() {
         body = PerChunkDelay::new(body, plan.per_chunk).boxed_unsync();
     }
-    // Applied last, so the cut comes exactly when the last allowed byte goes to the client; any
-    // announced length is kept, so a client counting bytes sees the body is short.
+    // Applied last, so the cut comes exactly when the last allowed byte goes to the client. A
+    // cut that breaks the connection keeps any announced length, so a client counting bytes
+    // sees the body is short. One that ends the body cleanly (`end`, `reterminate`) cannot
+    // keep it, as the body no longer has that length: the length is removed and hyper sends
+    // the body chunked (close-delimited to an HTTP/1.0 client), so the response is well formed.
     if let Some(fault) = plan.truncate.as_ref().filter(|_| success) {
-        body = Truncate::new(body, fault.cut_point(), fault.how, Arc::clone(conn)).boxed_unsync();
+        if fault.how.ends_cleanly() {
+            parts.headers.remove(CONTENT_LENGTH);
+        }
+        let ending = is_sse(&parts.headers).then(|| Ending::new(dialect));
+        body = Truncate::new(body, fault.cut_point(), fault.how, Arc::clone(conn), ending)
+            .boxed_unsync();
     }
     Response::from_parts(parts, body)
 }

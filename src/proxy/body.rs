@@ -17,6 +17,7 @@ use tokio::time::Sleep;
 
 use super::conn::ConnControl;
 use crate::fault::{CutPoint, CutStyle};
+use crate::protocol::ending::Ending;
 use crate::protocol::sse::EventScanner;
 
 pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -111,38 +112,59 @@ impl Allowance {
     }
 }
 
-/// Cuts a response after some bytes or SSE events, then ends the connection as the fault says.
+/// Cuts a response after some bytes or SSE events, then ends the connection as the fault says,
+/// or (`end`, `reterminate`) ends the body cleanly and keeps the connection.
 pub(crate) struct Truncate {
     inner: Option<ProxyBody>,
     allowance: Allowance,
     how: CutStyle,
     conn: Arc<ConnControl>,
+    /// `reterminate` on an SSE body: follows what passes, to write the right ending.
+    ending: Option<Ending>,
+    /// After a clean cut: the body ends once this (the synthetic ending, if any) is sent.
+    tail: Option<Option<Bytes>>,
 }
 
 impl Truncate {
+    /// `ending` follows the stream for `how: reterminate`; without one (a body that is not an
+    /// SSE stream has no terminator to fake) `reterminate` ends the body like `end`.
     pub(crate) fn new(
         inner: ProxyBody,
         point: CutPoint,
         how: CutStyle,
         conn: Arc<ConnControl>,
+        ending: Option<Ending>,
     ) -> Self {
         Truncate {
             inner: Some(inner),
             allowance: Allowance::new(point),
             how,
             conn,
+            ending: ending.filter(|_| how == CutStyle::Reterminate),
+            tail: None,
         }
     }
 
     /// Stops reading the upstream (its connection is let go) and ends the client's connection
-    /// once the bytes already passed are written. `stall` leaves the connection as it is.
+    /// once the bytes already passed are written. `stall` leaves the connection as it is;
+    /// `end` and `reterminate` end the body instead, and the connection lives on.
     fn cut(&mut self) {
         self.inner = None;
         match self.how {
             CutStyle::Close => self.conn.close_after_flush(false),
             CutStyle::Reset => self.conn.close_after_flush(true),
             CutStyle::Stall => {}
+            CutStyle::End | CutStyle::Reterminate => {
+                let ending = self.ending.as_ref().map(Ending::ending);
+                self.tail = Some(ending.filter(|e| !e.is_empty()).map(Bytes::from));
+            }
         }
+    }
+
+    /// What a clean cut still sends: the tail once, then the end of the body.
+    fn poll_tail(&mut self) -> Option<Polled> {
+        let tail = self.tail.as_mut()?;
+        Some(Poll::Ready(tail.take().map(|b| Ok(Frame::data(b)))))
     }
 }
 
@@ -152,6 +174,9 @@ impl Body for Truncate {
 
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Polled {
         let this = self.get_mut();
+        if let Some(answer) = this.poll_tail() {
+            return answer;
+        }
         let Some(inner) = this.inner.as_mut() else {
             // After the cut nothing is ever sent again, so no wake-up is arranged: the
             // connection ends (close, reset) or hangs until the client or the proxy leaves.
@@ -164,11 +189,18 @@ impl Body for Truncate {
         if let Some(keep) = this.allowance.take(&data) {
             if keep < data.len() {
                 data.truncate(keep);
+                if let Some(ending) = this.ending.as_mut() {
+                    ending.feed(&data);
+                }
                 this.cut();
                 if data.is_empty() {
-                    return Poll::Pending;
+                    return this.poll_tail().unwrap_or(Poll::Pending);
                 }
+                return Poll::Ready(Some(Ok(Frame::data(data))));
             }
+        }
+        if let Some(ending) = this.ending.as_mut() {
+            ending.feed(&data);
         }
         Poll::Ready(Some(Ok(Frame::data(data))))
     }

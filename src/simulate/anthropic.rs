@@ -6,9 +6,10 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::body::{self, Body};
+use super::completion::Length;
 use super::host::{prompt_words, Ask, Reply};
 use super::stream::Script;
-use crate::protocol::{sse, verify};
+use crate::protocol::sse;
 
 #[derive(Deserialize)]
 struct MessagesRequest {
@@ -27,7 +28,8 @@ pub(crate) fn parse(bytes: &[u8]) -> Result<Ask, String> {
         serde_json::from_slice(bytes).map_err(|e| format!("invalid request body: {e}"))?;
     Ok(Ask {
         stream: req.stream.unwrap_or(false),
-        max_tokens: req.max_tokens,
+        // The Messages API has no `min_tokens` or `ignore_eos`.
+        length: Length::new(req.max_tokens, None, false)?,
         prompt_tokens: prompt_words(req.messages.iter().chain(req.system.as_ref())),
         include_usage: false,
     })
@@ -54,8 +56,8 @@ pub(crate) fn whole(reply: &Reply) -> Value {
         "type": "message",
         "role": "assistant",
         "model": reply.model,
-        "content": [{ "type": "text", "text": verify::completion(reply.total) }],
-        "stop_reason": "end_turn",
+        "content": [{ "type": "text", "text": reply.text() }],
+        "stop_reason": reply.finish.anthropic(),
         "stop_sequence": null,
         "usage": { "input_tokens": reply.prompt_tokens, "output_tokens": reply.total },
     })
@@ -95,13 +97,13 @@ impl Script for Events {
         out
     }
 
-    fn token(&mut self, index: u32, total: u32) -> String {
+    fn token(&mut self, index: u32) -> String {
         sse::json_event(
             Some("content_block_delta"),
             &json!({
                 "type": "content_block_delta",
                 "index": 0,
-                "delta": { "type": "text_delta", "text": verify::token(index, total) },
+                "delta": { "type": "text_delta", "text": self.0.token(index) },
             }),
         )
     }
@@ -115,7 +117,7 @@ impl Script for Events {
             Some("message_delta"),
             &json!({
                 "type": "message_delta",
-                "delta": { "stop_reason": "end_turn", "stop_sequence": null },
+                "delta": { "stop_reason": self.0.finish.anthropic(), "stop_sequence": null },
                 "usage": { "output_tokens": self.0.total },
             }),
         ));

@@ -24,7 +24,7 @@ use super::server::Handler;
 use crate::exit::Failure;
 use crate::experiment::schema::GatewaySpec;
 use crate::net::HttpClient;
-use crate::protocol::sse::{self, Decoder};
+use crate::protocol::ending::{Dialect, Ending};
 use crate::units::human_duration;
 
 /// Request bodies are buffered so that they can be sent again; prompts are small.
@@ -133,7 +133,10 @@ impl Gateway {
                 }
                 Ok(Ok(resp)) => {
                     self.pool.record(index, true);
-                    return relay(resp, self.reterminate, ticket);
+                    let ending = self
+                        .reterminate
+                        .then(|| Ending::new(Dialect::from_path(parts.uri.path())));
+                    return relay(resp, ending, ticket);
                 }
                 Ok(Err(e)) => {
                     self.pool.record(index, false);
@@ -151,7 +154,7 @@ impl Gateway {
             }
         }
         match last_response {
-            Some((resp, ticket)) => relay(resp, false, ticket),
+            Some((resp, ticket)) => relay(resp, None, ticket),
             None if failures.is_empty() => {
                 gateway_error(StatusCode::BAD_GATEWAY, "no upstream available")
             }
@@ -189,7 +192,8 @@ fn upstream_request(
 /// included), body passed through frame by frame. An upstream error mid-body becomes a body
 /// error, so hyper cuts the client's connection instead of pretending the stream ended well.
 /// The body holds the attempt's in-flight `ticket` until it ends or the client goes away.
-fn relay(resp: Response<Incoming>, reterminate: bool, ticket: Ticket) -> Response<Body> {
+/// With `reterminate`, a cut stream is ended with a synthetic terminator instead.
+fn relay(resp: Response<Incoming>, reterminate: Option<Ending>, ticket: Ticket) -> Response<Body> {
     let (mut parts, incoming) = resp.into_parts();
     strip_hop_by_hop(&mut parts.headers);
     let is_sse = parts
@@ -197,40 +201,28 @@ fn relay(resp: Response<Incoming>, reterminate: bool, ticket: Ticket) -> Respons
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|ct| ct.starts_with("text/event-stream"));
-    let body = if reterminate && is_sse && parts.status.is_success() {
-        reterminated(incoming)
-    } else {
-        incoming.map_err(|e| Box::new(e) as BoxError).boxed_unsync()
+    let body = match reterminate.filter(|_| is_sse && parts.status.is_success()) {
+        Some(ending) => reterminated(incoming, ending),
+        None => incoming.map_err(|e| Box::new(e) as BoxError).boxed_unsync(),
     };
     Response::from_parts(parts, Guarded::new(body, ticket).boxed_unsync())
 }
 
-/// The synthetic ending some gateways write when an upstream stream breaks: the client's
-/// stream looks finished, which is exactly the gray failure faultline must still catch.
-fn synthetic_end() -> String {
-    let stop = serde_json::json!({
-        "choices": [{ "index": 0, "delta": {}, "finish_reason": "stop" }],
-    });
-    let mut out = sse::json_event(None, &stop);
-    out.push_str(&sse::done_event());
-    out
-}
-
-/// Passes an SSE body through; if it breaks or ends without a `[DONE]` event, ends it cleanly
-/// with `synthetic_end` instead of cutting the client's connection.
-fn reterminated(incoming: Incoming) -> Body {
+/// Passes an SSE body through; if it breaks or ends without its terminator, ends it cleanly
+/// with the synthetic stop and terminator of its dialect (see [`crate::protocol::ending`])
+/// instead of cutting the client's connection: the client's stream looks finished, which is
+/// exactly the gray failure faultline must still catch.
+fn reterminated(incoming: Incoming, ending: Ending) -> Body {
     struct State {
         body: Incoming,
-        /// Reads the events passed on, to see a `[DONE]` however it is framed, and to know
+        /// Reads the events passed on, to see the terminator however it is framed, and to know
         /// where the stream stands when it breaks.
-        decoder: Decoder,
-        finished: bool,
+        ending: Ending,
         done: bool,
     }
     let state = State {
         body: incoming,
-        decoder: Decoder::default(),
-        finished: false,
+        ending,
         done: false,
     };
     let frames = futures_util::stream::unfold(state, |mut st| async move {
@@ -240,22 +232,13 @@ fn reterminated(incoming: Incoming) -> Body {
         match st.body.frame().await {
             Some(Ok(frame)) => {
                 if let Some(data) = frame.data_ref() {
-                    let mut input = &data[..];
-                    while let Some(event) = st.decoder.next(&mut input) {
-                        st.finished |= event.data == sse::DONE;
-                    }
+                    st.ending.feed(data);
                 }
                 Some((Ok::<_, BoxError>(frame), st))
             }
             Some(Err(_)) | None => {
                 st.done = true;
-                let ending = if st.finished {
-                    Bytes::new()
-                } else {
-                    // A cut can fall inside an event: close it first, or the synthetic events
-                    // would run into its bytes and the client would read neither.
-                    Bytes::from(format!("{}{}", st.decoder.closing(), synthetic_end()))
-                };
+                let ending = Bytes::from(st.ending.ending());
                 Some((Ok(hyper::body::Frame::data(ending)), st))
             }
         }

@@ -16,12 +16,13 @@ use tokio::time::Instant;
 
 use super::body::{self, Body};
 use super::capacity::Capacity;
+use super::completion::{self, Finish, Length};
 use super::memory::{Admission, Memory};
 use super::server::{Crash, Handler};
 use super::stream::{self, Pace};
-use super::{anthropic, openai};
+use super::{anthropic, completions, openai};
 use crate::exit::Failure;
-use crate::experiment::schema::SimulateSpec;
+use crate::experiment::schema::{Content, SimulateSpec};
 
 /// Requests are prompts, not uploads; anything bigger is a mistake worth a 413.
 const MAX_REQUEST_BYTES: usize = 4 * 1024 * 1024;
@@ -31,7 +32,7 @@ pub(crate) const SERVED_BY: HeaderName = HeaderName::from_static("x-served-by");
 /// What the dialects read from a completion request.
 pub(crate) struct Ask {
     pub(crate) stream: bool,
-    pub(crate) max_tokens: Option<u32>,
+    pub(crate) length: Length,
     pub(crate) prompt_tokens: u32,
     /// OpenAI's `stream_options.include_usage`.
     pub(crate) include_usage: bool,
@@ -42,15 +43,31 @@ pub(crate) struct Reply {
     pub(crate) id: String,
     pub(crate) model: String,
     pub(crate) created: u64,
-    /// Completion tokens.
+    /// Completion tokens: those generated, which the pacing and the cache are charged for.
     pub(crate) total: u32,
     pub(crate) prompt_tokens: u32,
     pub(crate) include_usage: bool,
+    pub(crate) finish: Finish,
+    pub(crate) content: Content,
+}
+
+impl Reply {
+    /// The text of token `index`.
+    pub(crate) fn token(&self, index: u32) -> String {
+        completion::token(self.content, index, self.total)
+    }
+
+    /// The whole completion text.
+    pub(crate) fn text(&self) -> String {
+        completion::text(self.content, self.total)
+    }
 }
 
 #[derive(Clone, Copy)]
 enum Api {
     OpenAi,
+    /// OpenAI's legacy completions, as vLLM still serves them.
+    OpenAiCompletions,
     Anthropic,
 }
 
@@ -58,13 +75,14 @@ impl Api {
     fn parse(self, bytes: &[u8]) -> Result<Ask, String> {
         match self {
             Api::OpenAi => openai::parse(bytes),
+            Api::OpenAiCompletions => completions::parse(bytes),
             Api::Anthropic => anthropic::parse(bytes),
         }
     }
 
     fn error(self, status: StatusCode, message: &str) -> Response<Body> {
         match self {
-            Api::OpenAi => openai::error(status, message),
+            Api::OpenAi | Api::OpenAiCompletions => openai::error(status, message),
             Api::Anthropic => anthropic::error(status, message),
         }
     }
@@ -75,6 +93,7 @@ struct Host {
     served_by: HeaderValue,
     pace: Pace,
     completion_tokens: u32,
+    content: Content,
     capacity: Capacity,
     reject_status: StatusCode,
     full_message: String,
@@ -117,6 +136,7 @@ pub(crate) fn handler(
         served_by,
         pace: Pace::new(spec),
         completion_tokens: spec.completion_tokens,
+        content: spec.content,
         capacity: Capacity::new(spec.capacity, spec.overflow),
         reject_status,
         full_message: format!("simulated host `{name}` is at capacity ({slots} concurrent)"),
@@ -149,10 +169,13 @@ async fn route(host: &Host, req: Request<Incoming>) -> Response<Body> {
     let path = req.uri().path().to_string();
     match (req.method(), path.as_str()) {
         (&Method::POST, "/v1/chat/completions") => complete(host, Api::OpenAi, req).await,
+        (&Method::POST, "/v1/completions") => complete(host, Api::OpenAiCompletions, req).await,
         (&Method::POST, "/v1/messages") => complete(host, Api::Anthropic, req).await,
         (&Method::GET, "/v1/models") => models(host),
         (&Method::GET, "/health") => body::json(StatusCode::OK, &json!({ "status": "ok" })),
-        (_, "/v1/chat/completions" | "/v1/messages") => wrong_method(req.method(), &path, "POST"),
+        (_, "/v1/chat/completions" | "/v1/completions" | "/v1/messages") => {
+            wrong_method(req.method(), &path, "POST")
+        }
         (_, "/v1/models" | "/health") => wrong_method(req.method(), &path, "GET"),
         (method, _) => body::openai_error(
             StatusCode::NOT_FOUND,
@@ -201,10 +224,7 @@ async fn complete(host: &Host, api: Api, req: Request<Incoming>) -> Response<Bod
     let Some(slot) = host.capacity.admit().await else {
         return refuse(host, api, &host.full_message);
     };
-    let total = host
-        .completion_tokens
-        .min(ask.max_tokens.unwrap_or(u32::MAX))
-        .max(1);
+    let (total, finish) = ask.length.generate(host.completion_tokens);
     // Memory is checked once the request has a slot (after its queue wait, if it queued),
     // since that is when a real server would allocate its cache.
     let cache = match &host.memory {
@@ -216,12 +236,18 @@ async fn complete(host: &Host, api: Api, req: Request<Incoming>) -> Response<Bod
         },
     };
     let held = (slot, cache);
-    let reply = host.reply(api, &ask, total);
+    let reply = host.reply(api, &ask, total, finish);
     if ask.stream {
         let events = match api {
             Api::OpenAi => {
                 body::streamed(stream::play(openai::Chunks(reply), host.pace, total, held))
             }
+            Api::OpenAiCompletions => body::streamed(stream::play(
+                completions::Chunks(reply),
+                host.pace,
+                total,
+                held,
+            )),
             Api::Anthropic => body::streamed(stream::play(
                 anthropic::Events(reply),
                 host.pace,
@@ -239,6 +265,7 @@ async fn complete(host: &Host, api: Api, req: Request<Incoming>) -> Response<Bod
     drop(held);
     let answer = match api {
         Api::OpenAi => openai::whole(&reply),
+        Api::OpenAiCompletions => completions::whole(&reply),
         Api::Anthropic => anthropic::whole(&reply),
     };
     body::json(StatusCode::OK, &answer)
@@ -269,10 +296,11 @@ impl Host {
         Some(resp)
     }
 
-    fn reply(&self, api: Api, ask: &Ask, total: u32) -> Reply {
+    fn reply(&self, api: Api, ask: &Ask, total: u32, finish: Finish) -> Reply {
         let n = self.next_id.fetch_add(1, Ordering::Relaxed);
         let id = match api {
             Api::OpenAi => format!("chatcmpl-sim{n:012}"),
+            Api::OpenAiCompletions => format!("cmpl-sim{n:012}"),
             Api::Anthropic => format!("msg_sim{n:012}"),
         };
         let created = SystemTime::now()
@@ -285,6 +313,8 @@ impl Host {
             total,
             prompt_tokens: ask.prompt_tokens,
             include_usage: ask.include_usage,
+            finish,
+            content: self.content,
         }
     }
 }

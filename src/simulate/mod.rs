@@ -1,8 +1,10 @@
 //! Simulated inference hosts and the reference gateway.
 //!
-//! A simulated host speaks the OpenAI chat completions and Anthropic Messages APIs with a
-//! configurable time to first token, token rate and capacity, and writes its completions in the
-//! verifiable token scheme of [`crate::protocol::verify`]. The reference gateway is a stand-in for a user's own
+//! A simulated host speaks the OpenAI chat completions, OpenAI (legacy) completions and
+//! Anthropic Messages APIs with a configurable time to first token, token rate and capacity,
+//! honours the length and usage options vLLM honours (`max_tokens`, `min_tokens`, `ignore_eos`,
+//! `stream_options.include_usage`), and writes its completions in the verifiable token scheme
+//! of [`crate::protocol::verify`] or, with `content: plain`, in ordinary words. The reference gateway is a stand-in for a user's own
 //! gateway (LiteLLM, Envoy, HAProxy...): failover or round robin, retries, passive ejection,
 //! and optional load shedding. It exists so drills can run end to end without one; it is not a
 //! production gateway.
@@ -29,6 +31,8 @@
 mod anthropic;
 mod body;
 mod capacity;
+mod completion;
+mod completions;
 mod gateway;
 mod health;
 mod host;

@@ -6,9 +6,10 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::body::{self, Body};
+use super::completion::Length;
 use super::host::{prompt_words, Ask, Reply};
 use super::stream::Script;
-use crate::protocol::{sse, verify};
+use crate::protocol::sse;
 
 #[derive(Deserialize)]
 struct ChatRequest {
@@ -22,12 +23,18 @@ struct ChatRequest {
     max_completion_tokens: Option<u32>,
     #[serde(default)]
     stream_options: Option<StreamOptions>,
+    /// vLLM's: keep generating past the end-of-sequence token, up to `max_tokens`.
+    #[serde(default)]
+    ignore_eos: bool,
+    /// vLLM's: generate at least this many tokens before an end-of-sequence token counts.
+    #[serde(default)]
+    min_tokens: Option<u32>,
 }
 
 #[derive(Deserialize)]
-struct StreamOptions {
+pub(crate) struct StreamOptions {
     #[serde(default)]
-    include_usage: bool,
+    pub(crate) include_usage: bool,
 }
 
 pub(crate) fn parse(bytes: &[u8]) -> Result<Ask, String> {
@@ -35,7 +42,11 @@ pub(crate) fn parse(bytes: &[u8]) -> Result<Ask, String> {
         serde_json::from_slice(bytes).map_err(|e| format!("invalid request body: {e}"))?;
     Ok(Ask {
         stream: req.stream.unwrap_or(false),
-        max_tokens: req.max_completion_tokens.or(req.max_tokens),
+        length: Length::new(
+            req.max_completion_tokens.or(req.max_tokens),
+            req.min_tokens,
+            req.ignore_eos,
+        )?,
         prompt_tokens: prompt_words(req.messages.iter()),
         include_usage: req.stream_options.is_some_and(|o| o.include_usage),
     })
@@ -51,7 +62,8 @@ pub(crate) fn error(status: StatusCode, message: &str) -> hyper::Response<Body> 
     body::openai_error(status, kind, message)
 }
 
-fn usage(reply: &Reply) -> Value {
+/// The `usage` block of every OpenAI-style answer.
+pub(crate) fn usage(reply: &Reply) -> Value {
     json!({
         "prompt_tokens": reply.prompt_tokens,
         "completion_tokens": reply.total,
@@ -67,9 +79,9 @@ pub(crate) fn whole(reply: &Reply) -> Value {
         "model": reply.model,
         "choices": [{
             "index": 0,
-            "message": { "role": "assistant", "content": verify::completion(reply.total) },
+            "message": { "role": "assistant", "content": reply.text() },
             "logprobs": null,
-            "finish_reason": "stop",
+            "finish_reason": reply.finish.openai(),
         }],
         "usage": usage(reply),
     })
@@ -80,13 +92,19 @@ pub(crate) struct Chunks(pub(crate) Reply);
 
 impl Chunks {
     fn chunk(&self, choices: Value) -> Value {
-        json!({
+        let mut chunk = json!({
             "id": self.0.id,
             "object": "chat.completion.chunk",
             "created": self.0.created,
             "model": self.0.model,
             "choices": choices,
-        })
+        });
+        // As OpenAI and vLLM do: asked for usage, every chunk has the field, null until the
+        // last one.
+        if self.0.include_usage {
+            chunk["usage"] = Value::Null;
+        }
+        chunk
     }
 }
 
@@ -103,12 +121,12 @@ impl Script for Chunks {
         )
     }
 
-    fn token(&mut self, index: u32, total: u32) -> String {
+    fn token(&mut self, index: u32) -> String {
         sse::json_event(
             None,
             &self.chunk(json!([{
                 "index": 0,
-                "delta": { "content": verify::token(index, total) },
+                "delta": { "content": self.0.token(index) },
                 "logprobs": null,
                 "finish_reason": null,
             }])),
@@ -122,9 +140,10 @@ impl Script for Chunks {
                 "index": 0,
                 "delta": {},
                 "logprobs": null,
-                "finish_reason": "stop",
+                "finish_reason": self.0.finish.openai(),
             }])),
         );
+        // The usage chunk, last before [DONE], has no choices (vLLM and OpenAI alike).
         if self.0.include_usage {
             let mut last = self.chunk(json!([]));
             last["usage"] = usage(&self.0);

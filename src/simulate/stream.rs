@@ -54,8 +54,8 @@ impl Pace {
 pub(crate) trait Script: Send + 'static {
     /// Events that open the stream (role chunk, `message_start`...).
     fn opening(&mut self) -> String;
-    /// The event carrying token `index` of `total`.
-    fn token(&mut self, index: u32, total: u32) -> String;
+    /// The event carrying token `index`.
+    fn token(&mut self, index: u32) -> String;
     /// Events after the last token, up to and including the terminator.
     fn closing(&mut self) -> String;
 }
@@ -97,7 +97,7 @@ pub(crate) fn play<S: Script, H: Send + 'static>(
         step: Step::Opening,
         held: Some(held),
     };
-    futures_util::stream::unfold(player, |mut p| async move {
+    let frames = futures_util::stream::unfold(player, |mut p| async move {
         let chunk = match p.step {
             Step::Opening => {
                 wait_until(p.due(0)).await;
@@ -115,7 +115,7 @@ pub(crate) fn play<S: Script, H: Send + 'static>(
                 } else {
                     Step::Token(i + 1)
                 };
-                p.script.token(i, p.total)
+                p.script.token(i)
             }
             Step::Closing => {
                 p.step = Step::Done;
@@ -127,7 +127,10 @@ pub(crate) fn play<S: Script, H: Send + 'static>(
             Step::Done => return None,
         };
         Some((Bytes::from(chunk), p))
-    })
+    });
+    // A step with nothing to say (a completions stream has no opening) sends no frame: an
+    // empty frame would be an empty chunk on the wire at best.
+    futures_util::StreamExt::filter(frames, |b| std::future::ready(!b.is_empty()))
 }
 
 impl<S, H> Player<S, H> {

@@ -129,7 +129,8 @@ pub struct SimulateSpec {
     pub ttft: Dur,
     #[serde(default = "default_tps")]
     pub tokens_per_second: f64,
-    /// Tokens in every completion (a request's smaller `max_tokens` wins).
+    /// Tokens in every completion, unless the request's `max_tokens` cuts it shorter or its
+    /// `min_tokens` (or `ignore_eos` with `max_tokens`) makes it longer.
     #[serde(default = "default_completion_tokens")]
     pub completion_tokens: u32,
     /// Concurrent requests served at once; unlimited when absent.
@@ -148,6 +149,22 @@ pub struct SimulateSpec {
     /// Load time after start during which the host answers 503 to everything (`/health` too).
     #[serde(default)]
     pub cold_start: Option<Dur>,
+    /// The completion text it writes: faultline's verifiable token scheme, or plain words.
+    #[serde(default)]
+    pub content: Content,
+}
+
+/// The completion text of a simulated host.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize, Default, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Content {
+    /// `t<i>/<n> ` per token ([`crate::protocol::verify`]): a reader can tell a cut completion
+    /// from a whole one by the text alone.
+    #[default]
+    Verifiable,
+    /// Ordinary words, one per token, as a real model writes: the text proves nothing, so a
+    /// reader must rely on the protocol's other signals (terminator, finish reason, usage).
+    Plain,
 }
 
 /// The KV cache of a simulated host. Each request in flight holds `prompt + completion` tokens

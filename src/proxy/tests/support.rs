@@ -33,7 +33,7 @@ impl Upstream {
 }
 
 /// Routes: `/json` (a sized JSON body), `/sse?n=N&gap=MS` (N events `data: i`, one per frame,
-/// MS apart, chunked), `/bytes?len=N` (N sized bytes in 100-byte frames), `/echo` (the request
+/// MS apart, chunked; `/v1/messages` is the same, under a path that names a dialect), `/bytes?len=N` (N sized bytes in 100-byte frames), `/echo` (the request
 /// body back, the path in `x-path`).
 pub async fn upstream() -> Upstream {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -74,7 +74,7 @@ async fn route(req: Request<Incoming>) -> Result<Response<UpBody>, Infallible> {
             .header("content-type", "application/json")
             .header("x-upstream", "yes")
             .body(Full::new(Bytes::from_static(b"{\"ok\":true}")).boxed()),
-        "/sse" => {
+        "/sse" | "/v1/messages" => {
             let n = param(&req, "n", 5);
             let gap = Duration::from_millis(param(&req, "gap", 20));
             let events = futures_util::stream::unfold(0u64, move |i| async move {

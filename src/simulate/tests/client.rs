@@ -38,6 +38,7 @@ pub fn host_spec() -> SimulateSpec {
         served_by: None,
         memory: None,
         cold_start: None,
+        content: Default::default(),
     }
 }
 

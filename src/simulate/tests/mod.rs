@@ -5,4 +5,5 @@ mod client;
 mod gateway;
 mod host;
 mod memory;
+mod options;
 mod shed;
