@@ -72,6 +72,12 @@ fn drill_api(
     let [host, proxy] = free_ports(2)[..] else {
         unreachable!()
     };
+    // Each API at its own route, as a client of that API sends it.
+    let path = if api == "anthropic-messages" {
+        "/v1/messages"
+    } else {
+        "/v1/chat/completions"
+    };
     let yaml = format!(
         r#"version: 1
 name: fault-test
@@ -82,7 +88,7 @@ proxies:
   p: {{ listen: "127.0.0.1:{proxy}", upstream: "127.0.0.1:{host}" }}
 load:
   s:
-    url: http://127.0.0.1:{proxy}/v1/chat/completions
+    url: http://127.0.0.1:{proxy}{path}
     rate: {rate}/s
     request: {{ api: {api}, stream: {stream} }}
     {extra_load}

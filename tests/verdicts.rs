@@ -133,3 +133,67 @@ expect:
     assert_eq!(evidence["touched"], 0);
     assert_eq!(evidence["seen_by_clients"], 0);
 }
+
+/// Plain text from a backend proves nothing by itself: without the usage chunk a whole-looking
+/// stream is `ok` but unverified, and `max_unverified` catches it; with the usage chunk (the
+/// default) the same stream is verified.
+#[test]
+fn plain_text_without_usage_is_unverified() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = free_ports(1)[0];
+    let yaml = format!(
+        r#"version: 1
+name: plain-text
+seed: 3
+services:
+  host: {{ simulate: {{ listen: "127.0.0.1:{host}", ttft: 5ms, tokens_per_second: 1000, completion_tokens: 4, content: plain }} }}
+load:
+  bare:
+    url: http://127.0.0.1:{host}/v1/chat/completions
+    rate: 10/s
+    request: {{ api: openai-chat, include_usage: false }}
+  counted:
+    url: http://127.0.0.1:{host}/v1/chat/completions
+    rate: 10/s
+    request: {{ api: openai-chat }}
+timeline:
+  - {{ at: 2s, end: true }}
+expect:
+  max_error_rate: 0%
+  streams:
+    bare: {{ max_unverified: 0 }}
+    counted: {{ max_unverified: 0 }}
+"#
+    );
+    let file = write(dir.path(), "plain.yaml", &yaml);
+    let out = dir.path().join("out");
+    let run = faultline()
+        .arg("run")
+        .arg(&file)
+        .arg("--out")
+        .arg(&out)
+        .timeout(Duration::from_secs(60))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert_eq!(run.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("ok responses unverified"), "{stdout}");
+    let report = report(&out);
+    let rows = report["evaluation"]["verdict"]["rows"].as_array().unwrap();
+    let row = |scope: &str| {
+        rows.iter()
+            .find(|r| r["budget"] == "max_unverified" && r["scope"] == scope)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(row("stream bare")["passed"], false);
+    assert_eq!(row("stream counted")["passed"], true);
+    let streams = &report["evaluation"]["streams"];
+    assert_eq!(
+        streams["bare"]["whole_run"]["unverified"],
+        streams["bare"]["whole_run"]["ok"]
+    );
+    assert_eq!(streams["counted"]["whole_run"]["unverified"], 0);
+    // Every request was whole as far as the protocol goes.
+    assert_eq!(verdict_row(&report, "max_error_rate")["passed"], true);
+}
