@@ -91,6 +91,11 @@ fn a_latency_toxic_on_a_builtin_tcp_proxy_acts_and_lifts() {
         .assert()
         .code(0);
     assert_toxic_acted(&out);
+    // The window says how many connections the toxic acted on.
+    let report = common::report(&out);
+    let evidence = &report["fault_windows"][0]["evidence"];
+    assert_eq!(evidence["kind"], "connections", "{evidence}");
+    assert!(evidence["touched"].as_u64().unwrap_or(0) > 0, "{evidence}");
 }
 
 /// `faultline proxy` on a port the OS picks, under the common deadline; killed when dropped.

@@ -16,6 +16,8 @@ pub enum Evidence {
         #[serde(skip_serializing_if = "Option::is_none")]
         seen_by_clients: Option<u64>,
     },
+    /// A toxic on a built-in TCP proxy: the connections it acted on (toxicity rolled on).
+    Connections { touched: u64 },
     /// A signal: the process state looked up right after it was sent.
     Process {
         /// `stopped` after a pause, `gone` after a kill.
@@ -31,7 +33,7 @@ impl Evidence {
     /// Whether the fault demonstrably acted.
     pub fn acted(&self) -> bool {
         match self {
-            Evidence::Requests { touched, .. } => *touched > 0,
+            Evidence::Requests { touched, .. } | Evidence::Connections { touched } => *touched > 0,
             Evidence::Process { expected, seen } => expected == seen,
             Evidence::GpuMemory { held_bytes } => *held_bytes > 0,
         }
@@ -43,6 +45,12 @@ impl Evidence {
             Evidence::Requests { touched, .. } => {
                 format!(
                     "touched {touched} request{}",
+                    if *touched == 1 { "" } else { "s" }
+                )
+            }
+            Evidence::Connections { touched } => {
+                format!(
+                    "touched {touched} connection{}",
                     if *touched == 1 { "" } else { "s" }
                 )
             }

@@ -74,7 +74,9 @@ pub(crate) fn judge_evidence(windows: &[FaultWindow], budgets: &Budgets, verdict
         .filter(|(_, e)| !e.acted())
         .map(|(w, e)| {
             let hint = match e {
-                Evidence::Requests { .. } => ": is the proxy on the path to the system under test?",
+                Evidence::Requests { .. } | Evidence::Connections { .. } => {
+                    ": is the proxy on the path to the system under test?"
+                }
                 Evidence::Process { .. } => ": did the signal reach the service's process?",
                 Evidence::GpuMemory { .. } => ": was there GPU memory to take?",
             };
@@ -87,8 +89,8 @@ pub(crate) fn judge_evidence(windows: &[FaultWindow], budgets: &Budgets, verdict
     }
     let acted = observed.len() - idle.len();
     let detail = if observed.is_empty() {
-        "no fault of this run has an effect faultline can observe (toxics, leaks and agent \
-         faults are not counted)"
+        "no fault of this run has an effect faultline can observe (Toxiproxy-server toxics, \
+         leaks and agent faults are not counted)"
             .to_string()
     } else if idle.is_empty() {
         let list: Vec<String> = observed

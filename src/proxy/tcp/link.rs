@@ -95,26 +95,37 @@ impl Toxics {
                 .iter()
                 .position(|a| a.toxic.name == t.name)
                 .map(|i| old.swap_remove(i));
-            let active = match kept {
-                Some(a) if a.toxic.revision == t.revision => a,
+            let (active, rolled) = match kept {
+                Some(a) if a.toxic.revision == t.revision => (a, false),
                 // Same name, new revision: roll again; limit_data keeps its count (Toxiproxy
                 // keeps a stateful toxic's state across updates).
-                Some(mut a) => Active {
-                    toxic: t.clone(),
-                    on: a.draw.below(f64::from(t.toxicity)),
-                    passed: a.passed,
-                    draw: a.draw,
-                },
-                None => {
-                    let mut draw = self.keys.draw(&t.name);
+                Some(mut a) => (
                     Active {
                         toxic: t.clone(),
-                        on: draw.below(f64::from(t.toxicity)),
-                        passed: 0,
-                        draw,
-                    }
+                        on: a.draw.below(f64::from(t.toxicity)),
+                        passed: a.passed,
+                        draw: a.draw,
+                    },
+                    true,
+                ),
+                None => {
+                    let mut draw = self.keys.draw(&t.name);
+                    (
+                        Active {
+                            toxic: t.clone(),
+                            on: draw.below(f64::from(t.toxicity)),
+                            passed: 0,
+                            draw,
+                        },
+                        true,
+                    )
                 }
             };
+            // Counted once per roll that put the toxic on this connection: the evidence that
+            // it was on the path of real traffic.
+            if active.on && rolled {
+                active.toxic.touched.touch();
+            }
             self.list.push(active);
         }
         !old.iter()

@@ -183,6 +183,15 @@ impl TcpProxy {
     }
 
     /// The toxics in the order they were added.
+    /// Connections toxic `name` acted on so far; `None` if there is no such toxic.
+    pub fn touched(&self, name: &str) -> Option<u64> {
+        self.toxics
+            .borrow()
+            .iter()
+            .find(|t| t.name == name)
+            .map(|t| t.touched.count())
+    }
+
     pub fn toxics(&self) -> Vec<Toxic> {
         self.toxics.borrow().as_ref().clone()
     }

@@ -150,6 +150,28 @@ pub(crate) fn next_revision() -> u64 {
     NEXT_REVISION.fetch_add(1, Ordering::Relaxed)
 }
 
+/// How many connections a toxic acted on: shared by every copy of one toxic (the proxy's list
+/// and each connection's), compared as equal whatever the count, since it is evidence, not
+/// configuration.
+#[derive(Clone, Debug, Default)]
+pub struct Touched(std::sync::Arc<AtomicU64>);
+
+impl Touched {
+    pub(crate) fn touch(&self) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn count(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+impl PartialEq for Touched {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
 /// One toxic on a proxy.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Toxic {
@@ -159,6 +181,8 @@ pub struct Toxic {
     /// Chance (0..=1) that the toxic acts on a given connection.
     pub toxicity: f32,
     pub(crate) revision: u64,
+    /// Connections the toxic was rolled on for (its evidence of acting).
+    pub touched: Touched,
 }
 
 impl Toxic {
@@ -169,6 +193,7 @@ impl Toxic {
             stream,
             toxicity,
             revision: next_revision(),
+            touched: Touched::default(),
         }
     }
 

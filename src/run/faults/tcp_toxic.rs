@@ -2,6 +2,7 @@
 
 use super::{Backend, FaultError, LiftMode};
 use crate::fault::action::TcpToxicAction;
+use crate::fault::Evidence;
 use crate::proxy::tcp::{TcpError, Toxic};
 use crate::run::targets::Targets;
 
@@ -15,6 +16,11 @@ pub(crate) struct Held {
 impl Backend for TcpToxic {
     type Action = TcpToxicAction;
     type Held = Held;
+
+    fn evidence(h: &Held, t: &Targets) -> Option<Evidence> {
+        let touched = t.tcp_proxies.get(&h.proxy)?.touched(&h.name)?;
+        Some(Evidence::Connections { touched })
+    }
 
     async fn apply(a: &TcpToxicAction, t: &mut Targets) -> Result<Held, FaultError> {
         let tcp = t
