@@ -5,3 +5,4 @@ mod faults;
 mod passthrough;
 mod streams;
 mod support;
+mod transparency;
