@@ -21,7 +21,7 @@ fn verdict_row<'a>(report: &'a serde_json::Value, budget: &str) -> &'a serde_jso
 #[test]
 fn a_system_down_before_any_fault_fails_its_failover_budget() {
     let dir = tempfile::tempdir().unwrap();
-    // `dead` is a port nobody listens on: the proxy answers every request 502.
+    // `dead` is a port nobody listens on: the proxy refuses connections until the 503 burst.
     let [proxy, dead] = free_ports(2)[..] else {
         unreachable!()
     };

@@ -102,7 +102,15 @@ impl Default for Serve {
 pub struct Listener {
     tcp: TcpListener,
     addr: SocketAddr,
+    /// Who listens, for the log lines of a gated listener that stops and starts again.
+    owner: String,
 }
+
+/// Between two attempts to bind again a gated listener's address: a port briefly taken (by a
+/// connection in TIME_WAIT without SO_REUSEADDR on the other side, or another process) is
+/// retried, quickly at first.
+const REBIND_FIRST: Duration = Duration::from_millis(20);
+const REBIND_MAX: Duration = Duration::from_millis(200);
 
 impl Listener {
     /// Binds `addr` for `owner`, with SO_REUSEADDR and TCP_NODELAY.
@@ -112,7 +120,11 @@ impl Listener {
             owner: owner.to_string(),
             source,
         })?;
-        Ok(Listener { tcp, addr })
+        Ok(Listener {
+            tcp,
+            addr,
+            owner: owner.to_string(),
+        })
     }
 
     /// The address it listens on.
@@ -123,17 +135,54 @@ impl Listener {
     /// Accepts until `stop` resolves, running `handle` on a task of its own for each
     /// connection, then closes the listener, lets the connections drain for `opts.grace` and
     /// cuts whatever is left. Returns what `stop` resolved to, once every connection is gone.
-    pub async fn serve<T, F, Fut>(
+    pub async fn serve<T, F, Fut>(self, opts: Serve, stop: impl Future<Output = T>, handle: F) -> T
+    where
+        F: FnMut(Connection) -> Fut,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        self.serve_inner(opts, stop, None, handle).await
+    }
+
+    /// [`Listener::serve`], except that the listening socket exists only while `open` says
+    /// true. When it turns false the socket is closed, so new connects are refused the way
+    /// they are by a host with nothing listening, and the open connections are told to end
+    /// as at a stop with a grace period (idle keep-alive ones close now, busy ones after their
+    /// answer), without being cut. When it turns true again the same address is bound again,
+    /// retried with a bounded backoff while it is taken. Both changes are logged on stderr.
+    /// A dropped sender leaves it listening. A stop works in either state.
+    pub async fn serve_gated<T, F, Fut>(
         self,
         opts: Serve,
         stop: impl Future<Output = T>,
+        open: watch::Receiver<bool>,
+        handle: F,
+    ) -> T
+    where
+        F: FnMut(Connection) -> Fut,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        self.serve_inner(opts, stop, Some(open), handle).await
+    }
+
+    async fn serve_inner<T, F, Fut>(
+        self,
+        opts: Serve,
+        stop: impl Future<Output = T>,
+        mut gate: Option<watch::Receiver<bool>>,
         mut handle: F,
     ) -> T
     where
         F: FnMut(Connection) -> Fut,
         Fut: Future<Output = ()> + Send + 'static,
     {
-        let (drain, draining) = watch::channel(false);
+        let Listener { tcp, addr, owner } = self;
+        let mut tcp = Some(tcp);
+        // Wanted open; differs from `tcp.is_some()` only while binding again.
+        let mut wanted = true;
+        let mut rebind_at = tokio::time::Instant::now();
+        let mut rebind_wait = REBIND_FIRST;
+        let mut rebind_failures = 0u32;
+        let (mut drain, mut draining) = watch::channel(false);
         let mut connections = JoinSet::new();
         tokio::pin!(stop);
         let stopped = loop {
@@ -143,7 +192,41 @@ impl Listener {
                 out = &mut stop => break out,
                 // Reaps finished connections, so the set holds only live ones for the whole drill.
                 Some(_) = connections.join_next(), if !connections.is_empty() => {}
-                accepted = self.tcp.accept() => match accepted {
+                open = gate_changed(&mut gate) => {
+                    wanted = open;
+                    if !open && tcp.is_some() {
+                        drop(tcp.take());
+                        // The connections accepted so far end (gracefully, so a busy one still
+                        // gets its answer); those accepted after the next bind get a fresh
+                        // channel and are not concerned.
+                        let (fresh, fresh_rx) = watch::channel(false);
+                        let _ = std::mem::replace(&mut drain, fresh).send(true);
+                        draining = fresh_rx;
+                        eprintln!("{owner}: stopped listening on {addr}; connects are refused");
+                    } else if open && tcp.is_none() {
+                        rebind_at = tokio::time::Instant::now();
+                        rebind_wait = REBIND_FIRST;
+                        rebind_failures = 0;
+                    }
+                }
+                () = tokio::time::sleep_until(rebind_at), if wanted && tcp.is_none() => {
+                    match bind(addr, &owner) {
+                        Ok(again) => {
+                            tcp = Some(again);
+                            eprintln!("{owner}: listening on {addr} again");
+                        }
+                        Err(e) => {
+                            rebind_failures += 1;
+                            // One line at the first failure and then about every 10 s, not 5 a second.
+                            if rebind_failures == 1 || rebind_failures % 50 == 0 {
+                                eprintln!("{owner}: {e}; retrying");
+                            }
+                            rebind_at = tokio::time::Instant::now() + rebind_wait;
+                            rebind_wait = (rebind_wait * 2).min(REBIND_MAX);
+                        }
+                    }
+                }
+                accepted = accept(tcp.as_ref()) => match accepted {
                     Ok((stream, peer)) => {
                         let _ = stream.set_nodelay(true);
                         connections.spawn(handle(Connection {
@@ -157,7 +240,7 @@ impl Listener {
             }
         };
         // Closing the listener first refuses new connections while the old ones end.
-        drop(self.tcp);
+        drop(tcp);
         if !opts.grace.is_zero() {
             let _ = drain.send(true);
             let all_done = async { while connections.join_next().await.is_some() {} };
@@ -166,6 +249,29 @@ impl Listener {
         // Aborting a connection's task drops its socket: the peer sees the stream cut.
         connections.shutdown().await;
         stopped
+    }
+}
+
+/// The next connection, or never while there is no listening socket.
+async fn accept(tcp: Option<&TcpListener>) -> io::Result<(TcpStream, SocketAddr)> {
+    match tcp {
+        Some(tcp) => tcp.accept().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The gate's next value; never without a gate. A gate whose sender is gone is dropped and
+/// reads as open, so an owner that goes away cannot leave the address closed.
+async fn gate_changed(gate: &mut Option<watch::Receiver<bool>>) -> bool {
+    let Some(rx) = gate.as_mut() else {
+        return std::future::pending().await;
+    };
+    match rx.changed().await {
+        Ok(()) => *rx.borrow_and_update(),
+        Err(_) => {
+            *gate = None;
+            true
+        }
     }
 }
 

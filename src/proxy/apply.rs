@@ -29,6 +29,9 @@ pub(crate) struct Shared {
     pub(crate) upstream: String,
     pub(crate) client: UpstreamClient,
     pub(crate) faults: FaultControl,
+    /// Whether the proxy should be listening: false while the upstream refuses connections
+    /// and no fault is in force (see `upstream_refused`).
+    pub(crate) open: tokio::sync::watch::Sender<bool>,
     /// The k-th request draws stream k of each fault's generator, whatever the timing.
     pub(crate) next_index: AtomicU64,
 }
@@ -129,6 +132,9 @@ pub(crate) async fn handle(
     let index = shared.next_index.fetch_add(1, Ordering::Relaxed);
     let faults = shared.faults.snapshot();
     let plan = Plan::decide(&faults, index, Instant::now());
+    // With no fault in force the proxy is meant to be invisible (docs/transparency.md): an
+    // upstream that fails is shown to the client as it failed, not as a made-up 502.
+    let transparent = faults.is_empty();
     drop(faults);
 
     if !matches!(plan.outcome, Outcome::Forward) {
@@ -164,6 +170,7 @@ pub(crate) async fn handle(
     };
     let response = match shared.client.request(upstream_request).await {
         Ok(r) => r,
+        Err(e) if transparent => return fail_like_the_upstream(&shared, &conn, &e).await,
         Err(e) => {
             return Ok(errors::bad_gateway(
                 &shared.name,
@@ -179,7 +186,87 @@ pub(crate) async fn handle(
         &conn,
         dialect,
         response,
+        transparent,
     ))
+}
+
+/// What the client of a transparent proxy gets when the upstream failed before its headers:
+/// what it would have got talking to the upstream itself, as far as a proxy that already
+/// accepted the client's connection can give it.
+/// - A refused (or timed out, or unreachable) connect: a RST, and the listener closes until
+///   the upstream accepts again, so the next clients are refused as the upstream refuses them.
+/// - A connection the upstream reset: a RST. One it closed without an answer: a FIN.
+/// - Anything else (an answer that is not HTTP): the 502 as before; no client could have read
+///   that answer either, and a proxy cannot forward bytes it could not parse.
+async fn fail_like_the_upstream(
+    shared: &Shared,
+    conn: &ConnControl,
+    e: &hyper_util::client::legacy::Error,
+) -> Result<Response<ProxyBody>, Infallible> {
+    if e.is_connect() {
+        upstream_refused(shared, e);
+        conn.close_now(true);
+    } else if caused_by_reset(e) {
+        conn.close_now(true);
+    } else if closed_without_answer(e) {
+        conn.close_now(false);
+    } else {
+        return Ok(errors::bad_gateway(
+            &shared.name,
+            &shared.upstream,
+            &crate::rest::error_chain(e),
+        ));
+    }
+    // The connection task drops this as it closes the connection.
+    std::future::pending().await
+}
+
+/// Closes the listener (once; concurrent failures do not log again). The server's upstream
+/// watch opens it again when a connect succeeds.
+fn upstream_refused(shared: &Shared, e: &hyper_util::client::legacy::Error) {
+    let closed = shared
+        .open
+        .send_if_modified(|open| std::mem::replace(open, false));
+    if closed {
+        eprintln!(
+            "proxy `{}`: cannot connect to the upstream {}: {}; closing the proxy's listener \
+             until the upstream accepts connections again",
+            shared.name,
+            shared.upstream,
+            crate::rest::error_chain(e)
+        );
+    }
+}
+
+/// Whether a TCP reset is among the causes of `e`.
+fn caused_by_reset(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(e);
+    while let Some(err) = cause {
+        if err
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::ConnectionReset)
+        {
+            return true;
+        }
+        cause = err.source();
+    }
+    false
+}
+
+/// Whether the upstream closed the connection before a whole answer (hyper's "incomplete
+/// message").
+fn closed_without_answer(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(e);
+    while let Some(err) = cause {
+        if err
+            .downcast_ref::<hyper::Error>()
+            .is_some_and(hyper::Error::is_incomplete_message)
+        {
+            return true;
+        }
+        cause = err.source();
+    }
+    false
 }
 
 async fn pause(wait: Duration) {
@@ -214,13 +301,28 @@ fn shape_response(
     conn: &Arc<ConnControl>,
     dialect: Option<Dialect>,
     response: Response<Incoming>,
+    transparent: bool,
 ) -> Response<ProxyBody> {
     let (mut parts, body) = response.into_parts();
     strip_hop_by_hop(&mut parts.headers);
     if let Ok(value) = HeaderValue::from_str(proxy) {
         parts.headers.insert(proxy_header(), value);
     }
-    let mut body: ProxyBody = body.map_err(Into::into).boxed_unsync();
+    let mut body: ProxyBody = if transparent {
+        // An upstream that resets mid-body resets the client too: hyper alone would end the
+        // client's connection with a FIN, which a client can take for a close it may retry
+        // differently. A body cut by a FIN already ends with a FIN.
+        let conn = Arc::clone(conn);
+        body.map_err(move |e| {
+            if caused_by_reset(&e) {
+                conn.close_after_flush(true);
+            }
+            e.into()
+        })
+        .boxed_unsync()
+    } else {
+        body.map_err(Into::into).boxed_unsync()
+    };
     let success = parts.status.is_success();
     // Which faults act on this answer: the latencies always, the stream faults only on a
     // success they can cut or break.

@@ -76,7 +76,8 @@ impl RunningProxy {
 
 /// Idle upstream connections are let go after this; a drill's backends come and go.
 const POOL_IDLE: Duration = Duration::from_secs(30);
-/// An upstream that does not accept within this is reported as a 502.
+/// An upstream that does not accept within this counts as refusing (a 502 while a fault is in
+/// force).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Binds the proxy's address and starts serving. A taken port is `Failure::Environment`.
@@ -89,15 +90,18 @@ pub async fn start(name: &str, spec: &ProxySpec, seed: u64) -> Result<RunningPro
     );
 
     let faults = FaultControl::new(name, seed);
+    // Open: it listens from the start, whatever the upstream does, until a forward fails.
+    let (open, _) = tokio::sync::watch::channel(true);
     let shared = Arc::new(apply::Shared {
         name: name.to_string(),
         upstream: spec.upstream.to_string(),
         client,
         faults: faults.clone(),
+        open,
         next_index: AtomicU64::new(0),
     });
     let (stop, stopped) = oneshot::channel();
-    let task = tokio::spawn(server::serve(listener, shared, stopped));
+    let task = tokio::spawn(server::serve(listener, spec.upstream, shared, stopped));
     Ok(RunningProxy {
         addr,
         faults,

@@ -1,6 +1,9 @@
 //! The proxy's connections: every one a task of the shared listener, so that stopping the
-//! proxy drops every connection, including the ones a fault keeps hanging.
+//! proxy drops every connection, including the ones a fault keeps hanging. While the upstream
+//! refuses connections (and no fault is in force) the listener is closed, and a watch on the
+//! upstream opens it again as soon as a connect succeeds (docs/transparency.md).
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,20 +18,80 @@ use crate::net::{Connection, Http1, Listener, Serve};
 /// writes is its own business, not a fault the proxy should add.
 const HTTP: Http1 = Http1::new();
 
+/// How often a closed proxy tries the upstream: quickly at first, so a restarted upstream is
+/// reachable through the proxy soon after it listens, then at most this far apart.
+const PROBE_FIRST: Duration = Duration::from_millis(20);
+const PROBE_MAX: Duration = Duration::from_millis(200);
+/// One probe's connect gives up after this: a silent address must not hold the watch.
+const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
+
 /// Serves `listener` until `stop` fires or its sender is dropped, then drops every connection
-/// and returns once they are gone.
-pub(crate) async fn serve(listener: Listener, shared: Arc<Shared>, stop: oneshot::Receiver<()>) {
+/// and returns once they are gone. The upstream watch lives exactly as long: it is a branch of
+/// this future, not a task of its own, so a stop in either state leaves nothing running.
+pub(crate) async fn serve(
+    listener: Listener,
+    upstream: SocketAddr,
+    shared: Arc<Shared>,
+    stop: oneshot::Receiver<()>,
+) {
     let opts = Serve {
         backoff: Duration::from_millis(20),
         // A blackholed or stalled request must not delay the stop: connections are cut at once.
         grace: Duration::ZERO,
     };
+    let open = shared.open.subscribe();
+    let watch = reopen_when_upstream_accepts(upstream, Arc::clone(&shared));
     // A stop and a dropped sender (the owner gone) both end it.
-    let _ = listener
-        .serve(opts, stop, move |conn| {
-            serve_connection(conn, Arc::clone(&shared))
-        })
-        .await;
+    let served = listener.serve_gated(opts, stop, open, move |conn| {
+        serve_connection(conn, Arc::clone(&shared))
+    });
+    tokio::select! {
+        _ = served => {}
+        () = watch => {}
+    }
+}
+
+/// Each time the listener is closed, tries the upstream until it accepts a connection (or a
+/// fault is injected, whose behaviour needs the proxy listening), then opens the listener.
+/// Never returns.
+async fn reopen_when_upstream_accepts(upstream: SocketAddr, shared: Arc<Shared>) {
+    let mut open = shared.open.subscribe();
+    loop {
+        // `shared` holds the sender, so the channel cannot close under this.
+        if open.wait_for(|open| !*open).await.is_err() {
+            return std::future::pending().await;
+        }
+        let mut wait = PROBE_FIRST;
+        loop {
+            if !shared.faults.snapshot().is_empty() {
+                eprintln!(
+                    "proxy `{}`: a fault was injected while the upstream {upstream} refused \
+                     connections; listening again so that it acts",
+                    shared.name
+                );
+                break;
+            }
+            if accepts(upstream).await {
+                eprintln!(
+                    "proxy `{}`: the upstream {upstream} accepts connections again",
+                    shared.name
+                );
+                break;
+            }
+            tokio::time::sleep(wait).await;
+            wait = (wait * 2).min(PROBE_MAX);
+        }
+        shared.open.send_replace(true);
+    }
+}
+
+/// Whether a TCP connect to `upstream` succeeds within [`PROBE_TIMEOUT`]. The probe's
+/// connection is closed at once; the upstream sees a connection without a request.
+async fn accepts(upstream: SocketAddr) -> bool {
+    matches!(
+        tokio::time::timeout(PROBE_TIMEOUT, tokio::net::TcpStream::connect(upstream)).await,
+        Ok(Ok(_))
+    )
 }
 
 async fn serve_connection(conn: Connection, shared: Arc<Shared>) {

@@ -6,3 +6,4 @@ mod faults;
 mod passthrough;
 mod streams;
 mod support;
+mod transparency;

@@ -64,12 +64,18 @@ async fn streams_events_as_they_come() {
     proxy.stop().await;
 }
 
+/// Only with a fault in force: with none, a dead upstream is shown as a refused connection
+/// (see transparency.rs).
 #[tokio::test]
-async fn unreachable_upstream_is_a_502_with_a_json_body() {
+async fn with_a_fault_in_force_an_unreachable_upstream_is_a_502_with_a_json_body() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let dead = taken.local_addr().unwrap();
     drop(taken);
     let proxy = start("down", &spec(dead), 1).await.unwrap();
+    proxy.faults().inject(
+        "slow",
+        fault(serde_json::json!({"latency": {"delay": "1ms"}})),
+    );
     let response = get(proxy.addr(), "/json").await.unwrap();
     assert_eq!(response.status(), 502);
     assert_eq!(response.headers()["content-type"], "application/json");

@@ -36,7 +36,12 @@ impl Upstream {
 /// MS apart, chunked; `/v1/messages` is the same, under a path that names a dialect), `/bytes?len=N` (N sized bytes in 100-byte frames), `/echo` (the request
 /// body back, the path in `x-path`).
 pub async fn upstream() -> Upstream {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    upstream_at("127.0.0.1:0".parse().unwrap()).await
+}
+
+/// [`upstream`] on `addr` (an upstream coming back on the port it left).
+pub async fn upstream_at(addr: SocketAddr) -> Upstream {
+    let listener = TcpListener::bind(addr).await.unwrap();
     let addr = listener.local_addr().unwrap();
     let hits = Arc::new(AtomicUsize::new(0));
     let counter = Arc::clone(&hits);
