@@ -323,19 +323,27 @@ fn lock(dir: &Path) -> Result<File, JournalError> {
             path: path.clone(),
             source,
         })?;
-    // SAFETY: flock takes a descriptor we own (open for as long as `file`) and a flag.
-    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+    // A process forked elsewhere in this program (a service, a hog) shares the lock's open
+    // file until its exec closes it, so a lock just released can look taken for a moment:
+    // try again briefly before calling the directory in use.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_millis(500);
+    loop {
+        // SAFETY: flock takes a descriptor we own (open for as long as `file`) and a flag.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+            return Ok(file);
+        }
         let e = io::Error::last_os_error();
-        return Err(if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
-            JournalError::InUse {
+        if e.raw_os_error() != Some(libc::EWOULDBLOCK) {
+            return Err(JournalError::Lock { path, source: e });
+        }
+        if std::time::Instant::now() >= deadline {
+            return Err(JournalError::InUse {
                 dir: dir.to_path_buf(),
                 lock: path,
-            }
-        } else {
-            JournalError::Lock { path, source: e }
-        });
+            });
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
     }
-    Ok(file)
 }
 
 fn read_doc(path: &Path, bytes: &[u8], boot_id: &str) -> Result<Leftover, JournalError> {
