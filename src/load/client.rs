@@ -11,7 +11,7 @@ use serde_json::json;
 
 use super::record::{Outcome, RequestRecord};
 use super::sse::{DocumentReader, Expect, StreamReader};
-use crate::experiment::{Api, LoadStream};
+use crate::experiment::{Api, LoadStream, RequestSpec};
 
 pub type HttpClient = crate::net::HttpClient<Full<Bytes>>;
 
@@ -43,13 +43,22 @@ pub struct StreamPlan {
     pub headers: Vec<(hyper::header::HeaderName, HeaderValue)>,
 }
 
+/// The body field that limits the completion's length.
+fn length_field(api: Api) -> &'static str {
+    match api {
+        Api::OpenaiResponses => "max_output_tokens",
+        Api::OpenaiChat | Api::OpenaiCompletions | Api::AnthropicMessages => "max_tokens",
+    }
+}
+
 /// What a whole answer to `body` must show, read from the body as it is sent (after
 /// `extra_body`), so a `stream_options` or `ignore_eos` set there counts too.
 fn expectations(api: Api, stream: bool, body: &serde_json::Value) -> Expect {
     let usage = match api {
-        // Anthropic streams always carry `usage` in `message_delta`.
-        Api::AnthropicMessages => stream,
-        Api::OpenaiChat => {
+        // Anthropic streams always carry `usage` in `message_delta`, Responses streams in the
+        // response of `response.completed`.
+        Api::AnthropicMessages | Api::OpenaiResponses => stream,
+        Api::OpenaiChat | Api::OpenaiCompletions => {
             stream
                 && body
                     .pointer("/stream_options/include_usage")
@@ -57,11 +66,39 @@ fn expectations(api: Api, stream: bool, body: &serde_json::Value) -> Expect {
                     == Some(true)
         }
     };
-    let max = body.get("max_tokens").and_then(serde_json::Value::as_u64);
+    let max = body
+        .get(length_field(api))
+        .and_then(serde_json::Value::as_u64);
     let ignore_eos = body.get("ignore_eos").and_then(serde_json::Value::as_bool) == Some(true);
     let min = body.get("min_tokens").and_then(serde_json::Value::as_u64);
     let pinned = max.filter(|m| ignore_eos || min == Some(*m));
     Expect { usage, pinned }
+}
+
+/// The JSON body of every request of a stream: the prompt where the API takes it, the length
+/// limit under the API's name, the usage chunk asked for where it is optional, and then
+/// `extra_body`, which may replace any of them.
+fn request_body(r: &RequestSpec) -> serde_json::Value {
+    let mut body = match r.api {
+        Api::OpenaiChat | Api::AnthropicMessages => json!({
+            "model": r.model,
+            "messages": [{ "role": "user", "content": r.prompt }],
+            "stream": r.stream,
+        }),
+        Api::OpenaiCompletions => {
+            json!({ "model": r.model, "prompt": r.prompt, "stream": r.stream })
+        }
+        Api::OpenaiResponses => json!({ "model": r.model, "input": r.prompt, "stream": r.stream }),
+    };
+    body[length_field(r.api)] = json!(r.max_tokens.unwrap_or(256));
+    let optional_usage = matches!(r.api, Api::OpenaiChat | Api::OpenaiCompletions);
+    if optional_usage && r.stream && r.include_usage != Some(false) {
+        body["stream_options"] = json!({ "include_usage": true });
+    }
+    if let (Some(extra), Some(obj)) = (&r.extra_body, body.as_object_mut()) {
+        obj.extend(extra.clone());
+    }
+    body
 }
 
 /// The header a faultline proxy marks faulted responses with, and the name LiteLLM forwards
@@ -72,22 +109,7 @@ impl StreamPlan {
     pub fn new(stream: &LoadStream) -> anyhow::Result<Self> {
         let spec = &stream.spec;
         let r = &spec.request;
-        let max_tokens = r.max_tokens.unwrap_or(256);
-        let mut body = json!({
-            "model": r.model,
-            "messages": [{ "role": "user", "content": r.prompt }],
-            "stream": r.stream,
-            "max_tokens": max_tokens,
-        });
-        let include_usage = r.api == Api::OpenaiChat && r.stream && r.include_usage != Some(false);
-        if include_usage {
-            body["stream_options"] = json!({ "include_usage": true });
-        }
-        if let (Some(extra), Some(obj)) = (&r.extra_body, body.as_object_mut()) {
-            for (k, v) in extra {
-                obj.insert(k.clone(), v.clone());
-            }
-        }
+        let body = request_body(r);
         let expect = expectations(r.api, r.stream, &body);
         let uri = format!(
             "http://{}{}",
@@ -268,5 +290,81 @@ impl Reader {
             Reader::Stream(s) => s.events(),
             Reader::Document(_) => 0,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(request: serde_json::Value) -> RequestSpec {
+        serde_json::from_value(request).unwrap()
+    }
+
+    /// The body as `StreamPlan::new` builds it, and what it expects.
+    fn built(request: serde_json::Value) -> (serde_json::Value, Expect) {
+        let r = spec(request);
+        let body = request_body(&r);
+        let expect = expectations(r.api, r.stream, &body);
+        (body, expect)
+    }
+
+    #[test]
+    fn completions_bodies_send_a_prompt_and_ask_for_usage() {
+        let (body, expect) =
+            built(json!({"api": "openai-completions", "prompt": "hi", "max_tokens": 5}));
+        assert_eq!(
+            body,
+            json!({"model": "sim", "prompt": "hi", "stream": true, "max_tokens": 5,
+                   "stream_options": {"include_usage": true}})
+        );
+        assert_eq!(
+            expect,
+            Expect {
+                usage: true,
+                pinned: None
+            }
+        );
+        let (body, expect) = built(json!({"api": "openai-completions", "stream": false}));
+        assert!(body.get("stream_options").is_none());
+        assert!(!expect.usage);
+        let (_, expect) = built(json!({"api": "openai-completions", "include_usage": false}));
+        assert!(!expect.usage);
+    }
+
+    #[test]
+    fn responses_bodies_send_input_and_max_output_tokens_and_expect_usage_when_streamed() {
+        let (body, expect) =
+            built(json!({"api": "openai-responses", "prompt": "hi", "max_tokens": 7}));
+        assert_eq!(
+            body,
+            json!({"model": "sim", "input": "hi", "stream": true, "max_output_tokens": 7})
+        );
+        assert_eq!(
+            expect,
+            Expect {
+                usage: true,
+                pinned: None
+            }
+        );
+        let (body, expect) = built(json!({"api": "openai-responses", "stream": false}));
+        assert_eq!(body["max_output_tokens"], 256);
+        assert!(!expect.usage);
+        // A length pinned through `extra_body` is read from the Responses API's field.
+        let (_, expect) = built(json!({"api": "openai-responses", "max_tokens": 9,
+                                        "extra_body": {"ignore_eos": true}}));
+        assert_eq!(expect.pinned, Some(9));
+    }
+
+    #[test]
+    fn chat_and_anthropic_bodies_keep_their_messages() {
+        let (body, _) = built(json!({"api": "openai-chat", "prompt": "hi"}));
+        assert_eq!(body["messages"], json!([{"role": "user", "content": "hi"}]));
+        assert_eq!(body["stream_options"], json!({"include_usage": true}));
+        let (body, expect) = built(json!({"api": "anthropic-messages", "prompt": "hi"}));
+        assert_eq!(body["messages"][0]["content"], "hi");
+        assert_eq!(body["max_tokens"], 256);
+        assert!(body.get("stream_options").is_none());
+        assert!(expect.usage);
     }
 }

@@ -40,8 +40,9 @@ pub struct Judged {
 }
 
 /// The finish reasons a whole completion ends with; anything else (vLLM's `abort`, an empty
-/// string) is not one. OpenAI's `finish_reason`, then Anthropic's `stop_reason`.
-const FINISH_REASONS: [&str; 11] = [
+/// string) is not one. OpenAI's `finish_reason`, then Anthropic's `stop_reason`, then what a
+/// Responses answer says (see [`responses_finish`]).
+const FINISH_REASONS: [&str; 13] = [
     "stop",
     "length",
     "tool_calls",
@@ -53,6 +54,8 @@ const FINISH_REASONS: [&str; 11] = [
     "tool_use",
     "pause_turn",
     "refusal",
+    "completed",
+    "max_output_tokens",
 ];
 
 /// The signals a body carried, streamed or not, and the judgement they add up to.
@@ -103,6 +106,34 @@ impl Signals {
 
 fn plausible(reason: &Value) -> Option<String> {
     reason.as_str().map(str::to_string)
+}
+
+/// The finish reason of a Responses API response object: `completed` when its status says
+/// so; for an `incomplete` one, why (`max_output_tokens` is the Responses API's `length`,
+/// `content_filter` its chat namesake). Any other status (`failed`, `cancelled`,
+/// `in_progress`) or an incomplete one without a reason is no finish.
+fn responses_finish(response: &Value) -> Option<String> {
+    match response.get("status").and_then(Value::as_str)? {
+        "completed" => Some("completed".into()),
+        "incomplete" => response
+            .pointer("/incomplete_details/reason")
+            .and_then(plausible),
+        _ => None,
+    }
+}
+
+/// The text of a whole Responses API response: every `output_text` part of every output item,
+/// in order (reasoning items carry none).
+fn responses_text(response: &Value) -> String {
+    let items = response.get("output").and_then(Value::as_array);
+    items
+        .into_iter()
+        .flatten()
+        .filter_map(|item| item.get("content").and_then(Value::as_array))
+        .flatten()
+        .filter(|part| part.get("type").and_then(Value::as_str) == Some("output_text"))
+        .filter_map(|part| part.get("text").and_then(Value::as_str))
+        .collect()
 }
 
 /// Reads a streamed (SSE) body frame by frame.
@@ -204,7 +235,7 @@ fn read_event(api: Api, s: &mut Signals, text: &mut Checker, event: Event<'_>) -
         return false;
     }
     let piece = match api {
-        Api::OpenaiChat => {
+        Api::OpenaiChat | Api::OpenaiCompletions => {
             if let Some(reason) = json.pointer("/choices/0/finish_reason").and_then(plausible) {
                 s.finish_reason = Some(reason);
             }
@@ -215,8 +246,12 @@ fn read_event(api: Api, s: &mut Signals, text: &mut Checker, event: Event<'_>) -
             {
                 s.usage_tokens = Some(n);
             }
-            json.pointer("/choices/0/delta/content")
-                .and_then(Value::as_str)
+            let text = if api == Api::OpenaiChat {
+                "/choices/0/delta/content"
+            } else {
+                "/choices/0/text"
+            };
+            json.pointer(text).and_then(Value::as_str)
         }
         Api::AnthropicMessages => {
             let kind = json
@@ -235,6 +270,35 @@ fn read_event(api: Api, s: &mut Signals, text: &mut Checker, event: Event<'_>) -
                 }
             }
             json.pointer("/delta/text").and_then(Value::as_str)
+        }
+        Api::OpenaiResponses => {
+            let kind = json
+                .get("type")
+                .and_then(Value::as_str)
+                .unwrap_or(event.name);
+            match kind {
+                // A Responses stream has no `[DONE]`: its last event is the final response,
+                // whole or incomplete, and that response's status is the finish signal.
+                "response.completed" | "response.incomplete" => {
+                    s.terminated = true;
+                    let response = json.get("response").unwrap_or(&Value::Null);
+                    s.finish_reason = responses_finish(response);
+                    if let Some(n) = response
+                        .pointer("/usage/output_tokens")
+                        .and_then(Value::as_u64)
+                    {
+                        s.usage_tokens = Some(n);
+                    }
+                    None
+                }
+                // The response's own `error` is nested, so the generic check above misses it.
+                "response.failed" => {
+                    s.errored = true;
+                    None
+                }
+                "response.output_text.delta" => json.get("delta").and_then(Value::as_str),
+                _ => None,
+            }
         }
     };
     match piece {
@@ -293,27 +357,44 @@ impl DocumentReader {
         {
             return judged(Outcome::StreamError, false, None);
         }
-        let (text, reason, usage) = match self.api {
-            Api::OpenaiChat => (
-                json.pointer("/choices/0/message/content"),
-                json.pointer("/choices/0/finish_reason"),
-                json.pointer("/usage/completion_tokens"),
-            ),
+        let (text, finish_reason, usage) = match self.api {
+            Api::OpenaiChat | Api::OpenaiCompletions => {
+                let text = if self.api == Api::OpenaiChat {
+                    "/choices/0/message/content"
+                } else {
+                    "/choices/0/text"
+                };
+                (
+                    json.pointer(text)
+                        .and_then(Value::as_str)
+                        .unwrap_or_default()
+                        .to_string(),
+                    json.pointer("/choices/0/finish_reason").and_then(plausible),
+                    json.pointer("/usage/completion_tokens"),
+                )
+            }
             Api::AnthropicMessages => (
-                json.pointer("/content/0/text"),
-                json.pointer("/stop_reason"),
+                json.pointer("/content/0/text")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string(),
+                json.pointer("/stop_reason").and_then(plausible),
+                json.pointer("/usage/output_tokens"),
+            ),
+            Api::OpenaiResponses => (
+                responses_text(&json),
+                responses_finish(&json),
                 json.pointer("/usage/output_tokens"),
             ),
         };
-        let text = text.and_then(Value::as_str).unwrap_or_default();
         let signals = Signals {
             terminated: true,
             errored: false,
-            finish_reason: reason.and_then(plausible),
+            finish_reason,
             usage_tokens: usage.and_then(Value::as_u64),
             content_events: 0,
         };
-        let (outcome, verified) = signals.judge(verify::verify(text), self.expect, false);
+        let (outcome, verified) = signals.judge(verify::verify(&text), self.expect, false);
         judged(outcome, verified, signals.usage_tokens)
     }
 }
@@ -321,6 +402,7 @@ impl DocumentReader {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     const PLAIN: Expect = Expect {
         usage: false,
@@ -495,6 +577,211 @@ mod tests {
         assert_eq!(j.outcome, Outcome::Truncated);
         let err = "event: message_start\ndata: {}\n\nevent: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\"}}\n\n";
         assert_eq!(read(Api::AnthropicMessages, err, 3).0, Outcome::StreamError);
+    }
+
+    /// A completions stream of `sent` of `tokens` verifiable tokens; `done` adds the finish
+    /// chunk and `[DONE]`, `usage` the usage chunk before it.
+    fn completions_stream(tokens: u32, sent: u32, done: bool, usage: bool) -> String {
+        let mut s = String::new();
+        for i in 0..sent {
+            s += &format!(
+                "data: {{\"object\":\"text_completion\",\"choices\":[{{\"text\":\"{}\",\"finish_reason\":null}}]}}\n\n",
+                verify::token(i, tokens)
+            );
+        }
+        if done {
+            s += "data: {\"object\":\"text_completion\",\"choices\":[{\"text\":\"\",\"finish_reason\":\"length\"}]}\n\n";
+            if usage {
+                s += &format!(
+                    "data: {{\"choices\":[],\"usage\":{{\"completion_tokens\":{sent}}}}}\n\n"
+                );
+            }
+            s += "data: [DONE]\n\n";
+        }
+        s
+    }
+
+    #[test]
+    fn completions_streams_are_judged_like_chat_by_their_text_chunks() {
+        let (j, events) = read_with(
+            Api::OpenaiCompletions,
+            USAGE,
+            &completions_stream(4, 4, true, true),
+            7,
+        );
+        assert_eq!((j.outcome, j.verified, events), (Outcome::Ok, true, 7));
+        assert_eq!(j.tokens.output_tokens, Some(4));
+        // Cut: no terminator.
+        let cut = completions_stream(4, 2, false, false);
+        assert_eq!(read(Api::OpenaiCompletions, &cut, 7).0, Outcome::Truncated);
+        // Re-terminated: the text is short, and the usage chunk is missing.
+        let repaired = completions_stream(4, 2, true, false);
+        assert_eq!(
+            read(Api::OpenaiCompletions, &repaired, 7).0,
+            Outcome::Truncated
+        );
+        let whole_without_usage = completions_stream(4, 4, true, false);
+        assert_eq!(
+            read_with(Api::OpenaiCompletions, USAGE, &whole_without_usage, 7)
+                .0
+                .outcome,
+            Outcome::Truncated,
+            "usage asked for and missing"
+        );
+        let mut r = DocumentReader::new(Api::OpenaiCompletions, PLAIN);
+        r.feed(
+            format!(
+                "{{\"object\":\"text_completion\",\"choices\":[{{\"text\":\"{}\",\"finish_reason\":\"stop\"}}],\"usage\":{{\"completion_tokens\":3}}}}",
+                verify::completion(3)
+            )
+            .as_bytes(),
+        );
+        let j = r.finish();
+        assert_eq!(
+            (j.outcome, j.verified, j.tokens.output_tokens),
+            (Outcome::Ok, true, Some(3))
+        );
+    }
+
+    /// A Responses stream of `sent` of `tokens` verifiable tokens, ended (when `last` is
+    /// given) by that event, whose response has `status` and, with `usage`, its usage.
+    fn responses_stream(tokens: u32, sent: u32, last: Option<(&str, &str)>, usage: bool) -> String {
+        let mut s = String::from(
+            "event: response.created\ndata: {\"type\":\"response.created\",\"response\":{\"status\":\"in_progress\",\"error\":null,\"usage\":null}}\n\n",
+        );
+        for i in 0..sent {
+            s += &format!(
+                "event: response.output_text.delta\ndata: {{\"type\":\"response.output_text.delta\",\"delta\":\"{}\"}}\n\n",
+                verify::token(i, tokens)
+            );
+        }
+        if let Some((name, status)) = last {
+            let mut response = json!({ "status": status, "error": null });
+            if status == "incomplete" {
+                response["incomplete_details"] = json!({ "reason": "max_output_tokens" });
+            }
+            if usage {
+                response["usage"] = json!({ "input_tokens": 1, "output_tokens": sent });
+            }
+            s += &sse::json_event(Some(name), &json!({ "type": name, "response": response }));
+        }
+        s
+    }
+
+    #[test]
+    fn responses_streams_end_with_their_final_response_and_its_usage() {
+        let whole = responses_stream(4, 4, Some(("response.completed", "completed")), true);
+        let (j, events) = read_with(Api::OpenaiResponses, USAGE, &whole, 9);
+        assert_eq!((j.outcome, j.verified, events), (Outcome::Ok, true, 6));
+        assert_eq!(j.tokens.output_tokens, Some(4));
+        // Cut: no final response.
+        let cut = responses_stream(4, 2, None, false);
+        assert_eq!(read(Api::OpenaiResponses, &cut, 9).0, Outcome::Truncated);
+        // Re-terminated with a synthetic `response.completed`: short text, no usage.
+        let repaired = responses_stream(4, 2, Some(("response.completed", "completed")), false);
+        assert_eq!(
+            read(Api::OpenaiResponses, &repaired, 9).0,
+            Outcome::Truncated
+        );
+        // Usage missing from a final response whose text is whole: still not proven whole.
+        let no_usage = responses_stream(4, 4, Some(("response.completed", "completed")), false);
+        assert_eq!(
+            read_with(Api::OpenaiResponses, USAGE, &no_usage, 9)
+                .0
+                .outcome,
+            Outcome::Truncated
+        );
+        // Incomplete by `max_output_tokens` is a finish, like `length`.
+        let length = responses_stream(4, 4, Some(("response.incomplete", "incomplete")), true);
+        let (j, _) = read_with(Api::OpenaiResponses, USAGE, &length, 9);
+        assert_eq!((j.outcome, j.verified), (Outcome::Ok, true));
+        // Incomplete for no stated reason, or a status that is no finish, is a cut.
+        let unexplained = length.replace(
+            ",\"incomplete_details\":{\"reason\":\"max_output_tokens\"}",
+            "",
+        );
+        assert_ne!(unexplained, length);
+        assert_eq!(
+            read_with(Api::OpenaiResponses, USAGE, &unexplained, 9)
+                .0
+                .outcome,
+            Outcome::Truncated
+        );
+        let odd = responses_stream(4, 4, Some(("response.completed", "in_progress")), true);
+        assert_eq!(
+            read_with(Api::OpenaiResponses, USAGE, &odd, 9).0.outcome,
+            Outcome::Truncated
+        );
+    }
+
+    #[test]
+    fn responses_errors_and_failures_are_stream_errors() {
+        let mut failed = responses_stream(4, 2, None, false);
+        failed += "event: response.failed\ndata: {\"type\":\"response.failed\",\"response\":{\"status\":\"failed\",\"error\":{\"code\":\"server_error\",\"message\":\"x\"}}}\n\n";
+        assert_eq!(
+            read(Api::OpenaiResponses, &failed, 9).0,
+            Outcome::StreamError
+        );
+        // The `error` event, named or told by its `type` alone.
+        for error in [
+            "event: error\ndata: {\"type\":\"error\",\"code\":\"server_error\",\"message\":\"x\",\"param\":null,\"sequence_number\":3}\n\n",
+            "data: {\"type\":\"error\",\"code\":\"server_error\",\"message\":\"x\"}\n\n",
+        ] {
+            let body = responses_stream(4, 2, None, false) + error;
+            assert_eq!(read(Api::OpenaiResponses, &body, 9).0, Outcome::StreamError);
+        }
+    }
+
+    #[test]
+    fn responses_documents_are_judged_by_status_text_and_usage() {
+        let doc = |status: &str, details: Value, text: String, usage: Option<u32>| {
+            let mut v = json!({
+                "object": "response",
+                "status": status,
+                "error": null,
+                "incomplete_details": details,
+                "output": [
+                    { "type": "reasoning", "summary": [] },
+                    { "type": "message", "content": [{ "type": "output_text", "text": text }] },
+                ],
+            });
+            if let Some(n) = usage {
+                v["usage"] = json!({ "output_tokens": n });
+            }
+            let mut r = DocumentReader::new(Api::OpenaiResponses, PLAIN);
+            r.feed(v.to_string().as_bytes());
+            let j = r.finish();
+            (j.outcome, j.verified)
+        };
+        let whole = verify::completion(4);
+        let cut: String = (0..2).map(|i| verify::token(i, 4)).collect();
+        assert_eq!(
+            doc("completed", Value::Null, whole.clone(), Some(4)),
+            (Outcome::Ok, true)
+        );
+        assert_eq!(
+            doc("completed", Value::Null, cut, Some(2)),
+            (Outcome::Truncated, false)
+        );
+        let length = json!({ "reason": "max_output_tokens" });
+        assert_eq!(
+            doc("incomplete", length, whole.clone(), None),
+            (Outcome::Ok, true)
+        );
+        assert_eq!(
+            doc("incomplete", Value::Null, whole.clone(), Some(4)),
+            (Outcome::Truncated, false)
+        );
+        // Foreign text: usage verifies it, and without usage it is unverified.
+        let foreign = "Hello there".to_string();
+        assert_eq!(
+            doc("completed", Value::Null, foreign.clone(), Some(2)),
+            (Outcome::Ok, true)
+        );
+        assert_eq!(
+            doc("completed", Value::Null, foreign, None),
+            (Outcome::Ok, false)
+        );
     }
 
     #[test]

@@ -6,9 +6,11 @@
 //! The ending is written in the dialect of the stream: OpenAI chat completions (a
 //! `chat.completion.chunk` with `finish_reason: "stop"`, then `data: [DONE]`), OpenAI
 //! completions (a `text_completion` chunk with `choices[0].text` and `finish_reason: "stop"`,
-//! then `data: [DONE]`) or Anthropic Messages (`content_block_stop` for a block left open,
-//! `message_delta` with `stop_reason: "end_turn"`, `message_stop`). What the events seen so far
-//! say wins over the request path, because gateways serve any API under any path.
+//! then `data: [DONE]`), Anthropic Messages (`content_block_stop` for a block left open,
+//! `message_delta` with `stop_reason: "end_turn"`, `message_stop`) or the OpenAI Responses API
+//! (which has no `[DONE]`: a `response.completed` whose response says `status: "completed"`).
+//! What the events seen so far say wins over the request path, because gateways serve any API
+//! under any path.
 //!
 //! The ending claims nothing about tokens: it carries no `usage`, as a gateway that repairs a
 //! stream cannot know it. That absence is a signal a client can check.
@@ -23,11 +25,13 @@ pub enum Dialect {
     OpenAiChat,
     OpenAiCompletions,
     Anthropic,
+    OpenAiResponses,
 }
 
 impl Dialect {
     /// The dialect a request path names: `.../messages` is Anthropic, `.../chat/completions`
-    /// chat, any other `.../completions` the legacy completions API. `None` for anything else.
+    /// chat, any other `.../completions` the legacy completions API, `.../responses` the
+    /// Responses API. `None` for anything else.
     pub fn from_path(path: &str) -> Option<Dialect> {
         let path = path
             .split('?')
@@ -40,15 +44,18 @@ impl Dialect {
             Some(Dialect::OpenAiChat)
         } else if path.ends_with("/completions") {
             Some(Dialect::OpenAiCompletions)
+        } else if path.ends_with("/responses") {
+            Some(Dialect::OpenAiResponses)
         } else {
             None
         }
     }
 
-    /// The dialect one event shows: an Anthropic event name or `type`, or an OpenAI `object`.
+    /// The dialect one event shows: an Anthropic or Responses event name or `type`, or an
+    /// OpenAI `object`.
     fn from_event(event: &Event<'_>, json: Option<&Value>) -> Option<Dialect> {
-        if is_anthropic_name(event.name) {
-            return Some(Dialect::Anthropic);
+        if let Some(dialect) = Dialect::from_name(event.name) {
+            return Some(dialect);
         }
         let json = json?;
         match json.get("object").and_then(Value::as_str) {
@@ -56,9 +63,28 @@ impl Dialect {
             Some("chat.completion.chunk") => return Some(Dialect::OpenAiChat),
             _ => {}
         }
-        let kind = json.get("type").and_then(Value::as_str)?;
-        is_anthropic_name(kind).then_some(Dialect::Anthropic)
+        Dialect::from_name(json.get("type").and_then(Value::as_str)?)
     }
+
+    /// The dialect an event name (or `type`) belongs to: Anthropic's names, or the Responses
+    /// API's `response.*`.
+    fn from_name(name: &str) -> Option<Dialect> {
+        if is_anthropic_name(name) {
+            Some(Dialect::Anthropic)
+        } else if name.starts_with("response.") {
+            Some(Dialect::OpenAiResponses)
+        } else {
+            None
+        }
+    }
+}
+
+/// The events that end a Responses stream: the final response, whatever its status.
+fn is_responses_terminal(name: &str) -> bool {
+    matches!(
+        name,
+        "response.completed" | "response.incomplete" | "response.failed"
+    )
 }
 
 fn is_anthropic_name(name: &str) -> bool {
@@ -82,12 +108,15 @@ pub struct Ending {
     /// From the request path; what the events show wins.
     hint: Option<Dialect>,
     seen: Option<Dialect>,
-    /// The terminator (`[DONE]` or `message_stop`) has passed.
+    /// The terminator (`[DONE]`, `message_stop` or a final Responses event) has passed.
     finished: bool,
+    /// Events passed: the next Responses event's `sequence_number`, since the Responses API
+    /// numbers its events from 0 (counted, as parsing every event to read it would cost more).
+    events: u64,
     /// The index of an Anthropic content block started and not stopped.
     open_block: Option<u64>,
-    /// The `id` and `model` of the first OpenAI chunk, repeated in the synthetic one as a
-    /// gateway that repairs streams does.
+    /// The `id` and `model` of the first OpenAI chunk (of the response in `response.created`),
+    /// repeated in the synthetic one as a gateway that repairs streams does.
     id: Option<String>,
     model: Option<String>,
 }
@@ -99,6 +128,7 @@ impl Ending {
             hint,
             seen: None,
             finished: false,
+            events: 0,
             open_block: None,
             id: None,
             model: None,
@@ -109,14 +139,20 @@ impl Ending {
     pub fn feed(&mut self, bytes: &[u8]) {
         let mut input = bytes;
         while let Some(event) = self.decoder.next(&mut input) {
-            if event.data == sse::DONE || event.name == "message_stop" {
+            self.events += 1;
+            if event.data == sse::DONE
+                || event.name == "message_stop"
+                || is_responses_terminal(event.name)
+            {
                 self.finished = true;
                 continue;
             }
             // Events are parsed only while there is something left to learn from them: the
-            // dialect and ids early on, and the content blocks of an Anthropic stream.
+            // dialect and ids early on, the content blocks of an Anthropic stream, and the
+            // unnamed events of a Responses stream (its terminator is told by `type` then).
             let wants_json = self.seen.is_none()
-                || matches!(event.name, "content_block_start" | "content_block_stop");
+                || matches!(event.name, "content_block_start" | "content_block_stop")
+                || (self.seen == Some(Dialect::OpenAiResponses) && event.name.is_empty());
             let json = if wants_json {
                 serde_json::from_str::<Value>(event.data).ok()
             } else {
@@ -125,7 +161,9 @@ impl Ending {
             if self.seen.is_none() {
                 self.seen = Dialect::from_event(&event, json.as_ref());
                 if let Some(json) = &json {
-                    let text = |k: &str| json.get(k).and_then(Value::as_str).map(str::to_string);
+                    // A Responses stream names its response inside `response`.
+                    let named = json.get("response").unwrap_or(json);
+                    let text = |k: &str| named.get(k).and_then(Value::as_str).map(str::to_string);
                     self.id = self.id.take().or_else(|| text("id"));
                     self.model = self.model.take().or_else(|| text("model"));
                 }
@@ -137,7 +175,8 @@ impl Ending {
                 "content_block_stop" => self.open_block = None,
                 _ => {}
             }
-            if json.as_ref().and_then(|j| j.get("type")?.as_str()) == Some("message_stop") {
+            let kind = json.as_ref().and_then(|j| j.get("type")?.as_str());
+            if kind.is_some_and(|k| k == "message_stop" || is_responses_terminal(k)) {
                 self.finished = true;
             }
         }
@@ -201,6 +240,26 @@ impl Ending {
                     &json!({ "type": "message_stop" }),
                 ));
             }
+            Dialect::OpenAiResponses => {
+                // The final response as a repairing gateway can write it: completed, with no
+                // output it did not see and no usage.
+                let mut response = json!({
+                    "object": "response",
+                    "status": "completed",
+                    "error": null,
+                    "incomplete_details": null,
+                    "output": [],
+                });
+                self.name_chunk(&mut response);
+                out.push_str(&sse::json_event(
+                    Some("response.completed"),
+                    &json!({
+                        "type": "response.completed",
+                        "sequence_number": self.events,
+                        "response": response,
+                    }),
+                ));
+            }
         }
         out
     }
@@ -246,6 +305,10 @@ mod tests {
         assert_eq!(
             Dialect::from_path("/v1/messages/"),
             Some(Dialect::Anthropic)
+        );
+        assert_eq!(
+            Dialect::from_path("/v1/responses"),
+            Some(Dialect::OpenAiResponses)
         );
         assert_eq!(Dialect::from_path("/generate"), None);
     }
@@ -306,5 +369,41 @@ mod tests {
         assert_eq!(end.len(), 3, "the cut event, the stop, [DONE]: {end:?}");
         assert_eq!(end[0].1, Value::String("{\"cho".into()));
         assert_eq!(end[1].1["choices"][0]["finish_reason"], "stop");
+    }
+
+    #[test]
+    fn a_responses_stream_gets_a_completed_response_without_usage() {
+        let passed = "event: response.created\ndata: {\"type\":\"response.created\",\"sequence_number\":0,\"response\":{\"id\":\"resp_1\",\"model\":\"m\",\"status\":\"in_progress\",\"error\":null}}\n\n\
+                      event: response.output_text.delta\ndata: {\"type\":\"response.output_text.delta\",\"sequence_number\":1,\"delta\":\"a \"}\n\n";
+        // The events decide, whatever the path said.
+        let end = ending_of(Some(Dialect::OpenAiChat), passed);
+        assert_eq!(end.len(), 1, "no [DONE] in a Responses stream: {end:?}");
+        assert_eq!(end[0].0, "response.completed");
+        assert_eq!(end[0].1["type"], "response.completed");
+        assert_eq!(end[0].1["sequence_number"], 2);
+        assert_eq!(end[0].1["response"]["status"], "completed");
+        assert_eq!(end[0].1["response"]["id"], "resp_1");
+        assert_eq!(end[0].1["response"]["model"], "m");
+        assert!(end[0].1["response"].get("usage").is_none());
+        // With nothing seen, the path decides.
+        let end = ending_of(Some(Dialect::OpenAiResponses), "");
+        assert_eq!(end[0].0, "response.completed");
+    }
+
+    #[test]
+    fn a_finished_responses_stream_gets_nothing_named_or_not() {
+        for last in [
+            "event: response.completed\ndata: {\"type\":\"response.completed\"}\n\n",
+            "event: response.incomplete\ndata: {\"type\":\"response.incomplete\"}\n\n",
+            // Unnamed events, told apart by their `type`.
+            "data: {\"type\":\"response.completed\"}\n\n",
+        ] {
+            let mut e = Ending::new(None);
+            e.feed(b"data: {\"type\":\"response.created\",\"response\":{}}\n\n");
+            assert!(!e.finished());
+            e.feed(last.as_bytes());
+            assert!(e.finished(), "{last}");
+            assert_eq!(e.ending(), "");
+        }
     }
 }

@@ -162,7 +162,7 @@ pub(crate) async fn handle(
     }
 
     // A re-terminated stream is ended in the dialect its path names, unless its events say
-    // otherwise.
+    // otherwise; an injected stream error takes the shape the path names.
     let dialect = Dialect::from_path(request.uri().path());
     let upstream_request = match to_upstream(&shared.upstream, request) {
         Ok(r) => r,
@@ -344,7 +344,7 @@ fn shape_response(
     {
         // The stream changes length, so any length the upstream announced would be wrong.
         parts.headers.remove(CONTENT_LENGTH);
-        let event = errors::stream_error_event(fault.shape);
+        let event = errors::stream_error_event(fault.shape, dialect, fault.after_events);
         body = StreamError::new(body, fault.after_events, event).boxed_unsync();
     }
     if !plan.per_chunk.is_zero() {

@@ -8,6 +8,8 @@ use serde_json::{json, Value};
 
 use super::body::{full, ProxyBody, PROXY_HEADER};
 use crate::fault::{ErrorShape, HttpErrorFault};
+use crate::protocol::ending::Dialect;
+use crate::protocol::sse;
 
 /// The answer to a request an `http_error` fault selected; the upstream never sees it.
 pub(crate) fn http_error(proxy: &str, fault: &HttpErrorFault) -> Response<ProxyBody> {
@@ -126,13 +128,32 @@ fn vllm_type(status: u16) -> &'static str {
     }
 }
 
-/// The SSE event a `stream_error` fault sends in place of the rest of the stream. The `empty`
-/// shape sends nothing: the stream just ends cleanly, early.
-pub(crate) fn stream_error_event(shape: ErrorShape) -> Bytes {
+/// The SSE event a `stream_error` fault sends in place of the rest of the stream, after
+/// `after_events` events. The `empty` shape sends nothing: the stream just ends cleanly, early.
+/// `openai` on a Responses stream (by its path) is the Responses API's own `error` event, which
+/// carries the next `sequence_number` (the API numbers its events from 0); elsewhere it is the
+/// chat API's unnamed `{"error": ...}` chunk.
+pub(crate) fn stream_error_event(
+    shape: ErrorShape,
+    dialect: Option<Dialect>,
+    after_events: u64,
+) -> Bytes {
     match shape {
         ErrorShape::Anthropic => Bytes::from_static(
             b"event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"Overloaded\"}}\n\n",
         ),
+        ErrorShape::Openai if dialect == Some(Dialect::OpenAiResponses) => {
+            Bytes::from(sse::json_event(
+                Some("error"),
+                &json!({
+                    "type": "error",
+                    "code": "server_error",
+                    "message": "The server had an error while processing your request.",
+                    "param": null,
+                    "sequence_number": after_events,
+                }),
+            ))
+        }
         ErrorShape::Openai => Bytes::from_static(
             b"data: {\"error\":{\"message\":\"The server had an error while processing your request.\",\"type\":\"server_error\"}}\n\n",
         ),
@@ -168,8 +189,14 @@ mod tests {
 
     #[test]
     fn stream_error_events_are_complete_sse_events() {
-        for shape in [ErrorShape::Anthropic, ErrorShape::Openai, ErrorShape::Vllm] {
-            let event = stream_error_event(shape);
+        for (shape, dialect) in [
+            (ErrorShape::Anthropic, None),
+            (ErrorShape::Openai, None),
+            (ErrorShape::Openai, Some(Dialect::OpenAiChat)),
+            (ErrorShape::Openai, Some(Dialect::OpenAiResponses)),
+            (ErrorShape::Vllm, None),
+        ] {
+            let event = stream_error_event(shape, dialect, 3);
             // One whole event as the client decodes it, ending with the last byte.
             let mut scanner = crate::protocol::sse::EventScanner::default();
             assert_eq!(scanner.next_end(&event), Some(event.len()));
@@ -177,5 +204,22 @@ mod tests {
             assert_eq!(events.len(), 1);
             let _: Value = serde_json::from_str(&events[0].1).unwrap();
         }
+    }
+
+    #[test]
+    fn an_openai_error_on_a_responses_stream_is_its_error_event() {
+        let event = stream_error_event(ErrorShape::Openai, Some(Dialect::OpenAiResponses), 3);
+        let events = crate::protocol::sse::decode_all(&event);
+        assert_eq!(events[0].0, "error");
+        let data: Value = serde_json::from_str(&events[0].1).unwrap();
+        assert_eq!(data["type"], "error");
+        assert_eq!(data["sequence_number"], 3);
+        assert!(data["message"].is_string());
+        // The chat stream keeps the chat shape.
+        let chat = stream_error_event(ErrorShape::Openai, Some(Dialect::OpenAiChat), 3);
+        let events = crate::protocol::sse::decode_all(&chat);
+        assert_eq!(events[0].0, "");
+        let data: Value = serde_json::from_str(&events[0].1).unwrap();
+        assert_eq!(data["error"]["type"], "server_error");
     }
 }

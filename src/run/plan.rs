@@ -2,7 +2,7 @@
 
 use std::fmt::Write;
 
-use crate::experiment::{Action, Api, Experiment, LiftTarget, ServiceSpec};
+use crate::experiment::{Action, Experiment, LiftTarget, ServiceSpec};
 use crate::units::human_duration;
 
 /// The plan as text, in the order things would happen.
@@ -43,10 +43,7 @@ pub fn render(exp: &Experiment, seed: u64) -> String {
     let _ = writeln!(out, "\nload (open loop, from 0s to the end):");
     for l in &exp.streams {
         let r = &l.spec.request;
-        let api = match r.api {
-            Api::OpenaiChat => "openai-chat",
-            Api::AnthropicMessages => "anthropic-messages",
-        };
+        let api = r.api.name();
         let _ = writeln!(
             out,
             "  {:<16} {} POST {} ({api}, {}, model {}), timeout {}",

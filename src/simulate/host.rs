@@ -1,4 +1,5 @@
-//! The simulated inference host: routes requests to the OpenAI or Anthropic dialect, plays its
+//! The simulated inference host: routes requests to the OpenAI chat, completions or Responses
+//! dialect or the Anthropic one, plays its
 //! cold start, applies the capacity and memory models, paces the answer, and labels every
 //! response with `x-served-by`.
 
@@ -20,7 +21,7 @@ use super::completion::{self, Finish, Length};
 use super::memory::{Admission, Memory};
 use super::server::{Crash, Handler};
 use super::stream::{self, Pace};
-use super::{anthropic, completions, openai};
+use super::{anthropic, completions, openai, responses};
 use crate::exit::Failure;
 use crate::experiment::schema::{Content, SimulateSpec};
 
@@ -68,6 +69,8 @@ enum Api {
     OpenAi,
     /// OpenAI's legacy completions, as vLLM still serves them.
     OpenAiCompletions,
+    /// OpenAI's Responses API.
+    OpenAiResponses,
     Anthropic,
 }
 
@@ -76,13 +79,16 @@ impl Api {
         match self {
             Api::OpenAi => openai::parse(bytes),
             Api::OpenAiCompletions => completions::parse(bytes),
+            Api::OpenAiResponses => responses::parse(bytes),
             Api::Anthropic => anthropic::parse(bytes),
         }
     }
 
     fn error(self, status: StatusCode, message: &str) -> Response<Body> {
         match self {
-            Api::OpenAi | Api::OpenAiCompletions => openai::error(status, message),
+            Api::OpenAi | Api::OpenAiCompletions | Api::OpenAiResponses => {
+                openai::error(status, message)
+            }
             Api::Anthropic => anthropic::error(status, message),
         }
     }
@@ -170,10 +176,11 @@ async fn route(host: &Host, req: Request<Incoming>) -> Response<Body> {
     match (req.method(), path.as_str()) {
         (&Method::POST, "/v1/chat/completions") => complete(host, Api::OpenAi, req).await,
         (&Method::POST, "/v1/completions") => complete(host, Api::OpenAiCompletions, req).await,
+        (&Method::POST, "/v1/responses") => complete(host, Api::OpenAiResponses, req).await,
         (&Method::POST, "/v1/messages") => complete(host, Api::Anthropic, req).await,
         (&Method::GET, "/v1/models") => models(host),
         (&Method::GET, "/health") => body::json(StatusCode::OK, &json!({ "status": "ok" })),
-        (_, "/v1/chat/completions" | "/v1/completions" | "/v1/messages") => {
+        (_, "/v1/chat/completions" | "/v1/completions" | "/v1/responses" | "/v1/messages") => {
             wrong_method(req.method(), &path, "POST")
         }
         (_, "/v1/models" | "/health") => wrong_method(req.method(), &path, "GET"),
@@ -248,6 +255,12 @@ async fn complete(host: &Host, api: Api, req: Request<Incoming>) -> Response<Bod
                 total,
                 held,
             )),
+            Api::OpenAiResponses => body::streamed(stream::play(
+                responses::Events::new(reply),
+                host.pace,
+                total,
+                held,
+            )),
             Api::Anthropic => body::streamed(stream::play(
                 anthropic::Events(reply),
                 host.pace,
@@ -266,6 +279,7 @@ async fn complete(host: &Host, api: Api, req: Request<Incoming>) -> Response<Bod
     let answer = match api {
         Api::OpenAi => openai::whole(&reply),
         Api::OpenAiCompletions => completions::whole(&reply),
+        Api::OpenAiResponses => responses::whole(&reply),
         Api::Anthropic => anthropic::whole(&reply),
     };
     body::json(StatusCode::OK, &answer)
@@ -301,6 +315,7 @@ impl Host {
         let id = match api {
             Api::OpenAi => format!("chatcmpl-sim{n:012}"),
             Api::OpenAiCompletions => format!("cmpl-sim{n:012}"),
+            Api::OpenAiResponses => format!("resp_sim{n:012}"),
             Api::Anthropic => format!("msg_sim{n:012}"),
         };
         let created = SystemTime::now()

@@ -1,7 +1,7 @@
 //! Simulated inference hosts and the reference gateway.
 //!
-//! A simulated host speaks the OpenAI chat completions, OpenAI (legacy) completions and
-//! Anthropic Messages APIs with a configurable time to first token, token rate and capacity,
+//! A simulated host speaks the OpenAI chat completions, OpenAI (legacy) completions, OpenAI
+//! Responses and Anthropic Messages APIs with a configurable time to first token, token rate and capacity,
 //! honours the length and usage options vLLM honours (`max_tokens`, `min_tokens`, `ignore_eos`,
 //! `stream_options.include_usage`), and writes its completions in the verifiable token scheme
 //! of [`crate::protocol::verify`] or, with `content: plain`, in ordinary words. The reference gateway is a stand-in for a user's own
@@ -39,6 +39,7 @@ mod host;
 mod inflight;
 mod memory;
 mod openai;
+mod responses;
 mod server;
 mod stream;
 #[cfg(test)]

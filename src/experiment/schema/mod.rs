@@ -168,8 +168,28 @@ pub struct ToxiproxyServer {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, JsonSchema, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Api {
+    /// OpenAI chat completions (`/v1/chat/completions`): `messages`, `choices[0].delta`.
     OpenaiChat,
+    /// Anthropic Messages (`/v1/messages`): named events up to `message_stop`.
     AnthropicMessages,
+    /// OpenAI's legacy completions (`/v1/completions`), as vLLM, TGI and llama.cpp serve it:
+    /// a `prompt`, `choices[0].text`.
+    OpenaiCompletions,
+    /// The OpenAI Responses API (`/v1/responses`): an `input`, named events up to
+    /// `response.completed`.
+    OpenaiResponses,
+}
+
+impl Api {
+    /// The name an experiment file gives the API (its serde name).
+    pub fn name(self) -> &'static str {
+        match self {
+            Api::OpenaiChat => "openai-chat",
+            Api::AnthropicMessages => "anthropic-messages",
+            Api::OpenaiCompletions => "openai-completions",
+            Api::OpenaiResponses => "openai-responses",
+        }
+    }
 }
 
 #[derive(Clone, Debug, Deserialize, JsonSchema, Serialize)]
@@ -180,13 +200,18 @@ pub struct RequestSpec {
     pub stream: bool,
     #[serde(default = "default_model")]
     pub model: String,
+    /// Sent as the chat or Anthropic user message, the completions `prompt` or the Responses
+    /// `input`.
     #[serde(default = "default_prompt")]
     pub prompt: String,
+    /// The completion's length limit: `max_tokens`, or `max_output_tokens` for the Responses
+    /// API. 256 when not given.
     #[serde(default)]
     pub max_tokens: Option<u32>,
-    /// Ask an OpenAI-style stream for the backend's token count in a last chunk
+    /// Ask an OpenAI chat or completions stream for the backend's token count in a last chunk
     /// (`stream_options: {include_usage: true}`); on by default, since a cut stream that
     /// something re-terminated lacks that chunk. Turn it off for backends that refuse it.
+    /// (Anthropic and Responses streams always carry their usage.)
     #[serde(default)]
     pub include_usage: Option<bool>,
     /// Merged into the request's JSON body last, so it can set anything: `ignore_eos`,
@@ -385,4 +410,21 @@ fn default_min_steady_state() -> Percent {
 }
 fn default_min_baseline_requests() -> u64 {
     20
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Api;
+
+    #[test]
+    fn api_names_are_the_serde_names() {
+        for api in [
+            Api::OpenaiChat,
+            Api::AnthropicMessages,
+            Api::OpenaiCompletions,
+            Api::OpenaiResponses,
+        ] {
+            assert_eq!(serde_json::to_value(api).ok(), Some(api.name().into()));
+        }
+    }
 }

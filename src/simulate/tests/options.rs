@@ -377,3 +377,150 @@ async fn a_proxy_re_terminates_a_completions_stream_in_its_own_dialect() {
         }
     ));
 }
+
+/// The events of a Responses stream: name and JSON data.
+fn responses_events(answer: &Answer) -> Vec<(String, Value)> {
+    parse_sse(&answer.text())
+        .into_iter()
+        .map(|e| {
+            let data = serde_json::from_str(&e.data).unwrap();
+            (e.name.unwrap_or_default(), data)
+        })
+        .collect()
+}
+
+fn deltas_of(events: &[(String, Value)]) -> String {
+    events
+        .iter()
+        .filter(|(name, _)| name == "response.output_text.delta")
+        .filter_map(|(_, d)| d["delta"].as_str())
+        .collect()
+}
+
+#[tokio::test]
+async fn responses_stream_named_events_up_to_the_final_response() {
+    let host = start_host("h", &host_spec()).await.unwrap();
+    let req = json!({"model": "m", "input": "say hi", "stream": true});
+    let answer = post_json(host.addr(), "/v1/responses", req).await;
+    assert_eq!(answer.header("content-type"), Some("text/event-stream"));
+    let events = responses_events(&answer);
+    assert_eq!(events[0].0, "response.created");
+    let (last, data) = events.last().unwrap();
+    assert_eq!(last, "response.completed", "no [DONE]: {events:?}");
+    assert_eq!(data["response"]["status"], "completed");
+    assert_eq!(
+        data["response"]["usage"],
+        json!({"input_tokens": 2, "output_tokens": 8, "total_tokens": 10})
+    );
+    let text = deltas_of(&events);
+    assert_eq!(verify::verify(&text), Verification::Complete);
+    assert_eq!(text.split_whitespace().count(), 8);
+
+    // `max_output_tokens` ends it early, as `incomplete`.
+    let req = json!({"input": "x", "stream": true, "max_output_tokens": 3});
+    let events = responses_events(&post_json(host.addr(), "/v1/responses", req).await);
+    let (last, data) = events.last().unwrap();
+    assert_eq!(last, "response.incomplete");
+    assert_eq!(
+        data["response"]["incomplete_details"]["reason"],
+        "max_output_tokens"
+    );
+    assert_eq!(deltas_of(&events).split_whitespace().count(), 3);
+
+    let v = post_json(host.addr(), "/v1/responses", json!({"input": "x"}))
+        .await
+        .json();
+    assert_eq!(v["object"], "response");
+    assert_eq!(v["status"], "completed");
+    assert_eq!(v["usage"]["output_tokens"], 8);
+    let text = v["output"][0]["content"][0]["text"].as_str().unwrap();
+    assert_eq!(verify::verify(text), Verification::Complete);
+    let bad = post_json(
+        host.addr(),
+        "/v1/responses",
+        json!({"input": "x", "max_output_tokens": 0}),
+    )
+    .await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    assert!(bad.json()["error"]["message"].is_string());
+    host.stop().await;
+}
+
+#[tokio::test]
+async fn responses_are_paced_charged_and_written_plain_like_the_others() {
+    // 9 tokens of cache: a 1-word input and the host's 8 tokens fit; 2 words do not.
+    let mut spec = host_spec();
+    spec.content = Content::Plain;
+    spec.tokens_per_second = 100.0;
+    spec.memory = Some(MemorySpec {
+        kv_tokens: 9,
+        leak_per_second: 0,
+        leak_after: Dur::from_millis(0),
+        on_exhaustion: Exhaustion::Reject,
+    });
+    let host = start_host("h", &spec).await.unwrap();
+    let started = std::time::Instant::now();
+    let v = post_json(host.addr(), "/v1/responses", json!({"input": "x"}))
+        .await
+        .json();
+    // 8 tokens at 100 a second.
+    assert!(started.elapsed() >= Duration::from_millis(75));
+    let text = v["output"][0]["content"][0]["text"].as_str().unwrap();
+    assert_eq!(verify::verify(text), Verification::Unverifiable);
+    assert_eq!(text.split_whitespace().count(), 8);
+    let refused = post_json(host.addr(), "/v1/responses", json!({"input": "x y"})).await;
+    assert_eq!(refused.status, StatusCode::TOO_MANY_REQUESTS);
+    assert!(
+        refused.text().contains("needs 10 tokens"),
+        "{}",
+        refused.text()
+    );
+    host.stop().await;
+}
+
+#[tokio::test]
+async fn a_proxy_and_the_gateway_re_terminate_a_responses_stream_with_response_completed() {
+    let host = start_host("h", &host_spec()).await.unwrap();
+    let proxy_spec = crate::experiment::schema::ProxySpec {
+        listen: any_port(),
+        upstream: host.addr(),
+        mode: crate::experiment::schema::ProxyMode::Http,
+        driver: Default::default(),
+    };
+    let proxy = crate::proxy::start("p", &proxy_spec, 1).await.unwrap();
+    let mut gw_spec = gateway_spec(vec![proxy.addr()]);
+    gw_spec.reterminate_cut_streams = true;
+    let gw = start_gateway("gw", &gw_spec).await.unwrap();
+    let req = json!({"input": "x", "stream": true});
+    // The opening is 4 events; 6 passes 2 tokens.
+    for (how, through) in [("reterminate", proxy.addr()), ("close", gw.addr())] {
+        let cut = json!({"truncate_stream": {"after_events": 6, "how": how}});
+        proxy
+            .faults()
+            .inject("cut", serde_json::from_value(cut).unwrap());
+        let answer = post_json(through, "/v1/responses", req.clone()).await;
+        assert!(proxy.faults().lift("cut"));
+        assert!(answer.body_error.is_none(), "{how}");
+        let events = responses_events(&answer);
+        assert_eq!(events.len(), 7, "{how}: {events:?}");
+        let (last, data) = &events[6];
+        assert_eq!(last, "response.completed", "{how}");
+        assert_eq!(data["sequence_number"], 6, "{how}");
+        assert_eq!(data["response"]["status"], "completed", "{how}");
+        assert_eq!(
+            data["response"]["id"], events[0].1["response"]["id"],
+            "{how}"
+        );
+        assert!(data["response"].get("usage").is_none(), "{how}");
+        assert!(matches!(
+            verify::verify(&deltas_of(&events)),
+            Verification::Incomplete {
+                received: 2,
+                expected: 8
+            }
+        ));
+    }
+    gw.stop().await;
+    proxy.stop().await;
+    host.stop().await;
+}
