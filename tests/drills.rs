@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{faultline, report};
+use common::{faultline, report, verdict_row};
 use predicates::prelude::*;
 
 /// The JSON report validates against the schema published in docs/.
@@ -23,15 +23,6 @@ fn assert_matches_schema(report: &serde_json::Value) {
         "report does not match its schema:\n{}",
         errors.join("\n")
     );
-}
-
-fn verdict_row<'a>(report: &'a serde_json::Value, budget: &str) -> &'a serde_json::Value {
-    report["evaluation"]["verdict"]["rows"]
-        .as_array()
-        .expect("verdict rows")
-        .iter()
-        .find(|r| r["budget"] == budget)
-        .unwrap_or_else(|| panic!("no verdict row for {budget}"))
 }
 
 #[test]

@@ -6,7 +6,7 @@ mod common;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{faultline, free_ports, report, write};
+use common::{free_ports, report, run_experiment, write};
 
 #[test]
 fn a_fault_that_cannot_be_applied_mid_drill_still_leaves_its_reports() {
@@ -26,22 +26,14 @@ timeline:
   - {{ at: 3s, end: true }}
 "#
     );
-    let file = write(dir.path(), "gpu.yaml", &yaml);
-    let out = dir.path().join("out");
-    let run = faultline()
-        .arg("run")
-        .arg(&file)
-        .arg("--out")
-        .arg(&out)
-        // No real or fake libcuda where the hog looks first.
-        .env("LD_LIBRARY_PATH", dir.path())
-        .timeout(Duration::from_secs(120))
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&run.stderr);
-    assert_eq!(run.status.code(), Some(4), "{stderr}");
+    // No real or fake libcuda where the hog looks first.
+    let libs = dir.path().display().to_string();
+    let run = run_experiment(dir.path(), "gpu.yaml", &yaml, &[("LD_LIBRARY_PATH", &libs)]);
+    let stderr = &run.stderr;
+    assert_eq!(run.code, Some(4), "{stderr}");
     assert!(stderr.contains("could not inject hog on local"), "{stderr}");
-    let report = report(&out);
+    let report = run.report();
+    let out = &run.out;
     assert_eq!(report["exit_code"], 4);
     let why = report["ended_early"].as_str().unwrap_or_default();
     assert!(why.starts_with("could not inject hog on local: "), "{why}");

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{faultline, free_ports, report, write};
+use common::{free_ports, run_experiment};
 
 fn ms(v: &serde_json::Value) -> f64 {
     v.as_f64().unwrap_or_else(|| panic!("not a number: {v}"))
@@ -40,19 +40,11 @@ expect:
   max_unverified: 0
 "#
     );
-    let file = write(dir.path(), "slow.yaml", &yaml);
-    let out = dir.path().join("out");
-    let run = faultline()
-        .arg("run")
-        .arg(&file)
-        .arg("--out")
-        .arg(&out)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&run.stdout);
+    let run = run_experiment(dir.path(), "slow.yaml", &yaml, &[]);
     // The ITL budget fails: the fault made tokens slow.
-    assert_eq!(run.status.code(), Some(1), "{stdout}");
-    let report = report(&out);
+    assert_eq!(run.code, Some(1), "{}", run.stdout);
+    let report = run.report();
+    let out = &run.out;
     let phases = &report["evaluation"]["overall"]["phases"];
     let base = ms(&phases["baseline"]["itl"]["p50_ms"]);
     let fault = ms(&phases["fault"]["itl"]["p50_ms"]);

@@ -8,7 +8,7 @@ use std::net::TcpListener;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{faultline, free_ports, write};
+use common::{faultline, free_ports, run_experiment, write};
 
 const SECRET: &str = "sk-live-4f1c9e7d2b8a6035";
 
@@ -107,19 +107,15 @@ fn a_secret_header_is_sent_and_written_nowhere() {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let seen = gateway(listener, Duration::from_secs(30));
-    let file = write(dir.path(), "secret.yaml", &experiment(port));
-    let out = dir.path().join("out");
-    let run = faultline()
-        .arg("run")
-        .arg(&file)
-        .arg("--out")
-        .arg(&out)
-        .env("FAULTLINE_TEST_GATEWAY_KEY", SECRET)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&run.stdout).to_string();
-    let stderr = String::from_utf8_lossy(&run.stderr).to_string();
-    assert_eq!(run.status.code(), Some(0), "{stdout}\n{stderr}");
+    let run = run_experiment(
+        dir.path(),
+        "secret.yaml",
+        &experiment(port),
+        &[("FAULTLINE_TEST_GATEWAY_KEY", SECRET)],
+    );
+    let (stdout, stderr, out) = (run.stdout.clone(), run.stderr.clone(), run.out.clone());
+    let file = dir.path().join("secret.yaml");
+    assert_eq!(run.code, Some(0), "{stdout}\n{stderr}");
 
     // It reached the gateway, with the plain header beside it.
     let heads = seen.lock().unwrap().clone();

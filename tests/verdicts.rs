@@ -3,18 +3,7 @@
 
 mod common;
 
-use std::time::Duration;
-
-use common::{faultline, free_ports, report, write};
-
-fn verdict_row<'a>(report: &'a serde_json::Value, budget: &str) -> &'a serde_json::Value {
-    report["evaluation"]["verdict"]["rows"]
-        .as_array()
-        .expect("verdict rows")
-        .iter()
-        .find(|r| r["budget"] == budget)
-        .unwrap_or_else(|| panic!("no verdict row for {budget}"))
-}
+use common::{free_ports, run_experiment, verdict_row};
 
 /// The system answers every request with an error from the first second, before any fault: a
 /// steady state of 0% must not let failover and recovery pass at 0s.
@@ -45,23 +34,14 @@ expect:
   recover_within: 1s
 "#
     );
-    let file = write(dir.path(), "down.yaml", &yaml);
-    let out = dir.path().join("out");
-    let run = faultline()
-        .arg("run")
-        .arg(&file)
-        .arg("--out")
-        .arg(&out)
-        .timeout(Duration::from_secs(60))
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&run.stdout);
-    assert_eq!(run.status.code(), Some(1), "{stdout}");
+    let run = run_experiment(dir.path(), "down.yaml", &yaml, &[]);
+    let stdout = &run.stdout;
+    assert_eq!(run.code, Some(1), "{stdout}");
     assert!(
         stdout.contains("the system was failing before any fault was injected"),
         "{stdout}"
     );
-    let report = report(&out);
+    let report = run.report();
     assert_eq!(
         report["evaluation"]["overall"]["steady_state"]["steady"],
         false
@@ -108,22 +88,13 @@ expect:
   faults_must_act: true
 "#
     );
-    let file = write(dir.path(), "idle.yaml", &yaml);
-    let out = dir.path().join("out");
-    let run = faultline()
-        .arg("run")
-        .arg(&file)
-        .arg("--out")
-        .arg(&out)
-        .timeout(Duration::from_secs(60))
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&run.stdout);
-    assert_eq!(run.status.code(), Some(1), "{stdout}");
+    let run = run_experiment(dir.path(), "idle.yaml", &yaml, &[]);
+    let stdout = &run.stdout;
+    assert_eq!(run.code, Some(1), "{stdout}");
     let warning = "fault `burst` on pp touched 0 requests: is the proxy on the path to the \
                    system under test?";
     assert!(stdout.contains(warning), "{stdout}");
-    let report = report(&out);
+    let report = run.report();
     assert_eq!(verdict_row(&report, "max_error_rate")["passed"], true);
     let row = verdict_row(&report, "faults_must_act");
     assert_eq!(row["passed"], false, "{row}");
@@ -165,20 +136,11 @@ expect:
     counted: {{ max_unverified: 0 }}
 "#
     );
-    let file = write(dir.path(), "plain.yaml", &yaml);
-    let out = dir.path().join("out");
-    let run = faultline()
-        .arg("run")
-        .arg(&file)
-        .arg("--out")
-        .arg(&out)
-        .timeout(Duration::from_secs(60))
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&run.stdout);
-    assert_eq!(run.status.code(), Some(1), "{stdout}");
+    let run = run_experiment(dir.path(), "plain.yaml", &yaml, &[]);
+    let stdout = &run.stdout;
+    assert_eq!(run.code, Some(1), "{stdout}");
     assert!(stdout.contains("ok responses unverified"), "{stdout}");
-    let report = report(&out);
+    let report = run.report();
     let rows = report["evaluation"]["verdict"]["rows"].as_array().unwrap();
     let row = |scope: &str| {
         rows.iter()

@@ -513,3 +513,49 @@ pub fn experiment_ports(yaml: &str) -> std::collections::BTreeSet<u16> {
     }
     ports
 }
+
+/// The verdict row of `budget` (scope `all` first) in a JSON report.
+pub fn verdict_row<'a>(report: &'a serde_json::Value, budget: &str) -> &'a serde_json::Value {
+    report["evaluation"]["verdict"]["rows"]
+        .as_array()
+        .expect("verdict rows")
+        .iter()
+        .find(|r| r["budget"] == budget)
+        .unwrap_or_else(|| panic!("no verdict row for {budget}"))
+}
+
+/// What one `faultline run` of a written experiment left.
+pub struct Ran {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+    /// The run's out dir (inside the caller's temp dir).
+    pub out: PathBuf,
+}
+
+impl Ran {
+    pub fn report(&self) -> serde_json::Value {
+        report(&self.out)
+    }
+}
+
+/// Writes `yaml` to `dir/name` and runs it with `--out dir/out` under the common deadline,
+/// with `env` added to the run's environment.
+pub fn run_experiment(dir: &Path, name: &str, yaml: &str, env: &[(&str, &str)]) -> Ran {
+    let file = write(dir, name, yaml);
+    let out = dir.join("out");
+    let run = faultline()
+        .arg("run")
+        .arg(&file)
+        .arg("--out")
+        .arg(&out)
+        .envs(env.iter().copied())
+        .output()
+        .expect("faultline runs");
+    Ran {
+        code: run.status.code(),
+        stdout: String::from_utf8_lossy(&run.stdout).to_string(),
+        stderr: String::from_utf8_lossy(&run.stderr).to_string(),
+        out,
+    }
+}
