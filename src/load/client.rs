@@ -11,6 +11,7 @@ use serde_json::json;
 
 use super::record::{Outcome, RequestRecord};
 use super::sse::{DocumentReader, Expect, StreamReader};
+use super::workload::{Workload, DEFAULT_MAX_TOKENS};
 use crate::experiment::{Api, LoadStream};
 
 pub type HttpClient = crate::net::HttpClient<Full<Bytes>>;
@@ -32,7 +33,10 @@ pub struct StreamPlan {
     pub stream: bool,
     pub uri: hyper::Uri,
     pub host: HeaderValue,
+    /// The body when every request sends the same one.
     pub body: Bytes,
+    /// Set when requests draw their prompts or lengths: each builds its own body from it.
+    pub workload: Option<Workload>,
     pub timeout: Duration,
     pub stall_timeout: Duration,
     pub served_by_header: hyper::header::HeaderName,
@@ -69,16 +73,21 @@ fn expectations(api: Api, stream: bool, body: &serde_json::Value) -> Expect {
 const FAULT_HEADERS: [&str; 2] = ["x-faultline-fault", "llm_provider-x-faultline-fault"];
 
 impl StreamPlan {
-    pub fn new(stream: &LoadStream) -> anyhow::Result<Self> {
+    /// `seed` keys the stream's draws of prompts and lengths.
+    pub fn new(stream: &LoadStream, seed: u64) -> anyhow::Result<Self> {
         let spec = &stream.spec;
         let r = &spec.request;
-        let max_tokens = r.max_tokens.unwrap_or(256);
+        let max_tokens = match r.max_tokens {
+            Some(crate::experiment::schema::Tokens::Fixed(n)) => n,
+            _ => DEFAULT_MAX_TOKENS,
+        };
         let mut body = json!({
             "model": r.model,
             "messages": [{ "role": "user", "content": r.prompt }],
             "stream": r.stream,
             "max_tokens": max_tokens,
         });
+        let drawn = Workload::mark(&mut body, r, stream.prompts.is_some());
         let include_usage = r.api == Api::OpenaiChat && r.stream && r.include_usage != Some(false);
         if include_usage {
             body["stream_options"] = json!({ "include_usage": true });
@@ -89,6 +98,20 @@ impl StreamPlan {
             }
         }
         let expect = expectations(r.api, r.stream, &body);
+        let bytes = serde_json::to_vec(&body)?;
+        let workload = if drawn {
+            let prompts = stream.prompts.as_deref();
+            Some(Workload::new(
+                &stream.name,
+                seed,
+                r,
+                prompts,
+                &body,
+                &bytes,
+            )?)
+        } else {
+            None
+        };
         let uri = format!(
             "http://{}{}",
             stream.target.addr, stream.target.path_and_query
@@ -106,7 +129,8 @@ impl StreamPlan {
             stream: r.stream,
             uri,
             host: HeaderValue::from_str(&stream.target.authority)?,
-            body: Bytes::from(serde_json::to_vec(&body)?),
+            body: Bytes::from(bytes),
+            workload,
             timeout: spec.timeout.0,
             stall_timeout: spec.stall_timeout.0,
             served_by_header: hyper::header::HeaderName::from_bytes(
@@ -115,8 +139,17 @@ impl StreamPlan {
         })
     }
 
-    fn request(&self) -> Request<Full<Bytes>> {
-        let mut req = Request::new(Full::new(self.body.clone()));
+    /// Request `seq`'s body, and what its whole answer must show.
+    pub fn body(&self, seq: u64) -> (Bytes, Expect) {
+        match &self.workload {
+            Some(w) => w.body(seq, self.expect),
+            None => (self.body.clone(), self.expect),
+        }
+    }
+
+    fn request(&self, seq: u64) -> (Request<Full<Bytes>>, Expect) {
+        let (body, expect) = self.body(seq);
+        let mut req = Request::new(Full::new(body));
         *req.method_mut() = Method::POST;
         *req.uri_mut() = self.uri.clone();
         let h = req.headers_mut();
@@ -128,7 +161,7 @@ impl StreamPlan {
         for (name, value) in &self.headers {
             h.insert(name.clone(), value.clone());
         }
-        req
+        (req, expect)
     }
 }
 
@@ -174,7 +207,8 @@ async fn exchange(
     origin: Instant,
     rec: &mut RequestRecord,
 ) -> Outcome {
-    let response = match client.request(plan.request()).await {
+    let (request, expect) = plan.request(rec.seq);
+    let response = match client.request(request).await {
         Ok(r) => r,
         Err(e) if e.is_connect() => return Outcome::ConnectError,
         Err(_) => return Outcome::Reset,
@@ -198,9 +232,9 @@ async fn exchange(
         .is_some_and(|ct| ct.starts_with("text/event-stream"));
     let mut body = response.into_body();
     let mut reader = if plan.stream && is_sse {
-        Reader::Stream(StreamReader::new(plan.api, plan.expect))
+        Reader::Stream(StreamReader::new(plan.api, expect))
     } else {
-        Reader::Document(DocumentReader::new(plan.api, plan.expect))
+        Reader::Document(DocumentReader::new(plan.api, expect))
     };
     loop {
         match tokio::time::timeout(plan.stall_timeout, body.frame()).await {

@@ -76,6 +76,18 @@ pub fn render(exp: &Experiment, seed: u64) -> String {
             }
             Action::Lift(LiftTarget::All) => "lift every fault".to_string(),
             Action::Lift(LiftTarget::Fault(id)) => format!("lift `{id}`"),
+            Action::Rate(change) => {
+                let to = crate::load::rates::number(change.to.as_per_second());
+                if change.over.is_zero() {
+                    format!("rate of `{}` steps to {to}/s", change.stream)
+                } else {
+                    format!(
+                        "rate of `{}` ramps to {to}/s over {}",
+                        change.stream,
+                        human_duration(change.over)
+                    )
+                }
+            }
             Action::End => {
                 "end: stop the load, lift everything, stop everything, judge".to_string()
             }
