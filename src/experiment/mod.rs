@@ -4,6 +4,7 @@
 mod check;
 pub mod error;
 pub mod headers;
+pub mod prompts;
 pub mod schema;
 
 use std::net::SocketAddr;
@@ -66,6 +67,10 @@ pub struct LoadStream {
     pub spec: LoadStreamSpec,
     /// `spec.headers`, resolved (environment variables read) when the file was checked.
     pub headers: Vec<headers::RequestHeader>,
+    /// `spec.request.prompts`, read and checked when the file was checked.
+    pub prompts: Option<std::sync::Arc<[prompts::Prompt]>>,
+    /// The rate changes the timeline makes to this stream, in time order.
+    pub rate_changes: Vec<(Duration, RateChange)>,
 }
 
 /// Where a load stream sends: parsed once from its `url`.
@@ -87,7 +92,17 @@ pub struct Step {
 pub enum Action {
     Inject(Box<Injection>),
     Lift(LiftTarget),
+    /// A load stream's rate changes: load, not a fault, so it opens no fault window.
+    Rate(RateChange),
     End,
+}
+
+/// A rate step (`over` zero) or a linear ramp to `to` over `over`, from the step's time.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RateChange {
+    pub stream: String,
+    pub to: crate::units::Rate,
+    pub over: Duration,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -286,6 +301,126 @@ expect:
         );
         let err = parse(Path::new("t.yaml"), bad).unwrap_err();
         assert!(err.to_string().contains("not both"), "{err}");
+    }
+
+    fn with_step(step: &str) -> String {
+        FILE.replace(
+            "  - { at: 6s, lift: errs }\n",
+            &format!("  - {{ at: 6s, lift: errs }}\n  - {step}\n"),
+        )
+    }
+
+    #[test]
+    fn rate_steps_are_typed_and_given_to_their_stream() {
+        let text = with_step("{ at: 3s, rate: { stream: a, to: 10/s, over: 2s } }").replace(
+            "  - { at: 6s, lift: errs }\n",
+            "  - { at: 6s, lift: errs }\n  - { at: 7s, rate: { stream: a, to: 1/s } }\n",
+        );
+        let exp = parse(Path::new("t.yaml"), text).unwrap();
+        let rates: Vec<(u64, &RateChange)> = exp
+            .timeline
+            .iter()
+            .filter_map(|s| match &s.action {
+                Action::Rate(r) => Some((s.at.as_secs(), r)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(rates.len(), 2);
+        assert_eq!(rates[0].0, 3);
+        assert_eq!(rates[0].1.over, Duration::from_secs(2));
+        assert_eq!(rates[1].1.over, Duration::ZERO);
+        let a = &exp.streams[0];
+        assert_eq!(a.rate_changes.len(), 2);
+        assert_eq!(a.rate_changes[1].1.to.as_per_second(), 1.0);
+        assert!(exp.streams[1].rate_changes.is_empty());
+    }
+
+    #[test]
+    fn rate_steps_that_cannot_happen_are_refused() {
+        for (step, says) in [
+            (
+                "{ at: 3s, rate: { stream: nope, to: 10/s } }",
+                "t.yaml:16:31: `rate` names no load stream `nope`; streams: a, b",
+            ),
+            (
+                "{ at: 8s, rate: { stream: a, to: 10/s, over: 2s } }",
+                "this ramp would end at 10s, after the end of the run at 9s",
+            ),
+            (
+                "{ at: 10s, rate: { stream: a, to: 10/s } }",
+                "past the end of the run",
+            ),
+            (
+                "{ at: 3s, rate: { stream: a, to: 0/s } }",
+                "a rate must be between one a day and 1000000/s",
+            ),
+            (
+                "{ at: 3s, lift: all, rate: { stream: a, to: 5/s } }",
+                "exactly one of `inject`, `lift`, `rate` or `end`",
+            ),
+        ] {
+            let err = parse(Path::new("t.yaml"), with_step(step)).unwrap_err();
+            assert!(err.to_string().contains(says), "{step}: {err}");
+        }
+    }
+
+    #[test]
+    fn a_warmup_that_reaches_the_first_fault_is_refused() {
+        let ok = format!("{FILE}measure: {{ warmup: 900ms }}\n");
+        let exp = parse(Path::new("t.yaml"), ok).unwrap();
+        assert_eq!(
+            exp.measure.warmup,
+            Some(crate::units::Dur::from_millis(900))
+        );
+        let bad = format!("{FILE}measure: {{ warmup: 1s }}\n");
+        let err = parse(Path::new("t.yaml"), bad).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("`measure.warmup` of 1s reaches the first fault at 1s"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn prompts_files_are_read_relative_to_the_experiment_with_file_and_line() {
+        let dir = std::env::temp_dir().join(format!("faultline-prompts-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("good.jsonl"), "{\"prompt\": \"a b\"}\n").unwrap();
+        std::fs::write(
+            dir.join("bad.jsonl"),
+            "{\"prompt\": \"a\"}\n{\"text\": 1}\n",
+        )
+        .unwrap();
+        let experiment = dir.join("t.yaml");
+        let with = |extra: &str| {
+            FILE.replace(
+                "request: { api: openai-chat }",
+                &format!("request: {{ api: openai-chat, {extra} }}"),
+            )
+        };
+        let exp = parse(&experiment, with("prompts: good.jsonl")).unwrap();
+        assert_eq!(
+            exp.streams[0].prompts.as_deref(),
+            Some(&[prompts::Prompt::Text("a b".into())][..])
+        );
+        let err = parse(&experiment, with("prompts: bad.jsonl")).unwrap_err();
+        let bad = dir.join("bad.jsonl");
+        assert!(
+            err.to_string().contains(&format!(
+                "{}:2:1: prompts of load stream `a`",
+                bad.display()
+            )),
+            "{err}"
+        );
+        let err = parse(&experiment, with("prompts: missing.jsonl")).unwrap_err();
+        assert!(err.to_string().contains("cannot read"), "{err}");
+        let err = parse(
+            &experiment,
+            with("prompts: good.jsonl, prompt_tokens: { min: 1, max: 9 }"),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("keep one"), "{err}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

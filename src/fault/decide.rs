@@ -56,6 +56,11 @@ impl Draw {
         x < share
     }
 
+    /// A uniform value in `[0, 1)`.
+    pub fn unit(&mut self) -> f64 {
+        self.rng.random()
+    }
+
     /// A uniform integer in `[lo, hi]`; `lo` when the range is empty (never a panic).
     pub fn int_in(&mut self, lo: i64, hi: i64) -> i64 {
         if hi <= lo {

@@ -11,6 +11,7 @@ use serde_json::json;
 
 use super::record::{Outcome, RequestRecord};
 use super::sse::{DocumentReader, Expect, StreamReader};
+use super::workload::{length_field, Workload, DEFAULT_MAX_TOKENS};
 use crate::experiment::{Api, LoadStream, RequestSpec};
 
 pub type HttpClient = crate::net::HttpClient<Full<Bytes>>;
@@ -32,7 +33,10 @@ pub struct StreamPlan {
     pub stream: bool,
     pub uri: hyper::Uri,
     pub host: HeaderValue,
+    /// The body when every request sends the same one.
     pub body: Bytes,
+    /// Set when requests draw their prompts or lengths: each builds its own body from it.
+    pub workload: Option<Workload>,
     pub timeout: Duration,
     pub stall_timeout: Duration,
     pub served_by_header: hyper::header::HeaderName,
@@ -41,14 +45,6 @@ pub struct StreamPlan {
     /// The stream's own headers, sent last so they can replace the defaults; values from the
     /// environment are marked sensitive.
     pub headers: Vec<(hyper::header::HeaderName, HeaderValue)>,
-}
-
-/// The body field that limits the completion's length.
-fn length_field(api: Api) -> &'static str {
-    match api {
-        Api::OpenaiResponses => "max_output_tokens",
-        Api::OpenaiChat | Api::OpenaiCompletions | Api::AnthropicMessages => "max_tokens",
-    }
 }
 
 /// What a whole answer to `body` must show, read from the body as it is sent (after
@@ -75,9 +71,9 @@ fn expectations(api: Api, stream: bool, body: &serde_json::Value) -> Expect {
     Expect { usage, pinned }
 }
 
-/// The JSON body of every request of a stream: the prompt where the API takes it, the length
-/// limit under the API's name, the usage chunk asked for where it is optional, and then
-/// `extra_body`, which may replace any of them.
+/// The JSON body template of a stream's requests: the prompt where the API takes it, the length
+/// limit under the API's name, and the usage chunk asked for where it is optional. The caller
+/// marks the drawn parts, then merges `extra_body`, which may replace any of them.
 fn request_body(r: &RequestSpec) -> serde_json::Value {
     let mut body = match r.api {
         Api::OpenaiChat | Api::AnthropicMessages => json!({
@@ -90,15 +86,27 @@ fn request_body(r: &RequestSpec) -> serde_json::Value {
         }
         Api::OpenaiResponses => json!({ "model": r.model, "input": r.prompt, "stream": r.stream }),
     };
-    body[length_field(r.api)] = json!(r.max_tokens.unwrap_or(256));
+    let max_tokens = match r.max_tokens {
+        Some(crate::experiment::schema::Tokens::Fixed(n)) => n,
+        _ => DEFAULT_MAX_TOKENS,
+    };
+    body[length_field(r.api)] = json!(max_tokens);
     let optional_usage = matches!(r.api, Api::OpenaiChat | Api::OpenaiCompletions);
     if optional_usage && r.stream && r.include_usage != Some(false) {
         body["stream_options"] = json!({ "include_usage": true });
     }
+    body
+}
+
+/// The body as sent: the template with the drawn parts marked, then `extra_body` merged (so
+/// it may replace any field, a drawn one included); true when parts are drawn per request.
+fn request_template(r: &RequestSpec, has_prompts: bool) -> (serde_json::Value, bool) {
+    let mut body = request_body(r);
+    let drawn = Workload::mark(&mut body, r, has_prompts);
     if let (Some(extra), Some(obj)) = (&r.extra_body, body.as_object_mut()) {
         obj.extend(extra.clone());
     }
-    body
+    (body, drawn)
 }
 
 /// The header a faultline proxy marks faulted responses with, and the name LiteLLM forwards
@@ -106,11 +114,26 @@ fn request_body(r: &RequestSpec) -> serde_json::Value {
 const FAULT_HEADERS: [&str; 2] = ["x-faultline-fault", "llm_provider-x-faultline-fault"];
 
 impl StreamPlan {
-    pub fn new(stream: &LoadStream) -> anyhow::Result<Self> {
+    /// `seed` keys the stream's draws of prompts and lengths.
+    pub fn new(stream: &LoadStream, seed: u64) -> anyhow::Result<Self> {
         let spec = &stream.spec;
         let r = &spec.request;
-        let body = request_body(r);
+        let (body, drawn) = request_template(r, stream.prompts.is_some());
         let expect = expectations(r.api, r.stream, &body);
+        let bytes = serde_json::to_vec(&body)?;
+        let workload = if drawn {
+            let prompts = stream.prompts.as_deref();
+            Some(Workload::new(
+                &stream.name,
+                seed,
+                r,
+                prompts,
+                &body,
+                &bytes,
+            )?)
+        } else {
+            None
+        };
         let uri = format!(
             "http://{}{}",
             stream.target.addr, stream.target.path_and_query
@@ -128,7 +151,8 @@ impl StreamPlan {
             stream: r.stream,
             uri,
             host: HeaderValue::from_str(&stream.target.authority)?,
-            body: Bytes::from(serde_json::to_vec(&body)?),
+            body: Bytes::from(bytes),
+            workload,
             timeout: spec.timeout.0,
             stall_timeout: spec.stall_timeout.0,
             served_by_header: hyper::header::HeaderName::from_bytes(
@@ -137,8 +161,17 @@ impl StreamPlan {
         })
     }
 
-    fn request(&self) -> Request<Full<Bytes>> {
-        let mut req = Request::new(Full::new(self.body.clone()));
+    /// Request `seq`'s body, and what its whole answer must show.
+    pub fn body(&self, seq: u64) -> (Bytes, Expect) {
+        match &self.workload {
+            Some(w) => w.body(seq, self.expect),
+            None => (self.body.clone(), self.expect),
+        }
+    }
+
+    fn request(&self, seq: u64) -> (Request<Full<Bytes>>, Expect) {
+        let (body, expect) = self.body(seq);
+        let mut req = Request::new(Full::new(body));
         *req.method_mut() = Method::POST;
         *req.uri_mut() = self.uri.clone();
         let h = req.headers_mut();
@@ -150,7 +183,7 @@ impl StreamPlan {
         for (name, value) in &self.headers {
             h.insert(name.clone(), value.clone());
         }
-        req
+        (req, expect)
     }
 }
 
@@ -196,7 +229,8 @@ async fn exchange(
     origin: Instant,
     rec: &mut RequestRecord,
 ) -> Outcome {
-    let response = match client.request(plan.request()).await {
+    let (request, expect) = plan.request(rec.seq);
+    let response = match client.request(request).await {
         Ok(r) => r,
         Err(e) if e.is_connect() => return Outcome::ConnectError,
         Err(_) => return Outcome::Reset,
@@ -220,9 +254,9 @@ async fn exchange(
         .is_some_and(|ct| ct.starts_with("text/event-stream"));
     let mut body = response.into_body();
     let mut reader = if plan.stream && is_sse {
-        Reader::Stream(StreamReader::new(plan.api, plan.expect))
+        Reader::Stream(StreamReader::new(plan.api, expect))
     } else {
-        Reader::Document(DocumentReader::new(plan.api, plan.expect))
+        Reader::Document(DocumentReader::new(plan.api, expect))
     };
     loop {
         match tokio::time::timeout(plan.stall_timeout, body.frame()).await {
@@ -304,7 +338,7 @@ mod tests {
     /// The body as `StreamPlan::new` builds it, and what it expects.
     fn built(request: serde_json::Value) -> (serde_json::Value, Expect) {
         let r = spec(request);
-        let body = request_body(&r);
+        let (body, _) = request_template(&r, false);
         let expect = expectations(r.api, r.stream, &body);
         (body, expect)
     }
@@ -354,6 +388,28 @@ mod tests {
         let (_, expect) = built(json!({"api": "openai-responses", "max_tokens": 9,
                                         "extra_body": {"ignore_eos": true}}));
         assert_eq!(expect.pinned, Some(9));
+    }
+
+    #[test]
+    fn drawn_prompts_go_where_each_api_takes_its_prompt() {
+        for (api, field, want) in [
+            ("openai-completions", "prompt", json!("alpha bravo charlie")),
+            ("openai-responses", "input", json!("alpha bravo charlie")),
+            (
+                "openai-chat",
+                "messages",
+                json!([{"role": "user", "content": "alpha bravo charlie"}]),
+            ),
+        ] {
+            let r = spec(json!({"api": api, "prompt_tokens": 3}));
+            let (body, drawn) = request_template(&r, false);
+            assert!(drawn, "{api}");
+            let bytes = serde_json::to_vec(&body).unwrap();
+            let w = Workload::new("s", 1, &r, None, &body, &bytes).unwrap();
+            let (sent, _) = w.body(0, Expect::default());
+            let sent: serde_json::Value = serde_json::from_slice(&sent).unwrap();
+            assert_eq!(sent[field], want, "{api}");
+        }
     }
 
     #[test]

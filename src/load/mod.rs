@@ -3,9 +3,11 @@
 
 pub mod client;
 pub mod live;
+pub mod rates;
 pub mod record;
 mod schedule;
 mod sse;
+pub mod workload;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -26,7 +28,13 @@ pub struct LoadRun {
 }
 
 /// Starts every stream's schedule at `origin`; sends stop at `until` (offset from `origin`).
-pub fn start(streams: &[LoadStream], origin: Instant, until: Duration) -> anyhow::Result<LoadRun> {
+/// `seed` keys the draws of prompt and completion lengths.
+pub fn start(
+    streams: &[LoadStream],
+    seed: u64,
+    origin: Instant,
+    until: Duration,
+) -> anyhow::Result<LoadRun> {
     let runtime = tokio::runtime::Handle::current();
     let stop = Arc::new(AtomicBool::new(false));
     let outstanding = Arc::new(AtomicUsize::new(0));
@@ -40,9 +48,9 @@ pub fn start(streams: &[LoadStream], origin: Instant, until: Duration) -> anyhow
     for stream in streams {
         let max_in_flight = stream.spec.max_in_flight as usize;
         let pacer = schedule::Pacer {
-            plan: Arc::new(client::StreamPlan::new(stream)?),
+            plan: Arc::new(client::StreamPlan::new(stream, seed)?),
             client: client::http_client(max_in_flight),
-            rate_per_second: stream.spec.rate.as_per_second(),
+            rates: rates::RateProfile::new(stream.spec.rate.as_per_second(), &stream.rate_changes),
             max_in_flight,
             origin,
             until,

@@ -1,5 +1,6 @@
-//! The open-loop schedule. Request k of a stream is meant to leave at `k / rate` after the run's
-//! start, whatever happened to earlier requests, and its latency is measured from that intended
+//! The open-loop schedule. Request k of a stream is meant to leave when the integral of the
+//! stream's rate (its `rate`, then the timeline's steps and ramps) reaches k, `k / rate` at a
+//! constant rate, whatever happened to earlier requests, and its latency is measured from that intended
 //! time, so a stalled system under test shows up as latency instead of as fewer requests
 //! (coordinated omission). Pacing runs on its own OS thread with `nanosleep`, which is precise to
 //! tens of microseconds, where tokio's timer wheel rounds to whole milliseconds.
@@ -20,7 +21,7 @@ const MAX_NAP: Duration = Duration::from_millis(20);
 pub struct Pacer {
     pub plan: Arc<StreamPlan>,
     pub client: HttpClient,
-    pub rate_per_second: f64,
+    pub rates: super::rates::RateProfile,
     pub max_in_flight: usize,
     pub origin: Instant,
     /// Intended send times at or after this are not scheduled.
@@ -36,8 +37,13 @@ impl Pacer {
     /// Runs the schedule to its end (or until `stop`); meant for a dedicated thread.
     pub fn run(self) {
         let in_flight = Arc::new(Semaphore::new(self.max_in_flight));
+        let mut cursor = 0;
         for seq in 0u64.. {
-            let intended = Duration::from_secs_f64(seq as f64 / self.rate_per_second);
+            let at = self.rates.intended(seq, &mut cursor);
+            // `until` bounds the loop: every rate is positive, so times grow without limit.
+            let Ok(intended) = Duration::try_from_secs_f64(at) else {
+                break;
+            };
             if intended >= self.until || !self.wait_until(self.origin + intended) {
                 break;
             }

@@ -18,6 +18,10 @@ pub struct Metrics {
     /// Whether any fault window was recorded; without one, the fault-phase budgets that need a
     /// population (latency, served-by) judge the whole run instead.
     pub fault_injected: bool,
+    /// Requests intended in `measure.warmup`: sent, counted here only, judged by no budget.
+    /// `None` without a warm-up.
+    pub warmup: Option<PhaseMetrics>,
+    /// Every request after the warm-up.
     pub whole_run: PhaseMetrics,
     pub phases: Phases,
     pub steady_state: SteadyState,
@@ -316,18 +320,26 @@ pub const LATE_AFTER: std::time::Duration = std::time::Duration::from_millis(10)
 
 pub fn compute(records: &[&RequestRecord], timeline: &Timeline, spec: &MeasureSpec) -> Metrics {
     let mut whole = PhaseAcc::default();
+    let mut warmup = spec.warmup.map(|_| PhaseAcc::default());
     let mut phases: [PhaseAcc; 3] = Default::default();
     let mut lag = Recorder::default();
     let mut truncated = 0;
     let mut dropped = 0;
     let mut late = 0;
     for r in records {
-        whole.add(r);
         let i = match timeline.phase_of(r.intended) {
-            Phase::Baseline => 0,
-            Phase::Fault => 1,
-            Phase::Recovery => 2,
+            None => {
+                // Warm-up: its own counts and nothing else, so no budget sees a cold start.
+                if let Some(w) = warmup.as_mut() {
+                    w.add(r);
+                }
+                continue;
+            }
+            Some(Phase::Baseline) => 0,
+            Some(Phase::Fault) => 1,
+            Some(Phase::Recovery) => 2,
         };
+        whole.add(r);
         phases[i].add(r);
         if let Some(l) = r.send_lag() {
             lag.record(l);
@@ -383,6 +395,7 @@ pub fn compute(records: &[&RequestRecord], timeline: &Timeline, spec: &MeasureSp
 
     Metrics {
         fault_injected: timeline.has_faults(),
+        warmup: warmup.map(PhaseAcc::finish),
         whole_run: whole.finish(),
         phases: Phases {
             baseline,

@@ -81,6 +81,8 @@ pub struct RunFacts {
     pub windows: Vec<FaultWindow>,
     /// The load streams, in the experiment's order; the per-stream metrics follow it.
     pub streams: Vec<String>,
+    /// The load streams' rate steps and ramps, for the report.
+    pub rate_changes: Vec<crate::load::rates::RateMark>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -97,7 +99,8 @@ pub fn evaluate(
     budgets: &Budgets,
     spec: &MeasureSpec,
 ) -> Evaluation {
-    let timeline = phase::Timeline::new(&facts.windows, facts.duration);
+    let warmup = spec.warmup.map_or(Duration::ZERO, |w| w.0);
+    let timeline = phase::Timeline::new(&facts.windows, facts.duration).with_warmup(warmup);
 
     // Streams in the experiment's order, then any the records or budgets name that the facts
     // did not, so no record and no stream budget goes unmeasured.

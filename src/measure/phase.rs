@@ -1,4 +1,5 @@
-//! Where a moment of the run falls: before the first fault, inside one, or after. Everything is
+//! Where a moment of the run falls: in the warm-up (no phase), before the first fault, inside
+//! one, or after. Everything is
 //! judged by a request's *intended* send time, so a stalled client cannot move a request out of
 //! the phase it belonged to.
 
@@ -48,6 +49,8 @@ pub struct Timeline {
     pub episodes: Vec<Span>,
     /// The run's length: the end of the last recovery span.
     pub run_end: Duration,
+    /// `measure.warmup`: what is intended before it belongs to no phase.
+    warmup: Duration,
 }
 
 impl Timeline {
@@ -77,10 +80,26 @@ impl Timeline {
             first_start,
             episodes,
             run_end,
+            warmup: Duration::ZERO,
         }
     }
 
-    pub fn phase_of(&self, t: Duration) -> Phase {
+    /// Requests intended before `warmup` belong to no phase. The check keeps the warm-up
+    /// before the first fault, so it only ever shortens the baseline.
+    pub fn with_warmup(mut self, warmup: Duration) -> Self {
+        self.warmup = warmup;
+        self
+    }
+
+    /// The phase of a request intended at `t`; `None` in the warm-up.
+    pub fn phase_of(&self, t: Duration) -> Option<Phase> {
+        if t < self.warmup {
+            return None;
+        }
+        Some(self.phase_after_warmup(t))
+    }
+
+    fn phase_after_warmup(&self, t: Duration) -> Phase {
         match self.first_start {
             None => Phase::Baseline,
             Some(first) if t < first => Phase::Baseline,
@@ -131,22 +150,22 @@ mod tests {
     #[test]
     fn no_windows_means_everything_is_baseline() {
         let t = Timeline::new(&[], ms(10_000));
-        assert_eq!(t.phase_of(ms(0)), Phase::Baseline);
-        assert_eq!(t.phase_of(ms(9_999)), Phase::Baseline);
+        assert_eq!(t.phase_of(ms(0)), Some(Phase::Baseline));
+        assert_eq!(t.phase_of(ms(9_999)), Some(Phase::Baseline));
         assert!(t.episodes.is_empty());
     }
 
     #[test]
     fn phases_follow_the_windows() {
         let t = Timeline::new(&[window(2_000, 4_000), window(6_000, 7_000)], ms(10_000));
-        assert_eq!(t.phase_of(ms(1_999)), Phase::Baseline);
-        assert_eq!(t.phase_of(ms(2_000)), Phase::Fault);
-        assert_eq!(t.phase_of(ms(3_999)), Phase::Fault);
+        assert_eq!(t.phase_of(ms(1_999)), Some(Phase::Baseline));
+        assert_eq!(t.phase_of(ms(2_000)), Some(Phase::Fault));
+        assert_eq!(t.phase_of(ms(3_999)), Some(Phase::Fault));
         // The end is exclusive: the lift instant already belongs to recovery.
-        assert_eq!(t.phase_of(ms(4_000)), Phase::Recovery);
-        assert_eq!(t.phase_of(ms(5_000)), Phase::Recovery);
-        assert_eq!(t.phase_of(ms(6_500)), Phase::Fault);
-        assert_eq!(t.phase_of(ms(9_000)), Phase::Recovery);
+        assert_eq!(t.phase_of(ms(4_000)), Some(Phase::Recovery));
+        assert_eq!(t.phase_of(ms(5_000)), Some(Phase::Recovery));
+        assert_eq!(t.phase_of(ms(6_500)), Some(Phase::Fault));
+        assert_eq!(t.phase_of(ms(9_000)), Some(Phase::Recovery));
     }
 
     #[test]
@@ -187,6 +206,15 @@ mod tests {
                 end: ms(10_000)
             })
         );
+    }
+
+    #[test]
+    fn the_warmup_belongs_to_no_phase() {
+        let t = Timeline::new(&[window(5_000, 6_000)], ms(10_000)).with_warmup(ms(2_000));
+        assert_eq!(t.phase_of(ms(0)), None);
+        assert_eq!(t.phase_of(ms(1_999)), None);
+        assert_eq!(t.phase_of(ms(2_000)), Some(Phase::Baseline));
+        assert_eq!(t.phase_of(ms(5_000)), Some(Phase::Fault));
     }
 
     #[test]

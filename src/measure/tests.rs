@@ -24,6 +24,7 @@ fn window(start_ms: u64, end_ms: u64) -> FaultWindow {
 /// A 30 s run with one fault from 10 s to 20 s.
 fn facts() -> RunFacts {
     RunFacts {
+        rate_changes: Vec::new(),
         duration: Duration::from_secs(30),
         windows: vec![window(10_000, 20_000)],
         streams: vec!["a".into(), "b".into()],
@@ -256,6 +257,7 @@ fn latency_percentiles_judge_the_fault_phase_and_include_failures() {
 fn without_faults_latency_budgets_judge_the_whole_run() {
     let records = records_at(0..10, |i| rec("a", i * 100).latency_ms(200));
     let facts = RunFacts {
+        rate_changes: Vec::new(),
         duration: Duration::from_secs(1),
         windows: vec![],
         streams: vec!["a".into()],
@@ -479,6 +481,7 @@ fn without_faults_error_budgets_judge_the_whole_run() {
         }
     });
     let facts = RunFacts {
+        rate_changes: Vec::new(),
         duration: Duration::from_secs(2),
         windows: vec![],
         streams: vec!["a".into()],

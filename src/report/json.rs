@@ -9,13 +9,14 @@ use anyhow::Context;
 use serde::Serialize;
 
 use crate::experiment::Experiment;
+use crate::load::rates::RateMark;
 use crate::measure::{Evaluation, FaultWindow, RunFacts};
 use crate::ExitCode;
 
 /// Bumped on any change a reader could trip over: a field removed, renamed or retyped. Adding a
 /// field is not such a change only where the schema allows extra properties, which it does
 /// nowhere, so any change bumps it.
-pub const SCHEMA_VERSION: u32 = 2;
+pub const SCHEMA_VERSION: u32 = 3;
 
 #[derive(Debug, Serialize)]
 pub struct JsonReport<'a> {
@@ -26,6 +27,9 @@ pub struct JsonReport<'a> {
     pub started_at: String,
     pub duration_ms: f64,
     pub fault_windows: &'a [FaultWindow],
+    /// The load streams' rate steps and ramps from the timeline; they are load, not faults, so
+    /// they open no fault window.
+    pub rate_changes: &'a [RateMark],
     pub evaluation: &'a Evaluation,
     pub exit_code: u8,
     /// Why the run ended before its end step (an interruption, `abort_if`, a start-up that
@@ -72,6 +76,7 @@ impl<'a> JsonReport<'a> {
             started_at: humantime::format_rfc3339_millis(started_at).to_string(),
             duration_ms: crate::measure::ms::millis(facts.duration),
             fault_windows: &facts.windows,
+            rate_changes: &facts.rate_changes,
             evaluation,
             exit_code: exit_code as u8,
             ended_early: None,
@@ -139,6 +144,13 @@ mod tests {
         });
         records.extend(records_at(0..100, |i| rec("model-b", i * 100)));
         let facts = RunFacts {
+            rate_changes: vec![crate::load::rates::RateMark {
+                stream: "model-a".into(),
+                at: Duration::from_secs(5),
+                from_per_second: 20.0,
+                to_per_second: 40.0,
+                over: Duration::from_secs(2),
+            }],
             duration: Duration::from_secs(10),
             windows: vec![
                 FaultWindow {
@@ -190,7 +202,12 @@ mod tests {
             streams,
             ..Budgets::default()
         };
-        let eval = evaluate(&records, &facts, &budgets, &MeasureSpec::default());
+        // A warm-up, so the report carries its metrics as well.
+        let measure = MeasureSpec {
+            warmup: Some(Dur::from_millis(500)),
+            ..MeasureSpec::default()
+        };
+        let eval = evaluate(&records, &facts, &budgets, &measure);
         let info = ExperimentInfo {
             name: "primary-overload-failover",
             file: "drills/failover.yaml".into(),
@@ -216,6 +233,12 @@ mod tests {
         assert!(eval["overall"]["episodes"][1]["recovery"].is_null());
         assert_eq!(eval["overall"]["failover"]["reached"], true);
         assert!(eval["streams"]["model-b"].is_object());
+        assert_eq!(value["rate_changes"][0]["over_ms"], 2_000.0);
+        assert_eq!(value["rate_changes"][0]["to_per_second"], 40.0);
+        // Intended before 500 ms: 10 of model-a (every 50 ms) and 5 of model-b (every 100 ms).
+        assert_eq!(eval["overall"]["warmup"]["requests"], 15);
+        assert_eq!(eval["overall"]["whole_run"]["requests"], 300 - 15);
+        assert_eq!(eval["streams"]["model-b"]["warmup"]["requests"], 5);
     }
 
     #[test]

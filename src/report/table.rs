@@ -171,15 +171,21 @@ fn phase_table(m: &Metrics) -> Table {
 
 /// The phases a report lists, named; shared by every format so they all agree.
 pub(super) fn phase_rows(m: &Metrics) -> Vec<(&'static str, &PhaseMetrics)> {
+    // The warm-up first, apart: sent, but in no phase and judged by no budget.
+    let mut rows: Vec<(&'static str, &PhaseMetrics)> =
+        m.warmup.iter().map(|w| ("warm-up", w)).collect();
     if m.fault_injected {
-        Phase::ALL
-            .iter()
-            .map(|p| (p.as_str(), m.phases.get(*p)))
-            .collect()
+        rows.extend(Phase::ALL.iter().map(|p| (p.as_str(), m.phases.get(*p))));
     } else {
         // Without a fault every request is baseline; one row says so more plainly.
-        vec![("whole run", &m.whole_run)]
+        let name = if m.warmup.is_some() {
+            "after warm-up"
+        } else {
+            "whole run"
+        };
+        rows.push((name, &m.whole_run));
     }
+    rows
 }
 
 /// "3 (2 truncated, 1 http_error)", or "0".
@@ -206,6 +212,12 @@ pub(super) fn summary_line(m: &Metrics) -> String {
     }
     if let Some(r) = m.recovery {
         parts.push(format!("recovery {}", r.text()));
+    }
+    if let Some(w) = &m.warmup {
+        parts.push(format!(
+            "warm-up {} requests, {} ok, judged by no budget",
+            w.requests, w.ok
+        ));
     }
     parts.push(format!("truncated {}", m.truncated));
     parts.push(format!("dropped {}", m.dropped));
@@ -274,6 +286,7 @@ mod tests {
         });
         records.extend(records_at(0..100, |i| rec("b", i * 100).latency_ms(250)));
         let facts = RunFacts {
+            rate_changes: Vec::new(),
             duration: Duration::from_secs(10),
             windows: vec![FaultWindow {
                 id: "p/http_error".into(),
@@ -322,6 +335,33 @@ mod tests {
         }
         // Not a terminal in tests: no colour codes.
         assert!(!text.contains('\u{1b}'), "{text}");
+    }
+
+    #[test]
+    fn the_warmup_is_a_row_of_its_own() {
+        let records = records_at(0..100, |i| {
+            let r = rec("a", i * 100);
+            if i < 10 {
+                r.http_error(503)
+            } else {
+                r
+            }
+        });
+        let spec = MeasureSpec {
+            warmup: Some(Dur::from_secs(1)),
+            ..MeasureSpec::default()
+        };
+        let e = evaluate(&records, &RunFacts::default(), &Budgets::default(), &spec);
+        let text = render(&e);
+        assert!(text.contains("warm-up"), "{text}");
+        assert!(text.contains("after warm-up"), "{text}");
+        assert!(
+            text.contains("warm-up 10 requests, 0 ok, judged by no budget"),
+            "{text}"
+        );
+        // The failures of the first second are the warm-up's, not the run's.
+        assert_eq!(e.overall.whole_run.errors, 0);
+        assert!(e.overall.steady_state.steady);
     }
 
     #[test]

@@ -42,6 +42,13 @@ pub fn sample() -> Sample {
     });
     records.extend(records_at(0..30, |i| rec(NASTY_STREAM, i * 1_000)));
     let facts = RunFacts {
+        rate_changes: vec![crate::load::rates::RateMark {
+            stream: NASTY_STREAM.into(),
+            at: Duration::from_secs(12),
+            from_per_second: 10.0,
+            to_per_second: 25.0,
+            over: Duration::from_secs(3),
+        }],
         duration: Duration::from_secs(30),
         windows: vec![
             FaultWindow {

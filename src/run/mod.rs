@@ -52,6 +52,7 @@ impl RunRecord {
             started_at: SystemTime::now(),
             records: Vec::new(),
             facts: RunFacts {
+                rate_changes: Vec::new(),
                 duration: Duration::ZERO,
                 windows: Vec::new(),
                 streams: exp.streams.iter().map(|s| s.name.clone()).collect(),
@@ -87,7 +88,7 @@ pub async fn execute(exp: &Experiment, opts: &RunOptions) -> RunRecord {
 
     let started_at = SystemTime::now();
     let origin = Instant::now();
-    let load = match load::start(&exp.streams, origin, exp.end) {
+    let load = match load::start(&exp.streams, opts.seed, origin, exp.end) {
         Ok(l) => l,
         Err(e) => {
             stack.teardown(&console).await;
@@ -165,6 +166,11 @@ pub async fn execute(exp: &Experiment, opts: &RunOptions) -> RunRecord {
         duration,
         windows,
         streams: exp.streams.iter().map(|s| s.name.clone()).collect(),
+        rate_changes: exp
+            .streams
+            .iter()
+            .flat_map(|s| load::rates::marks(&s.name, s.spec.rate.as_per_second(), &s.rate_changes))
+            .collect(),
     };
     RunRecord {
         started_at,

@@ -58,6 +58,24 @@ pub fn render(exp: &Experiment, seed: u64) -> String {
             r.model,
             l.spec.timeout
         );
+        // What varies per request, drawn from the seed shown above.
+        let mut drawn = Vec::new();
+        if let Some(t) = &r.prompt_tokens {
+            drawn.push(format!("prompt_tokens {t}"));
+        }
+        if let (Some(p), Some(loaded)) = (&r.prompts, &l.prompts) {
+            drawn.push(format!(
+                "prompts from {} ({} prompts)",
+                p.value,
+                loaded.len()
+            ));
+        }
+        if let Some(t) = &r.max_tokens {
+            drawn.push(format!("max_tokens {t}"));
+        }
+        if !drawn.is_empty() {
+            let _ = writeln!(out, "  {:<16}   per request: {}", "", drawn.join(", "));
+        }
         // As written: `${NAME}` stays a name, the environment's value is never shown.
         for h in &l.headers {
             let _ = writeln!(out, "  {:<16}   header {}: {}", "", h.name, h.written);
@@ -73,6 +91,18 @@ pub fn render(exp: &Experiment, seed: u64) -> String {
             }
             Action::Lift(LiftTarget::All) => "lift every fault".to_string(),
             Action::Lift(LiftTarget::Fault(id)) => format!("lift `{id}`"),
+            Action::Rate(change) => {
+                let to = crate::load::rates::number(change.to.as_per_second());
+                if change.over.is_zero() {
+                    format!("rate of `{}` steps to {to}/s", change.stream)
+                } else {
+                    format!(
+                        "rate of `{}` ramps to {to}/s over {}",
+                        change.stream,
+                        human_duration(change.over)
+                    )
+                }
+            }
             Action::End => {
                 "end: stop the load, lift everything, stop everything, judge".to_string()
             }

@@ -215,6 +215,21 @@ pub async fn follow(
                     record_lift(windows, lifted, at, console);
                 }
             }
+            // The pacers planned their schedules from the rate changes before the run started,
+            // so the exact intended times do not hang on this loop's timing; this only says it.
+            Action::Rate(change) => {
+                console.say(format!(
+                    "[{:>7}] rate of {} to {}/s{}",
+                    fmt_at(now),
+                    change.stream,
+                    crate::load::rates::number(change.to.as_per_second()),
+                    if change.over.is_zero() {
+                        String::new()
+                    } else {
+                        format!(" over {}", crate::units::human_duration(change.over))
+                    }
+                ));
+            }
             Action::End => break,
         }
         let _ = phase.send(windows.phase());

@@ -5,8 +5,44 @@ use std::time::Duration;
 use serde_saphyr::Spanned;
 
 use super::Checker;
-use crate::experiment::schema::{Budgets, ExperimentFile};
+use crate::experiment::schema::{Budgets, ExperimentFile, MeasureSpec};
 use crate::experiment::{Action, Step};
+use crate::units::human_duration;
+
+/// `measure.warmup` must end before the first fault (the baseline is what follows it) and
+/// before the run does.
+pub(super) fn warmup(
+    c: &mut Checker,
+    measure: &Spanned<MeasureSpec>,
+    timeline: &[Step],
+    end: Duration,
+) {
+    let Some(warmup) = measure.value.warmup else {
+        return;
+    };
+    let first_inject = timeline
+        .iter()
+        .find(|s| matches!(s.action, Action::Inject(_)))
+        .map(|s| s.at);
+    match first_inject {
+        Some(first) if warmup.0 >= first => c.report(
+            measure.referenced,
+            format!(
+                "`measure.warmup` of {warmup} reaches the first fault at {}: the baseline is \
+                 measured between the two, so end the warm-up earlier or inject later",
+                human_duration(first)
+            ),
+        ),
+        None if end != Duration::MAX && warmup.0 >= end => c.report(
+            measure.referenced,
+            format!(
+                "`measure.warmup` of {warmup} lasts the whole run of {}: nothing would be measured",
+                human_duration(end)
+            ),
+        ),
+        _ => {}
+    }
+}
 
 /// A budget the run cannot measure is a mistake in the file, not a pass.
 pub(super) fn measurable(

@@ -48,9 +48,19 @@ pub(super) fn check(
     let services = services::services(&mut c, &file);
     services::listeners(&mut c, &file);
     services::toxiproxy(&mut c, &file);
-    let streams = streams::streams(&mut c, &file);
+    let mut streams = streams::streams(&mut c, &file);
     let (timeline, end) = timeline::timeline(&mut c, &file, &services);
+    // Each stream carries its own rate changes, in time order, so the load generator needs
+    // nothing but the stream to plan its schedule.
+    for step in &timeline {
+        if let super::Action::Rate(change) = &step.action {
+            if let Some(s) = streams.iter_mut().find(|s| s.name == change.stream) {
+                s.rate_changes.push((step.at, change.clone()));
+            }
+        }
+    }
     budgets::measurable(&mut c, &file.expect, &file, &timeline, end);
+    budgets::warmup(&mut c, &file.measure, &timeline, end);
     if let Some(abort) = &file.abort_if {
         if abort.sustained.0.is_zero() {
             c.report(
@@ -93,7 +103,7 @@ pub(super) fn check(
         timeline,
         end,
         budgets: file.expect.value,
-        measure: file.measure,
+        measure: file.measure.value,
         abort_if: file.abort_if,
         max_fault_duration: file.max_fault_duration.value.0,
     })

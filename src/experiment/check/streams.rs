@@ -1,10 +1,12 @@
 //! Load streams: where each one sends.
 
 use std::net::ToSocketAddrs;
+use std::path::Path;
 
 use super::Checker;
-use crate::experiment::schema::ExperimentFile;
-use crate::experiment::{LoadStream, Target};
+use crate::experiment::prompts::Prompt;
+use crate::experiment::schema::{ExperimentFile, RequestSpec};
+use crate::experiment::{LoadStream, Problem, Target};
 
 pub(super) fn streams(c: &mut Checker, file: &ExperimentFile) -> Vec<LoadStream> {
     if file.load.is_empty() {
@@ -24,12 +26,15 @@ pub(super) fn streams(c: &mut Checker, file: &ExperimentFile) -> Vec<LoadStream>
                 ),
             }
         }
+        let prompts = prompts(c, name, &s.value.request);
         match parse_target(&s.value.url.value) {
             Ok(target) => streams.push(LoadStream {
                 name: name.clone(),
                 target,
                 spec: s.value.clone(),
                 headers,
+                prompts,
+                rate_changes: Vec::new(),
             }),
             Err(why) => c.report(
                 s.value.url.referenced,
@@ -44,6 +49,47 @@ pub(super) fn streams(c: &mut Checker, file: &ExperimentFile) -> Vec<LoadStream>
         }
     }
     streams
+}
+
+/// Reads `request.prompts`, relative to the experiment file; its problems name the JSONL file
+/// and line, since that is where they are to be fixed.
+fn prompts(
+    c: &mut Checker,
+    stream: &str,
+    request: &RequestSpec,
+) -> Option<std::sync::Arc<[Prompt]>> {
+    let written = request.prompts.as_ref()?;
+    if let Some(tokens) = &request.prompt_tokens {
+        c.report(
+            written.referenced,
+            format!("load stream `{stream}`: `prompts` and `prompt_tokens: {tokens}` both say what to send; keep one"),
+        );
+    }
+    let path = c
+        .path
+        .parent()
+        .unwrap_or(Path::new(""))
+        .join(&written.value);
+    match crate::experiment::prompts::read(&path) {
+        Ok(p) => Some(p.into()),
+        Err(e) if e.line == 0 => {
+            c.report(
+                written.referenced,
+                format!("load stream `{stream}`, prompts: {}", e.message),
+            );
+            None
+        }
+        Err(e) => {
+            c.problems.push(Problem {
+                file: path,
+                line: u64::try_from(e.line).unwrap_or(u64::MAX),
+                column: 1,
+                message: format!("prompts of load stream `{stream}`: {}", e.message),
+                excerpt: None,
+            });
+            None
+        }
+    }
 }
 
 /// Only plain HTTP to a literal or resolvable host and an explicit or default port.

@@ -7,8 +7,10 @@ use std::time::Duration;
 use serde_saphyr::{Location, Spanned};
 
 use super::Checker;
-use crate::experiment::schema::{ExperimentFile, StepSpec};
-use crate::experiment::{Action, FaultTarget, Injection, LiftTarget, ServiceSpec, Step};
+use crate::experiment::schema::{ExperimentFile, RateStepSpec, StepSpec};
+use crate::experiment::{
+    Action, FaultTarget, Injection, LiftTarget, RateChange, ServiceSpec, Step,
+};
 use crate::fault::{FaultScope, FaultSpec};
 use crate::units::human_duration;
 
@@ -49,14 +51,19 @@ pub(super) fn timeline(
     for step in &file.timeline {
         let s = &step.value;
         let at = s.at.value.0;
-        let given = [s.inject.is_some(), s.lift.is_some(), s.end.is_some()]
-            .iter()
-            .filter(|b| **b)
-            .count();
+        let given = [
+            s.inject.is_some(),
+            s.lift.is_some(),
+            s.end.is_some(),
+            s.rate.is_some(),
+        ]
+        .iter()
+        .filter(|b| **b)
+        .count();
         if given != 1 {
             c.report(
                 step.referenced,
-                "a timeline step needs exactly one of `inject`, `lift` or `end`",
+                "a timeline step needs exactly one of `inject`, `lift`, `rate` or `end`",
             );
             continue;
         }
@@ -80,6 +87,13 @@ pub(super) fn timeline(
                 steps.push(Step {
                     at,
                     action: Action::End,
+                });
+            }
+        } else if let Some(rate) = &s.rate {
+            if let Some(change) = rate_change(c, rate, file, at, end) {
+                steps.push(Step {
+                    at,
+                    action: Action::Rate(change),
                 });
             }
         } else if let Some(lift) = &s.lift {
@@ -178,6 +192,48 @@ pub(super) fn timeline(
         file.max_fault_duration.referenced,
     );
     (steps, end)
+}
+
+/// A `rate:` step: a stream the file declares, and a ramp that ends within the run.
+fn rate_change(
+    c: &mut Checker,
+    rate: &Spanned<RateStepSpec>,
+    file: &ExperimentFile,
+    at: Duration,
+    end: Duration,
+) -> Option<RateChange> {
+    let r = &rate.value;
+    let over = r.over.as_ref().map_or(Duration::ZERO, |o| o.value.0);
+    if let Some(o) = &r.over {
+        let until = at.saturating_add(over);
+        if until > end {
+            c.report(
+                o.referenced,
+                format!(
+                    "this ramp would end at {}, after the end of the run at {}",
+                    human_duration(until),
+                    human_duration(end)
+                ),
+            );
+        }
+    }
+    if !file.load.contains_key(&r.stream.value) {
+        let known: Vec<&str> = file.load.keys().map(String::as_str).collect();
+        c.report(
+            r.stream.referenced,
+            format!(
+                "`rate` names no load stream `{}`; streams: {}",
+                r.stream.value,
+                known.join(", ")
+            ),
+        );
+        return None;
+    }
+    Some(RateChange {
+        stream: r.stream.value.clone(),
+        to: r.to,
+        over,
+    })
 }
 
 fn check_fault(c: &mut Checker, fault: &Spanned<FaultSpec>) {
@@ -387,7 +443,7 @@ fn check_fault_durations(
             .find(|s| match &s.action {
                 Action::Lift(LiftTarget::All) | Action::End => true,
                 Action::Lift(LiftTarget::Fault(f)) => f == id,
-                Action::Inject(_) => false,
+                Action::Inject(_) | Action::Rate(_) => false,
             })
             .map_or(end, |s| s.at);
         let active = lifted.saturating_sub(*at);

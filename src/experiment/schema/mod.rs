@@ -13,8 +13,10 @@ use crate::units::{Dur, Percent, Rate};
 use services::default_model;
 
 mod services;
+mod workload;
 use crate::fault::FaultSpec;
 pub use services::*;
+pub use workload::*;
 
 /// A faultline experiment: what to start, the load to drive, the faults to inject on a
 /// timeline, and the budgets that judge the run. Reference: docs/experiments.md.
@@ -52,8 +54,9 @@ pub struct ExperimentFile {
     #[serde(default = "no_budgets")]
     #[schemars(with = "Budgets")]
     pub expect: Spanned<Budgets>,
-    #[serde(default)]
-    pub measure: MeasureSpec,
+    #[serde(default = "default_measure")]
+    #[schemars(with = "MeasureSpec")]
+    pub measure: Spanned<MeasureSpec>,
     /// Halt condition: roll back early and exit 3.
     #[serde(default)]
     pub abort_if: Option<AbortIf>,
@@ -108,6 +111,11 @@ pub struct AbortIf {
 fn default_max_fault_duration() -> Spanned<Dur> {
     let nowhere = serde_saphyr::Location::UNKNOWN;
     Spanned::new(Dur::from_secs(600), nowhere, nowhere)
+}
+
+fn default_measure() -> Spanned<MeasureSpec> {
+    let nowhere = serde_saphyr::Location::UNKNOWN;
+    Spanned::new(MeasureSpec::default(), nowhere, nowhere)
 }
 
 fn no_budgets() -> Spanned<Budgets> {
@@ -205,9 +213,17 @@ pub struct RequestSpec {
     #[serde(default = "default_prompt")]
     pub prompt: String,
     /// The completion's length limit: `max_tokens`, or `max_output_tokens` for the Responses
-    /// API. 256 when not given.
+    /// API (256 when absent): a number, or a distribution drawn per request from the run's seed.
     #[serde(default)]
-    pub max_tokens: Option<u32>,
+    pub max_tokens: Option<Tokens>,
+    /// Prompts of this many words, drawn per request from the run's seed, in place of `prompt`.
+    #[serde(default)]
+    pub prompt_tokens: Option<Tokens>,
+    /// A JSONL file of prompts (relative to the experiment file), one drawn per request from the
+    /// run's seed: each line an object with a `prompt` string or a chat `messages` array.
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub prompts: Option<Spanned<String>>,
     /// Ask an OpenAI chat or completions stream for the backend's token count in a last chunk
     /// (`stream_options: {include_usage: true}`); on by default, since a cut stream that
     /// something re-terminated lacks that chunk. Turn it off for backends that refuse it.
@@ -278,7 +294,9 @@ fn default_max_in_flight() -> u32 {
 /// One timeline entry, as written; `check` turns it into a typed `Step`. (The schema gets a
 /// description of its own: editors show it to people writing files, not to this crate.)
 #[derive(Clone, Debug, Deserialize, JsonSchema)]
-#[schemars(description = "One timeline step: `at`, and exactly one of `inject`, `lift` or `end`.")]
+#[schemars(
+    description = "One timeline step: `at`, and exactly one of `inject`, `lift`, `rate` or `end`."
+)]
 #[serde(deny_unknown_fields)]
 pub struct StepSpec {
     #[schemars(with = "Dur")]
@@ -292,6 +310,10 @@ pub struct StepSpec {
     #[serde(default)]
     #[schemars(with = "Option<bool>")]
     pub end: Option<Spanned<bool>>,
+    /// A load stream's rate steps or ramps here; not a fault.
+    #[serde(default)]
+    #[schemars(with = "Option<RateStepSpec>")]
+    pub rate: Option<Spanned<RateStepSpec>>,
 }
 
 #[derive(Clone, Debug, Deserialize, JsonSchema)]
@@ -386,6 +408,10 @@ pub struct MeasureSpec {
     /// The fewest baseline requests from which a steady state may be taken.
     #[serde(default = "default_min_baseline_requests")]
     pub min_baseline_requests: u64,
+    /// Requests intended in the run's first stretch this long are sent but belong to no phase:
+    /// they are reported apart and judged by no budget (a cold system's first answers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warmup: Option<Dur>,
 }
 
 impl Default for MeasureSpec {
@@ -395,6 +421,7 @@ impl Default for MeasureSpec {
             tolerance: default_tolerance(),
             min_steady_state: default_min_steady_state(),
             min_baseline_requests: default_min_baseline_requests(),
+            warmup: None,
         }
     }
 }

@@ -176,8 +176,10 @@ async fn load_outcome(api: &str, path: &str, how: &str) -> (Outcome, u64) {
         },
         spec,
         headers: Vec::new(),
+        prompts: None,
+        rate_changes: Vec::new(),
     };
-    let plan = crate::load::client::StreamPlan::new(&stream).unwrap();
+    let plan = crate::load::client::StreamPlan::new(&stream, 0).unwrap();
     let client = crate::load::client::http_client(1);
     let record =
         crate::load::client::execute(&client, &plan, std::time::Instant::now(), 0, Duration::ZERO)

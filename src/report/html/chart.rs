@@ -6,6 +6,7 @@ use std::fmt::Write;
 
 use super::escape;
 use super::series::{Series, UNKNOWN_BACKEND};
+use crate::load::rates::RateMark;
 use crate::measure::FaultWindow;
 use crate::units::human_duration;
 
@@ -28,6 +29,8 @@ const CHAR_W: f64 = 6.4;
 const SUCCESS_COLOUR: &str = "#1a7f37";
 const LATENCY_COLOUR: &str = "#8250df";
 const FAULT_COLOUR: &str = "#d1242f";
+/// Rate changes: neither a fault's red nor a backend's colour.
+const RATE_COLOUR: &str = "#6e40c9";
 /// Okabe–Ito colours: told apart by most colour-blind readers too.
 const PALETTE: [&str; 7] = [
     "#0072b2", "#e69f00", "#009e73", "#cc79a7", "#56b4e9", "#d55e00", "#f0e442",
@@ -35,7 +38,7 @@ const PALETTE: [&str; 7] = [
 const UNKNOWN_COLOUR: &str = "#8c959f";
 
 /// The chart as one `<svg class="timeline">` element.
-pub fn svg(series: &Series, windows: &[FaultWindow]) -> String {
+pub fn svg(series: &Series, windows: &[FaultWindow], rates: &[RateMark]) -> String {
     let end_s = series.end.as_secs_f64();
     let x = |secs: f64| LEFT + (secs / end_s).clamp(0.0, 1.0) * PLOT_W;
     let rows = label_rows(windows, &x);
@@ -172,6 +175,54 @@ pub fn svg(series: &Series, windows: &[FaultWindow]) -> String {
             x0 + 3.0,
             band_top + 12.0,
             escape(&label),
+        );
+    }
+    out.push_str("</g>\n");
+
+    // Rate changes: a solid line where each starts (a ramp shades up to where it ends), so a
+    // surge in the load reads apart from a fault; labelled inside the top panel.
+    out.push_str("<g class=\"rate-changes\">\n");
+    let plot_top = panel_top(0);
+    for (i, r) in rates.iter().enumerate() {
+        let at = r.at.as_secs_f64();
+        let x0 = x(at);
+        let label = format!(
+            "{}: {}/s → {}/s",
+            r.stream,
+            crate::load::rates::number(r.from_per_second),
+            crate::load::rates::number(r.to_per_second)
+        );
+        let how = if r.over.is_zero() {
+            format!("step at {}", human_duration(r.at))
+        } else {
+            format!(
+                "ramp from {} over {}",
+                human_duration(r.at),
+                human_duration(r.over)
+            )
+        };
+        if !r.over.is_zero() {
+            let x1 = x(at + r.over.as_secs_f64());
+            let _ = writeln!(
+                out,
+                "<rect class=\"rate-ramp\" x=\"{x0:.1}\" y=\"{plot_top:.1}\" \
+                 width=\"{:.1}\" height=\"{:.1}\" fill=\"{RATE_COLOUR}\" fill-opacity=\"0.06\"/>",
+                (x1 - x0).max(0.0),
+                bottom - plot_top
+            );
+        }
+        // Labels step down so changes close together stay legible.
+        let label_y = plot_top + 12.0 + (i % 3) as f64 * 12.0;
+        let _ = writeln!(
+            out,
+            "<line class=\"rate-change\" data-stream=\"{stream}\" x1=\"{x0:.1}\" y1=\"{plot_top:.1}\" \
+             x2=\"{x0:.1}\" y2=\"{bottom:.1}\" stroke=\"{RATE_COLOUR}\" stroke-width=\"1.5\">\
+             <title>{label}, {how}</title></line>\n\
+             <text class=\"rate-label\" x=\"{:.1}\" y=\"{label_y:.1}\" fill=\"{RATE_COLOUR}\">{label}</text>",
+            x0 + 3.0,
+            stream = escape(&r.stream),
+            label = escape(&label),
+            how = escape(&how),
         );
     }
     out.push_str("</g>\n");

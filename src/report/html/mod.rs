@@ -73,10 +73,10 @@ pub fn render(input: &HtmlInput) -> String {
     let _ = write!(
         page,
         "<section id=\"timeline\">\n<h2>Timeline</h2>\n<p class=\"note\">Requests are placed by \
-         their intended send time (open loop) in {} buckets; shaded bands are fault windows \
-         (hover for details).</p>\n{}</section>\n",
+         their intended send time (open loop) in {} buckets; shaded bands are fault windows, \
+         purple lines the load's rate steps and ramps (hover for details).</p>\n{}</section>\n",
         human_duration(series.width),
-        chart::svg(&series, &input.facts.windows)
+        chart::svg(&series, &input.facts.windows, &input.facts.rate_changes)
     );
 
     phases_section(&mut page, input.eval);

@@ -96,6 +96,13 @@ fn the_chart_has_its_series_and_fault_windows() {
         );
     }
     assert!(page.contains(">primary-proxy/latency (latency)</text>"));
+    // The rate change: its line, its ramp and its label, apart from the fault windows.
+    assert_eq!(
+        page.matches("class=\"rate-change\"").count(),
+        s.facts.rate_changes.len()
+    );
+    assert_eq!(page.matches("class=\"rate-ramp\"").count(), 1);
+    assert!(page.contains(": 10/s → 25/s</text>"), "no rate label");
     assert_eq!(page.matches("class=\"series success-rate\"").count(), 1);
     assert_eq!(page.matches("class=\"series p99-latency\"").count(), 1);
     for backend in ["primary", "fallback", "&lt;b&gt;evil&lt;/b&gt;", "unknown"] {
