@@ -41,7 +41,7 @@ pub fn start(streams: &[LoadStream], origin: Instant, until: Duration) -> anyhow
         let max_in_flight = stream.spec.max_in_flight as usize;
         let pacer = schedule::Pacer {
             plan: Arc::new(client::StreamPlan::new(stream)?),
-            client: client::http_client(max_in_flight),
+            client: client::http_client(max_in_flight, &stream.tls),
             rate_per_second: stream.spec.rate.as_per_second(),
             max_in_flight,
             origin,

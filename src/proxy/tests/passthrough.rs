@@ -90,7 +90,7 @@ async fn a_taken_port_is_an_environment_failure() {
     let up = upstream().await;
     let holder = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let mut s = spec(up.addr);
-    s.listen = holder.local_addr().unwrap();
+    s.listen = holder.local_addr().unwrap().into();
     let err = start("clash", &s, 1).await.unwrap_err();
     assert!(matches!(err, Failure::Environment(_)), "{err:?}");
     assert!(err.to_string().contains("proxy `clash`"), "{err}");
@@ -103,7 +103,7 @@ async fn stop_releases_the_port() {
     let addr = proxy.addr();
     proxy.stop().await;
     let mut s = spec(up.addr);
-    s.listen = addr;
+    s.listen = addr.into();
     let again = start("again", &s, 1).await.unwrap();
     assert_eq!(get(again.addr(), "/json").await.unwrap().status(), 200);
     again.stop().await;

@@ -130,7 +130,9 @@ async fn route(req: Request<Incoming>) -> Result<Response<UpBody>, Infallible> {
 pub fn spec(upstream: SocketAddr) -> ProxySpec {
     ProxySpec {
         listen: "127.0.0.1:0".parse().unwrap(),
-        upstream,
+        upstream: upstream.into(),
+        upstream_tls: None,
+        preserve_host: false,
         mode: ProxyMode::Http,
         driver: Default::default(),
     }

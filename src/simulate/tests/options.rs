@@ -261,8 +261,10 @@ async fn a_re_terminated_cut_of_plain_text_lacks_the_usage_chunk() {
     spec.content = Content::Plain;
     let host = start_host("h", &spec).await.unwrap();
     let proxy_spec = crate::experiment::schema::ProxySpec {
-        listen: any_port(),
-        upstream: host.addr(),
+        listen: any_port().into(),
+        upstream: host.addr().into(),
+        upstream_tls: None,
+        preserve_host: false,
         mode: crate::experiment::schema::ProxyMode::Http,
         driver: Default::default(),
     };
@@ -338,8 +340,10 @@ async fn completions_stream_text_chunks_with_usage_and_length() {
 async fn a_proxy_re_terminates_a_completions_stream_in_its_own_dialect() {
     let host = start_host("h", &host_spec()).await.unwrap();
     let proxy_spec = crate::experiment::schema::ProxySpec {
-        listen: any_port(),
-        upstream: host.addr(),
+        listen: any_port().into(),
+        upstream: host.addr().into(),
+        upstream_tls: None,
+        preserve_host: false,
         mode: crate::experiment::schema::ProxyMode::Http,
         driver: Default::default(),
     };
