@@ -232,7 +232,9 @@ pub(super) fn proxies(c: &mut Checker, file: &ExperimentFile) -> Vec<crate::expe
             c.report(
                 p.referenced,
                 format!(
-                    "proxy `{name}` carries bytes (mode: tcp or driver: toxiproxy): its upstream                      is host:port, not a URL (`{upstream}`); TLS from the client passes through                      it as it is"
+                    "proxy `{name}` carries bytes (mode: tcp or driver: toxiproxy): its upstream \
+                     is host:port, not a URL (`{upstream}`); TLS from the client passes through \
+                     it as it is"
                 ),
             );
         }
@@ -240,7 +242,8 @@ pub(super) fn proxies(c: &mut Checker, file: &ExperimentFile) -> Vec<crate::expe
             c.report(
                 p.referenced,
                 format!(
-                    "proxy `{name}`: `upstream_tls` applies to an https:// upstream, and                      `{upstream}` is not one"
+                    "proxy `{name}`: `upstream_tls` applies to an https:// upstream, and \
+                     `{upstream}` is not one"
                 ),
             );
         }
