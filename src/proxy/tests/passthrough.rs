@@ -42,6 +42,33 @@ async fn forwards_status_headers_and_body_unchanged() {
 }
 
 #[tokio::test]
+async fn the_upstream_gets_its_own_authority_as_host_unless_told_to_keep_the_clients() {
+    let up = upstream().await;
+    // A name, not an address: the proxy resolves it when it connects.
+    let mut by_name = spec(up.addr);
+    by_name.upstream = format!("http://localhost:{}", up.addr.port())
+        .parse()
+        .unwrap();
+    let proxy = start("named", &by_name, 1).await.unwrap();
+    let mut conn = connect(proxy.addr()).await;
+    let echo = conn.send("POST", "/v1/chat", "x").await.unwrap();
+    assert_eq!(echo.status(), 200);
+    assert_eq!(
+        echo.headers()["x-host"],
+        format!("localhost:{}", up.addr.port()).as_str()
+    );
+    proxy.stop().await;
+
+    let mut keep = spec(up.addr);
+    keep.preserve_host = true;
+    let proxy = start("keep", &keep, 1).await.unwrap();
+    let mut conn = connect(proxy.addr()).await;
+    let echo = conn.send("POST", "/v1/chat", "x").await.unwrap();
+    assert_eq!(echo.headers()["x-host"], "faultline.test");
+    proxy.stop().await;
+}
+
+#[tokio::test]
 async fn streams_events_as_they_come() {
     let up = upstream().await;
     let proxy = proxy_to(&up, 1).await;
