@@ -166,15 +166,15 @@ fn find_rustls_error<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a
         if let Some(tls) = err.downcast_ref::<rustls::Error>() {
             return Some(tls);
         }
-        // tokio-rustls hands the handshake's error over inside an io::Error.
-        if let Some(tls) = err
+        // tokio-rustls hands the handshake's error over inside an io::Error, and hyper-rustls
+        // wraps that in another: an io::Error's `source` skips its payload, so look inside.
+        cause = match err
             .downcast_ref::<std::io::Error>()
             .and_then(|io| io.get_ref())
-            .and_then(|inner| inner.downcast_ref::<rustls::Error>())
         {
-            return Some(tls);
-        }
-        cause = err.source();
+            Some(inner) => Some(inner as &(dyn std::error::Error + 'static)),
+            None => err.source(),
+        };
     }
     None
 }
@@ -269,6 +269,8 @@ mod tests {
             std::io::ErrorKind::InvalidData,
             rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer),
         );
+        // Nested as hyper-rustls nests it.
+        let io = std::io::Error::other(io);
         let m = tls.explain("localhost", 8443, &io).unwrap();
         assert!(m.contains("localhost:8443"), "{m}");
         assert!(m.contains("server name `localhost`"), "{m}");
