@@ -353,3 +353,40 @@ fn a_proxy_in_front_of_the_https_backend_forwards_and_injects_faults() {
     assert!(faulted >= 10, "{faulted} faulted: {rows:?}");
     assert_eq!(ok + faulted, rows.len(), "{rows:?}");
 }
+
+#[test]
+fn a_name_the_certificate_lacks_is_named_and_insecure_skip_verify_connects_without_the_ca() {
+    if !tools_present() {
+        return;
+    }
+    let stack = Stack::start();
+    // By IP, with a server name the certificate is not issued for.
+    let url = format!("https://127.0.0.1:{}/v1/chat/completions", stack.tls_port);
+    let tls = format!(
+        "    tls: {{ ca_file: \"{}\", server_name: wrong.example }}",
+        stack.ca().display()
+    );
+    let (out, stdout, stderr) = stack.run(&stack.drill(&url, &tls, "", ""), Some(TOKEN));
+    assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
+    let rows = stack.rows();
+    assert!(rows.len() >= 40, "only {} requests", rows.len());
+    assert!(
+        rows.iter().all(|(_, o, _)| o == "connect_error"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!(
+            "TLS handshake with 127.0.0.1:{} (server name `wrong.example`) failed: its \
+             certificate is not valid for the name `wrong.example`",
+            stack.tls_port
+        )),
+        "{stderr}"
+    );
+
+    let tls = "    tls: { insecure_skip_verify: true }";
+    let (out, stdout, stderr) = stack.run(&stack.drill(&url, tls, "", ""), Some(TOKEN));
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    let rows = stack.rows();
+    assert!(rows.len() >= 40, "only {} requests", rows.len());
+    assert!(rows.iter().all(|(_, o, _)| o == "ok"), "{rows:?}");
+}
