@@ -64,6 +64,11 @@ const CASES: &[(&str, &str, &str)] = &[
         "load stream `chat`, tls: ca_file `no-such-ca.pem`",
     ),
     (
+        "tls-on-http.yaml",
+        ":8:110:",
+        "load stream `chat`: `tls` applies to an https:// url",
+    ),
+    (
         "unresolvable-upstream.yaml",
         ":6:6:",
         "proxy `p`: upstream `no-such-host.invalid:80`: cannot resolve host `no-such-host.invalid`",

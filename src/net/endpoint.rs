@@ -66,7 +66,10 @@ impl HostPort {
         if host.is_empty() {
             return Err(format!("`{text}` has no host"));
         }
-        if host.contains(['/', ' ', '@', '?', '#']) {
+        // What a URI authority may hold is what the client and the `Host` header will take.
+        if host.contains(['/', '@', '?', '#'])
+            || text.parse::<hyper::http::uri::Authority>().is_err()
+        {
             return Err(format!("`{text}`: `{host}` is not a host name"));
         }
         let port = port
@@ -344,6 +347,8 @@ mod tests {
             ("h:99999", "not a port"),
             ("h:0", "port 0"),
             ("::1:80", "IPv6"),
+            ("bad host:80", "not a host name"),
+            ("user@h:80", "not a host name"),
         ] {
             let e = bad.parse::<Upstream>().unwrap_err();
             assert!(e.contains(why), "{bad}: {e}");

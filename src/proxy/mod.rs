@@ -104,7 +104,8 @@ pub async fn start_with_tls(
     let host = if spec.preserve_host {
         None
     } else {
-        // Checked when the file was read: a host:port is a valid header value.
+        // An Upstream's host:port is a URI authority (checked when it was read), and every
+        // authority is a valid header value; `None` would only keep the client's Host.
         hyper::header::HeaderValue::from_str(&spec.upstream.addr().to_string()).ok()
     };
 

@@ -23,6 +23,14 @@ pub(super) fn streams(c: &mut Checker, file: &ExperimentFile) -> Vec<LoadStream>
                 ),
             }
         }
+        if let Some(t) = &s.value.tls {
+            if !s.value.url.value.starts_with("https://") {
+                c.report(
+                    t.referenced,
+                    format!("load stream `{name}`: `tls` applies to an https:// url"),
+                );
+            }
+        }
         let tls = match &s.value.tls {
             Some(t) => Tls::new(&t.value).map_err(|why| (t.referenced, why)),
             None => Tls::system().map_err(|why| (s.referenced, why)),
