@@ -296,7 +296,9 @@ fn large_body(rt: &tokio::runtime::Runtime, table: &mut Table) {
         let origin = bulk_server(total).await;
         let proxy_spec = faultline::experiment::ProxySpec {
             listen: format!("127.0.0.1:{}", free_port()).parse().expect("addr"),
-            upstream: origin,
+            upstream: origin.into(),
+            upstream_tls: None,
+            preserve_host: false,
             mode: Default::default(),
             driver: Default::default(),
         };

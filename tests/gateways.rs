@@ -155,8 +155,10 @@ fn nginx_decides_the_same_for_a_post_to_a_dead_primary_with_and_without_the_prox
         .build()
         .unwrap();
     let spec = faultline::experiment::schema::ProxySpec {
-        listen: local(proxy),
-        upstream: local(dead),
+        listen: local(proxy).into(),
+        upstream: local(dead).into(),
+        upstream_tls: None,
+        preserve_host: false,
         mode: Default::default(),
         driver: Default::default(),
     };

@@ -48,7 +48,41 @@ const CASES: &[(&str, &str, &str)] = &[
         ":7:1:",
         "did not find expected ',' or '}'",
     ),
-    ("bad-url.yaml", ":8:16:", "only http:// is supported"),
+    (
+        "bad-url.yaml",
+        ":8:16:",
+        "only http:// and https:// are supported, not ftp://",
+    ),
+    (
+        "unresolvable-load-host.yaml",
+        ":8:16:",
+        "load stream `chat`: `https://no-such-host.invalid/v1/chat/completions`: cannot resolve host `no-such-host.invalid`",
+    ),
+    (
+        "missing-ca-file.yaml",
+        ":8:111:",
+        "load stream `chat`, tls: ca_file `no-such-ca.pem`",
+    ),
+    (
+        "tls-on-http.yaml",
+        ":8:110:",
+        "load stream `chat`: `tls` applies to an https:// url",
+    ),
+    (
+        "unresolvable-upstream.yaml",
+        ":6:6:",
+        "proxy `p`: upstream `no-such-host.invalid:80`: cannot resolve host `no-such-host.invalid`",
+    ),
+    (
+        "unresolvable-listen.yaml",
+        ":6:16:",
+        "`no-such-host.invalid:19211`: cannot resolve host `no-such-host.invalid`",
+    ),
+    (
+        "url-upstream-tcp.yaml",
+        ":6:6:",
+        "proxy `p` carries bytes (mode: tcp or driver: toxiproxy): its upstream is host:port, not a URL (`https://127.0.0.1:19201`)",
+    ),
     (
         "bad-ready-url.yaml",
         ":6:20:",

@@ -7,7 +7,6 @@ pub mod headers;
 pub mod prompts;
 pub mod schema;
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -58,6 +57,8 @@ pub struct Service {
 pub struct Proxy {
     pub name: String,
     pub spec: ProxySpec,
+    /// `spec.upstream_tls`, built (CA file read) when the file was checked.
+    pub tls: crate::net::Tls,
 }
 
 #[derive(Clone, Debug)]
@@ -71,15 +72,32 @@ pub struct LoadStream {
     pub prompts: Option<std::sync::Arc<[prompts::Prompt]>>,
     /// The rate changes the timeline makes to this stream, in time order.
     pub rate_changes: Vec<(Duration, RateChange)>,
+    /// `spec.tls`, built (CA file read) when the file was checked.
+    pub tls: crate::net::Tls,
 }
 
 /// Where a load stream sends: parsed once from its `url`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Target {
-    pub addr: SocketAddr,
+    pub scheme: crate::net::Scheme,
+    /// Host and port, the host as written: it is resolved again at each new connection, as a
+    /// real client resolves it, so DNS-based failover acts on the load as it acts on clients.
+    pub addr: crate::net::HostPort,
     /// The `Host` header value, as written in the URL.
     pub authority: String,
     pub path_and_query: String,
+}
+
+impl Target {
+    /// The URI requests are sent to.
+    pub fn uri(&self) -> String {
+        format!(
+            "{}://{}{}",
+            self.scheme.as_str(),
+            self.addr,
+            self.path_and_query
+        )
+    }
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -244,6 +262,7 @@ expect:
         let exp = parsed();
         assert_eq!(exp.streams[0].spec.rate.as_per_second(), 2.0);
         assert_eq!(exp.streams[0].target.addr.port(), 9011);
+        assert_eq!(exp.streams[0].target.addr.host(), "localhost");
         assert_eq!(exp.streams[0].target.authority, "localhost:9011");
         assert_eq!(exp.streams[1].target.path_and_query, "/v1/messages");
         assert!(!exp.streams[1].spec.request.stream);

@@ -14,16 +14,46 @@ use super::sse::{DocumentReader, Expect, StreamReader};
 use super::workload::{length_field, Workload, DEFAULT_MAX_TOKENS};
 use crate::experiment::{Api, LoadStream, RequestSpec};
 
-pub type HttpClient = crate::net::HttpClient<Full<Bytes>>;
+pub type HttpClient = crate::net::HttpsClient<Full<Bytes>>;
 
 /// A keep-alive pool shared by every request of a stream, as many idle connections as it can
-/// have requests in flight.
-pub fn http_client(pool_size: usize) -> HttpClient {
-    crate::net::http_client(
+/// have requests in flight; `https://` targets use `tls`.
+pub fn http_client(pool_size: usize, tls: &crate::net::Tls) -> HttpClient {
+    crate::net::https_client(
         crate::net::ClientConfig::new(Duration::from_secs(5))
             .pool_idle_timeout(Duration::from_secs(30))
             .pool_max_idle_per_host(pool_size),
+        tls,
     )
+}
+
+/// The distinct reasons a stream's connections failed, each said once on stderr: a row of
+/// `requests.csv` says only `connect_error`, and a certificate problem needs its reason.
+#[derive(Debug, Default)]
+pub struct ConnectErrors {
+    seen: std::sync::Mutex<Vec<String>>,
+}
+
+/// Beyond this many distinct reasons a stream says no more (a flapping backend can produce
+/// many variants of one refusal).
+const MAX_CONNECT_ERRORS: usize = 4;
+
+impl ConnectErrors {
+    fn note(&self, stream: &str, why: String) {
+        // A poisoned lock only means another request panicked while noting; nothing to say then.
+        let Ok(mut seen) = self.seen.lock() else {
+            return;
+        };
+        if seen.len() < MAX_CONNECT_ERRORS && !seen.contains(&why) {
+            eprintln!("load stream `{stream}`: connect_error: {why}");
+            seen.push(why);
+        }
+    }
+
+    /// The reasons seen so far, in the order they first happened.
+    pub fn seen(&self) -> Vec<String> {
+        self.seen.lock().map(|s| s.clone()).unwrap_or_default()
+    }
 }
 
 /// What every request of a stream shares: built once, cloned cheaply.
@@ -45,6 +75,10 @@ pub struct StreamPlan {
     /// The stream's own headers, sent last so they can replace the defaults; values from the
     /// environment are marked sensitive.
     pub headers: Vec<(hyper::header::HeaderName, HeaderValue)>,
+    /// Where requests connect, and with what TLS, for connect-error messages.
+    pub addr: crate::net::HostPort,
+    pub tls: crate::net::Tls,
+    pub connect_errors: ConnectErrors,
 }
 
 /// What a whole answer to `body` must show, read from the body as it is sent (after
@@ -134,11 +168,8 @@ impl StreamPlan {
         } else {
             None
         };
-        let uri = format!(
-            "http://{}{}",
-            stream.target.addr, stream.target.path_and_query
-        )
-        .parse()?;
+        // The host stays a name: the connector resolves it at each new connection.
+        let uri = stream.target.uri().parse()?;
         Ok(StreamPlan {
             name: Arc::from(stream.name.as_str()),
             api: r.api,
@@ -158,6 +189,9 @@ impl StreamPlan {
             served_by_header: hyper::header::HeaderName::from_bytes(
                 spec.served_by.header.as_bytes(),
             )?,
+            addr: stream.target.addr.clone(),
+            tls: stream.tls.clone(),
+            connect_errors: ConnectErrors::default(),
         })
     }
 
@@ -232,7 +266,19 @@ async fn exchange(
     let (request, expect) = plan.request(rec.seq);
     let response = match client.request(request).await {
         Ok(r) => r,
-        Err(e) if e.is_connect() => return Outcome::ConnectError,
+        Err(e) if e.is_connect() => {
+            // A failed TLS handshake is a connect error too: no request was sent.
+            let (host, port) = (plan.addr.host(), plan.addr.port());
+            let why = plan.tls.explain(host, port, &e).unwrap_or_else(|| {
+                format!(
+                    "cannot connect to {}: {}",
+                    plan.addr,
+                    crate::rest::error_chain(&e)
+                )
+            });
+            plan.connect_errors.note(&plan.name, why);
+            return Outcome::ConnectError;
+        }
         Err(_) => return Outcome::Reset,
     };
     rec.status = Some(response.status().as_u16());

@@ -49,7 +49,7 @@ pub fn start(
         let max_in_flight = stream.spec.max_in_flight as usize;
         let pacer = schedule::Pacer {
             plan: Arc::new(client::StreamPlan::new(stream, seed)?),
-            client: client::http_client(max_in_flight),
+            client: client::http_client(max_in_flight, &stream.tls),
             rates: rates::RateProfile::new(stream.spec.rate.as_per_second(), &stream.rate_changes),
             max_in_flight,
             origin,

@@ -7,12 +7,17 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Body;
+use hyper_rustls::{FixedServerNameResolver, HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 /// A pooled HTTP/1 client over plain TCP.
 pub type HttpClient<B = Full<Bytes>> = Client<HttpConnector, B>;
+
+/// A pooled HTTP/1 client for `http://` and `https://` URIs alike (the load generator, the
+/// fault proxy's upstream). Hostnames are resolved at each new connection.
+pub type HttpsClient<B = Full<Bytes>> = Client<HttpsConnector<HttpConnector>, B>;
 
 /// What differs between faultline's clients.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -58,9 +63,37 @@ where
     B: Body + Send,
     B::Data: Send,
 {
+    builder(config).build(tcp_connector(config))
+}
+
+/// [`http_client`] that also speaks `https://` with `tls`. The connect bound covers the TCP
+/// connect; the handshake is bounded by the caller's request timeout.
+pub fn https_client<B>(config: ClientConfig, tls: &crate::net::Tls) -> HttpsClient<B>
+where
+    B: Body + Send,
+    B::Data: Send,
+{
+    let mut tcp = tcp_connector(config);
+    // The HTTPS connector hands `https://` URIs to the TCP connector, which must let them pass.
+    tcp.enforce_http(false);
+    let https = HttpsConnectorBuilder::new()
+        .with_tls_config((*tls.config).clone())
+        .https_or_http();
+    let https = match &tls.server_name {
+        Some(name) => https.with_server_name_resolver(FixedServerNameResolver::new(name.clone())),
+        None => https,
+    };
+    builder(config).build(https.enable_http1().wrap_connector(tcp))
+}
+
+fn tcp_connector(config: ClientConfig) -> HttpConnector {
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
     connector.set_connect_timeout(Some(config.connect_timeout));
+    connector
+}
+
+fn builder(config: ClientConfig) -> hyper_util::client::legacy::Builder {
     let mut builder = Client::builder(TokioExecutor::new());
     // With a timer the pool also closes idle connections in the background, not only when
     // it next looks at them.
@@ -71,7 +104,7 @@ where
     if let Some(max) = config.pool_max_idle_per_host {
         builder.pool_max_idle_per_host(max);
     }
-    builder.build(connector)
+    builder
 }
 
 #[cfg(test)]

@@ -1,13 +1,18 @@
 //! The protocol plumbing every part of faultline shares, written once: the listener and its
 //! connections (`listener`), the HTTP client (`client`), the `http://` URLs a file names
-//! (`url`) and the shutdown signals (`signals`).
+//! (`url`), proxy endpoints (`endpoint`), client TLS (`tls`) and the shutdown signals
+//! (`signals`).
 
 pub mod client;
+pub mod endpoint;
 pub mod listener;
 pub mod signals;
+pub mod tls;
 pub mod url;
 
-pub use client::{http_client, ClientConfig, HttpClient};
+pub use client::{http_client, https_client, ClientConfig, HttpClient, HttpsClient};
+pub use endpoint::{HostPort, Listen, Scheme, Upstream};
 pub use listener::{BindError, Connection, Http1, Listener, Serve};
 pub use signals::{shutdown_signal, ShutdownSignals, Signal, SignalError};
+pub use tls::{Tls, TlsSpec};
 pub use url::HttpUrl;

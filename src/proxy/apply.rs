@@ -21,12 +21,17 @@ use crate::fault::{
 };
 use crate::protocol::ending::{Dialect, Ending};
 
-pub(crate) type UpstreamClient = crate::net::HttpClient<Incoming>;
+pub(crate) type UpstreamClient = crate::net::HttpsClient<Incoming>;
 
 /// What every request of one proxy shares.
 pub(crate) struct Shared {
     pub(crate) name: String,
-    pub(crate) upstream: String,
+    pub(crate) upstream: crate::net::Upstream,
+    /// The `Host` sent upstream: the upstream's authority, or `None` to keep the client's
+    /// (`preserve_host`).
+    pub(crate) host: Option<HeaderValue>,
+    /// For messages about a failed handshake.
+    pub(crate) tls: crate::net::Tls,
     pub(crate) client: UpstreamClient,
     pub(crate) faults: FaultControl,
     /// Whether the proxy should be listening: false while the upstream refuses connections
@@ -164,7 +169,7 @@ pub(crate) async fn handle(
     // A re-terminated stream is ended in the dialect its path names, unless its events say
     // otherwise; an injected stream error takes the shape the path names.
     let dialect = Dialect::from_path(request.uri().path());
-    let upstream_request = match to_upstream(&shared.upstream, request) {
+    let upstream_request = match to_upstream(&shared.upstream, shared.host.as_ref(), request) {
         Ok(r) => r,
         Err(why) => return Ok(errors::bad_request(&shared.name, &why)),
     };
@@ -174,8 +179,8 @@ pub(crate) async fn handle(
         Err(e) => {
             return Ok(errors::bad_gateway(
                 &shared.name,
-                &shared.upstream,
-                &crate::rest::error_chain(&e),
+                &shared.upstream.to_string(),
+                &why(&shared, &e),
             ))
         }
     };
@@ -213,8 +218,8 @@ async fn fail_like_the_upstream(
     } else {
         return Ok(errors::bad_gateway(
             &shared.name,
-            &shared.upstream,
-            &crate::rest::error_chain(e),
+            &shared.upstream.to_string(),
+            &why(shared, e),
         ));
     }
     // The connection task drops this as it closes the connection.
@@ -233,9 +238,19 @@ fn upstream_refused(shared: &Shared, e: &hyper_util::client::legacy::Error) {
              until the upstream accepts connections again",
             shared.name,
             shared.upstream,
-            crate::rest::error_chain(e)
+            why(shared, e)
         );
     }
+}
+
+/// Why a forward failed: a certificate problem explained (which host, which name, why), else
+/// the error's chain.
+fn why(shared: &Shared, e: &hyper_util::client::legacy::Error) -> String {
+    let addr = shared.upstream.addr();
+    shared
+        .tls
+        .explain(addr.host(), addr.port(), e)
+        .unwrap_or_else(|| crate::rest::error_chain(e))
 }
 
 /// Whether a TCP reset is among the causes of `e`.
@@ -275,8 +290,13 @@ async fn pause(wait: Duration) {
     }
 }
 
-/// The same request, addressed to the upstream, without the headers that belong to one hop.
-fn to_upstream(upstream: &str, request: Request<Incoming>) -> Result<Request<Incoming>, String> {
+/// The same request, addressed to the upstream, without the headers that belong to one hop, and
+/// with `host` as its `Host` when given.
+fn to_upstream(
+    upstream: &crate::net::Upstream,
+    host: Option<&HeaderValue>,
+    request: Request<Incoming>,
+) -> Result<Request<Incoming>, String> {
     let (mut parts, body) = request.into_parts();
     let path = parts
         .uri
@@ -284,14 +304,17 @@ fn to_upstream(upstream: &str, request: Request<Incoming>) -> Result<Request<Inc
         .map_or("/", |pq| pq.as_str())
         .to_string();
     parts.uri = Uri::builder()
-        .scheme("http")
-        .authority(upstream)
+        .scheme(upstream.scheme().as_str())
+        .authority(upstream.addr().to_string())
         .path_and_query(path)
         .build()
         .map_err(|e| format!("cannot address the upstream: {e}"))?;
     // The upstream client speaks HTTP/1.1 whatever the client spoke.
     parts.version = Version::HTTP_11;
     strip_hop_by_hop(&mut parts.headers);
+    if let Some(host) = host {
+        parts.headers.insert(hyper::header::HOST, host.clone());
+    }
     Ok(Request::from_parts(parts, body))
 }
 

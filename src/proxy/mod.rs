@@ -81,27 +81,54 @@ const POOL_IDLE: Duration = Duration::from_secs(30);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Binds the proxy's address and starts serving. A taken port is `Failure::Environment`.
+/// [`start_with_tls`] trusting the system's root certificates.
 pub async fn start(name: &str, spec: &ProxySpec, seed: u64) -> Result<RunningProxy, Failure> {
-    let listener = crate::net::Listener::bind(spec.listen, &format!("proxy `{name}`"))?;
+    let tls = crate::net::Tls::system().map_err(Failure::Environment)?;
+    start_with_tls(name, spec, &tls, seed).await
+}
+
+/// `tls` is used when the upstream is `https://`.
+pub async fn start_with_tls(
+    name: &str,
+    spec: &ProxySpec,
+    tls: &crate::net::Tls,
+    seed: u64,
+) -> Result<RunningProxy, Failure> {
+    let listener = crate::net::Listener::bind(spec.listen.addr(), &format!("proxy `{name}`"))?;
     let addr = listener.local_addr();
 
-    let client = crate::net::http_client(
+    let client = crate::net::https_client(
         crate::net::ClientConfig::new(CONNECT_TIMEOUT).pool_idle_timeout(POOL_IDLE),
+        tls,
     );
+    let host = if spec.preserve_host {
+        None
+    } else {
+        // An Upstream's host:port is a URI authority (checked when it was read), and every
+        // authority is a valid header value; `None` would only keep the client's Host.
+        hyper::header::HeaderValue::from_str(&spec.upstream.addr().to_string()).ok()
+    };
 
     let faults = FaultControl::new(name, seed);
     // Open: it listens from the start, whatever the upstream does, until a forward fails.
     let (open, _) = tokio::sync::watch::channel(true);
     let shared = Arc::new(apply::Shared {
         name: name.to_string(),
-        upstream: spec.upstream.to_string(),
+        upstream: spec.upstream.clone(),
+        host,
+        tls: tls.clone(),
         client,
         faults: faults.clone(),
         open,
         next_index: AtomicU64::new(0),
     });
     let (stop, stopped) = oneshot::channel();
-    let task = tokio::spawn(server::serve(listener, spec.upstream, shared, stopped));
+    let task = tokio::spawn(server::serve(
+        listener,
+        spec.upstream.addr().clone(),
+        shared,
+        stopped,
+    ));
     Ok(RunningProxy {
         addr,
         faults,

@@ -3,7 +3,6 @@
 //! refuses connections (and no fault is in force) the listener is closed, and a watch on the
 //! upstream opens it again as soon as a connect succeeds (docs/transparency.md).
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,7 +11,7 @@ use tokio::sync::oneshot;
 
 use super::apply::{self, Shared};
 use super::conn::{ConnControl, FaultIo};
-use crate::net::{Connection, Http1, Listener, Serve};
+use crate::net::{Connection, HostPort, Http1, Listener, Serve};
 
 /// No header read limit: a client the proxy serves is the system under test, and how slowly it
 /// writes is its own business, not a fault the proxy should add.
@@ -30,7 +29,7 @@ const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
 /// this future, not a task of its own, so a stop in either state leaves nothing running.
 pub(crate) async fn serve(
     listener: Listener,
-    upstream: SocketAddr,
+    upstream: HostPort,
     shared: Arc<Shared>,
     stop: oneshot::Receiver<()>,
 ) {
@@ -54,7 +53,7 @@ pub(crate) async fn serve(
 /// Each time the listener is closed, tries the upstream until it accepts a connection (or a
 /// fault is injected, whose behaviour needs the proxy listening), then opens the listener.
 /// Never returns.
-async fn reopen_when_upstream_accepts(upstream: SocketAddr, shared: Arc<Shared>) {
+async fn reopen_when_upstream_accepts(upstream: HostPort, shared: Arc<Shared>) {
     let mut open = shared.open.subscribe();
     loop {
         // `shared` holds the sender, so the channel cannot close under this.
@@ -71,7 +70,7 @@ async fn reopen_when_upstream_accepts(upstream: SocketAddr, shared: Arc<Shared>)
                 );
                 break;
             }
-            if accepts(upstream).await {
+            if accepts(&upstream).await {
                 eprintln!(
                     "proxy `{}`: the upstream {upstream} accepts connections again",
                     shared.name
@@ -86,10 +85,12 @@ async fn reopen_when_upstream_accepts(upstream: SocketAddr, shared: Arc<Shared>)
 }
 
 /// Whether a TCP connect to `upstream` succeeds within [`PROBE_TIMEOUT`]. The probe's
-/// connection is closed at once; the upstream sees a connection without a request.
-async fn accepts(upstream: SocketAddr) -> bool {
+/// connection is closed at once; the upstream sees a connection without a request. A name is
+/// resolved again at each probe, as the forwarding client resolves it at each connection.
+async fn accepts(upstream: &HostPort) -> bool {
+    let connect = tokio::net::TcpStream::connect((upstream.host(), upstream.port()));
     matches!(
-        tokio::time::timeout(PROBE_TIMEOUT, tokio::net::TcpStream::connect(upstream)).await,
+        tokio::time::timeout(PROBE_TIMEOUT, connect).await,
         Ok(Ok(_))
     )
 }

@@ -55,8 +55,8 @@ impl Stack {
             if p.spec.mode == ProxyMode::Tcp {
                 let tcp = TcpProxy::new(
                     &p.name,
-                    &p.spec.listen.to_string(),
-                    &p.spec.upstream.to_string(),
+                    &p.spec.listen.addr().to_string(),
+                    &p.spec.upstream.addr().to_string(),
                 )
                 .with_seed(seed);
                 let addr = tcp
@@ -70,7 +70,7 @@ impl Stack {
                 self.targets.tcp_proxies.insert(p.name.clone(), tcp);
                 continue;
             }
-            let running = proxy::start(&p.name, &p.spec, seed).await?;
+            let running = proxy::start_with_tls(&p.name, &p.spec, &p.tls, seed).await?;
             console.say(format!(
                 "proxy {} on {} -> {}",
                 p.name,
@@ -208,7 +208,7 @@ impl Stack {
         let new = NewProxy {
             name: name.to_string(),
             listen: spec.listen.to_string(),
-            upstream: spec.upstream.to_string(),
+            upstream: spec.upstream.addr().to_string(),
             enabled: true,
         };
         client.create_proxy(&new).await.map_err(|e| match e {

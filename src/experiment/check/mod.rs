@@ -13,7 +13,7 @@ use std::path::Path;
 use serde_saphyr::Location;
 
 use super::schema::ExperimentFile;
-use super::{Experiment, ExperimentError, Problem, Proxy, Service};
+use super::{Experiment, ExperimentError, Problem, Service};
 
 pub(super) struct Checker<'a> {
     path: &'a Path,
@@ -47,6 +47,7 @@ pub(super) fn check(
     }
     let services = services::services(&mut c, &file);
     services::listeners(&mut c, &file);
+    let proxies = services::proxies(&mut c, &file);
     services::toxiproxy(&mut c, &file);
     let mut streams = streams::streams(&mut c, &file);
     let (timeline, end) = timeline::timeline(&mut c, &file, &services);
@@ -85,14 +86,7 @@ pub(super) fn check(
             .into_iter()
             .map(|(name, spec)| Service { name, spec })
             .collect(),
-        proxies: file
-            .proxies
-            .into_iter()
-            .map(|(name, p)| Proxy {
-                name,
-                spec: p.value,
-            })
-            .collect(),
+        proxies,
         hosts: file
             .hosts
             .into_iter()

@@ -169,11 +169,13 @@ pub(super) fn listeners(c: &mut Checker, file: &ExperimentFile) {
                 .or(e.listen)?;
             Some((format!("service `{name}`"), addr, s.referenced))
         })
-        .chain(
-            file.proxies
-                .iter()
-                .map(|(name, p)| (format!("proxy `{name}`"), p.value.listen, p.referenced)),
-        );
+        .chain(file.proxies.iter().map(|(name, p)| {
+            (
+                format!("proxy `{name}`"),
+                p.value.listen.addr(),
+                p.referenced,
+            )
+        }));
     for (owner, addr, loc) in listeners {
         let clash = seen
             .iter()
@@ -207,4 +209,56 @@ pub(super) fn toxiproxy(c: &mut Checker, file: &ExperimentFile) {
             c.report(p.referenced, format!("proxy `{name}` uses `driver: toxiproxy`, but no server is given: add `toxiproxy: {{ server: \"127.0.0.1:8474\" }}`"));
         }
     }
+}
+
+/// Each proxy's upstream: its name resolves now (connections resolve it again), its scheme fits
+/// the proxy's mode, and its TLS settings are read.
+pub(super) fn proxies(c: &mut Checker, file: &ExperimentFile) -> Vec<crate::experiment::Proxy> {
+    use crate::net::{Scheme, Tls};
+    let mut proxies = Vec::new();
+    for (name, p) in &file.proxies {
+        let spec = &p.value;
+        let upstream = &spec.upstream;
+        if let Err(why) = upstream.addr().resolve() {
+            c.report(
+                p.referenced,
+                format!("proxy `{name}`: upstream `{upstream}`: {why}"),
+            );
+        }
+        let https = upstream.scheme() == Scheme::Https;
+        if spec.takes_toxics() && upstream.is_url() {
+            // Bytes are relayed as they come: there is no request to originate TLS for, and
+            // the client's own TLS passes through a TCP proxy untouched.
+            c.report(
+                p.referenced,
+                format!(
+                    "proxy `{name}` carries bytes (mode: tcp or driver: toxiproxy): its upstream \
+                     is host:port, not a URL (`{upstream}`); TLS from the client passes through \
+                     it as it is"
+                ),
+            );
+        }
+        if spec.upstream_tls.is_some() && !https {
+            c.report(
+                p.referenced,
+                format!(
+                    "proxy `{name}`: `upstream_tls` applies to an https:// upstream, and \
+                     `{upstream}` is not one"
+                ),
+            );
+        }
+        let tls = match &spec.upstream_tls {
+            Some(t) => Tls::new(t),
+            None => Tls::system(),
+        };
+        match tls {
+            Ok(tls) => proxies.push(crate::experiment::Proxy {
+                name: name.clone(),
+                spec: spec.clone(),
+                tls,
+            }),
+            Err(why) => c.report(p.referenced, format!("proxy `{name}`, upstream_tls: {why}")),
+        }
+    }
+    proxies
 }

@@ -1,12 +1,12 @@
 //! Load streams: where each one sends.
 
-use std::net::ToSocketAddrs;
 use std::path::Path;
 
 use super::Checker;
 use crate::experiment::prompts::Prompt;
 use crate::experiment::schema::{ExperimentFile, RequestSpec};
 use crate::experiment::{LoadStream, Problem, Target};
+use crate::net::{HostPort, Scheme, Tls};
 
 pub(super) fn streams(c: &mut Checker, file: &ExperimentFile) -> Vec<LoadStream> {
     if file.load.is_empty() {
@@ -27,16 +27,37 @@ pub(super) fn streams(c: &mut Checker, file: &ExperimentFile) -> Vec<LoadStream>
             }
         }
         let prompts = prompts(c, name, &s.value.request);
-        match parse_target(&s.value.url.value) {
-            Ok(target) => streams.push(LoadStream {
+        if let Some(t) = &s.value.tls {
+            if !s.value.url.value.starts_with("https://") {
+                c.report(
+                    t.referenced,
+                    format!("load stream `{name}`: `tls` applies to an https:// url"),
+                );
+            }
+        }
+        let tls = match &s.value.tls {
+            Some(t) => Tls::new(&t.value).map_err(|why| (t.referenced, why)),
+            None => Tls::system().map_err(|why| (s.referenced, why)),
+        };
+        let tls = match tls {
+            Ok(tls) => Some(tls),
+            Err((at, why)) => {
+                c.report(at, format!("load stream `{name}`, tls: {why}"));
+                None
+            }
+        };
+        match (parse_target(&s.value.url.value), tls) {
+            (Ok(target), Some(tls)) => streams.push(LoadStream {
                 name: name.clone(),
                 target,
                 spec: s.value.clone(),
                 headers,
                 prompts,
                 rate_changes: Vec::new(),
+                tls,
             }),
-            Err(why) => c.report(
+            (Ok(_), None) => {}
+            (Err(why), _) => c.report(
                 s.value.url.referenced,
                 format!("load stream `{name}`: {why}"),
             ),
@@ -92,16 +113,18 @@ fn prompts(
     }
 }
 
-/// Only plain HTTP to a literal or resolvable host and an explicit or default port.
+/// HTTP or HTTPS to a literal or resolvable host and an explicit or default port. The host is
+/// resolved here only to fail early with its name; connections resolve it again.
 pub(crate) fn parse_target(url: &str) -> Result<Target, String> {
     let uri: hyper::Uri = url
         .parse()
         .map_err(|e| format!("`{url}` is not a URL: {e}"))?;
-    match uri.scheme_str() {
-        Some("http") => {}
+    let (scheme, default_port) = match uri.scheme_str() {
+        Some("http") => (Scheme::Http, 80),
+        Some("https") => (Scheme::Https, 443),
         Some(other) => {
             return Err(format!(
-                "`{url}`: only http:// is supported, not {other}://"
+                "`{url}`: only http:// and https:// are supported, not {other}://"
             ))
         }
         None => {
@@ -109,25 +132,22 @@ pub(crate) fn parse_target(url: &str) -> Result<Target, String> {
                 "`{url}` needs a scheme, like http://127.0.0.1:8080/v1/chat/completions"
             ))
         }
-    }
+    };
     let authority = uri
         .authority()
+        .filter(|a| !a.host().is_empty())
         .ok_or_else(|| format!("`{url}` has no host"))?;
-    let port = authority.port_u16().unwrap_or(80);
-    let host = authority
-        .host()
-        .trim_start_matches('[')
-        .trim_end_matches(']');
-    let addr = (host, port)
-        .to_socket_addrs()
-        .ok()
-        .and_then(|mut a| a.next())
-        .ok_or_else(|| format!("`{url}`: cannot resolve host `{host}`"))?;
+    let addr = HostPort::new(
+        authority.host(),
+        authority.port_u16().unwrap_or(default_port),
+    );
+    addr.resolve().map_err(|why| format!("`{url}`: {why}"))?;
     let path_and_query = uri
         .path_and_query()
         .map(|p| p.as_str().to_string())
         .unwrap_or_else(|| "/".into());
     Ok(Target {
+        scheme,
         addr,
         authority: authority.as_str().to_string(),
         path_and_query,

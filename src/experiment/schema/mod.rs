@@ -9,6 +9,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_saphyr::Spanned;
 
+use crate::net::{Listen, TlsSpec, Upstream};
 use crate::units::{Dur, Percent, Rate};
 use services::default_model;
 
@@ -149,8 +150,18 @@ pub enum ProxyDriver {
 #[derive(Clone, Debug, Deserialize, JsonSchema, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProxySpec {
-    pub listen: SocketAddr,
-    pub upstream: SocketAddr,
+    /// IP:PORT, or a hostname that resolves to an address of this machine.
+    pub listen: Listen,
+    /// HOST:PORT, http://HOST:PORT or https://HOST:PORT; with https:// the proxy originates TLS
+    /// (SNI, the system's roots, `upstream_tls`). Names are resolved at each connection.
+    pub upstream: Upstream,
+    /// TLS to an `https://` upstream: an extra CA, another server name, or no verification.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream_tls: Option<TlsSpec>,
+    /// Forward the client's `Host` header as it came; by default the proxy sends the upstream's
+    /// own authority, as a virtual-hosted or TLS backend expects.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub preserve_host: bool,
     #[serde(default)]
     pub mode: ProxyMode,
     #[serde(default)]
@@ -279,6 +290,10 @@ pub struct LoadStreamSpec {
     #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
     #[schemars(with = "IndexMap<String, String>")]
     pub headers: IndexMap<String, Spanned<String>>,
+    /// TLS for an `https://` url, besides the system's root certificates.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<TlsSpec>")]
+    pub tls: Option<Spanned<TlsSpec>>,
 }
 
 fn default_timeout() -> Dur {

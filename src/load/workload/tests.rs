@@ -13,7 +13,8 @@ fn stream(addr: std::net::SocketAddr, request: &str) -> LoadStream {
     LoadStream {
         name: "chat".into(),
         target: Target {
-            addr,
+            scheme: crate::net::Scheme::Http,
+            addr: crate::net::HostPort::new("127.0.0.1", addr.port()),
             authority: addr.to_string(),
             path_and_query: "/v1/chat/completions".into(),
         },
@@ -21,6 +22,7 @@ fn stream(addr: std::net::SocketAddr, request: &str) -> LoadStream {
         headers: Vec::new(),
         prompts: None,
         rate_changes: Vec::new(),
+        tls: crate::net::Tls::system().unwrap(),
     }
 }
 
@@ -160,7 +162,7 @@ async fn the_simulated_cache_is_charged_the_drawn_prompt() {
     let request =
         "{ api: openai-chat, stream: false, prompt_tokens: { min: 10, max: 60 }, max_tokens: 8 }";
     let plan = StreamPlan::new(&stream(host.addr(), request), 11).unwrap();
-    let client = http_client(1);
+    let client = http_client(1, &crate::net::Tls::system().unwrap());
     let origin = Instant::now();
     let (mut fits, mut refused) = (0, 0);
     for seq in 0..30 {

@@ -203,9 +203,18 @@ impl HttpProxy {
         if st.running.is_some() {
             return Ok(());
         }
+        // The upstream is resolved here only to refuse a name that resolves to nothing; the
+        // proxy resolves it again at each connection.
+        resolve("upstream", &st.upstream).await?;
         let spec = ProxySpec {
-            listen: resolve("listen", &st.listen).await?,
-            upstream: resolve("upstream", &st.upstream).await?,
+            listen: resolve("listen", &st.listen).await?.into(),
+            upstream: st
+                .upstream
+                .parse()
+                .map_err(|e: String| ApiError::new(StatusCode::BAD_REQUEST, e))?,
+            upstream_tls: None,
+            // As a Toxiproxy proxy (which relays bytes) leaves the client's Host alone.
+            preserve_host: true,
             mode: ProxyMode::Http,
             driver: ProxyDriver::Builtin,
         };

@@ -170,7 +170,8 @@ async fn load_outcome(api: &str, path: &str, how: &str) -> (Outcome, u64) {
     let stream = LoadStream {
         name: "s".into(),
         target: Target {
-            addr: proxy.addr(),
+            scheme: crate::net::Scheme::Http,
+            addr: crate::net::HostPort::new("127.0.0.1", proxy.addr().port()),
             authority: proxy.addr().to_string(),
             path_and_query: path.into(),
         },
@@ -178,9 +179,10 @@ async fn load_outcome(api: &str, path: &str, how: &str) -> (Outcome, u64) {
         headers: Vec::new(),
         prompts: None,
         rate_changes: Vec::new(),
+        tls: crate::net::Tls::system().unwrap(),
     };
     let plan = crate::load::client::StreamPlan::new(&stream, 0).unwrap();
-    let client = crate::load::client::http_client(1);
+    let client = crate::load::client::http_client(1, &stream.tls);
     let record =
         crate::load::client::execute(&client, &plan, std::time::Instant::now(), 0, Duration::ZERO)
             .await;

@@ -42,6 +42,33 @@ async fn forwards_status_headers_and_body_unchanged() {
 }
 
 #[tokio::test]
+async fn the_upstream_gets_its_own_authority_as_host_unless_told_to_keep_the_clients() {
+    let up = upstream().await;
+    // A name, not an address: the proxy resolves it when it connects.
+    let mut by_name = spec(up.addr);
+    by_name.upstream = format!("http://localhost:{}", up.addr.port())
+        .parse()
+        .unwrap();
+    let proxy = start("named", &by_name, 1).await.unwrap();
+    let mut conn = connect(proxy.addr()).await;
+    let echo = conn.send("POST", "/v1/chat", "x").await.unwrap();
+    assert_eq!(echo.status(), 200);
+    assert_eq!(
+        echo.headers()["x-host"],
+        format!("localhost:{}", up.addr.port()).as_str()
+    );
+    proxy.stop().await;
+
+    let mut keep = spec(up.addr);
+    keep.preserve_host = true;
+    let proxy = start("keep", &keep, 1).await.unwrap();
+    let mut conn = connect(proxy.addr()).await;
+    let echo = conn.send("POST", "/v1/chat", "x").await.unwrap();
+    assert_eq!(echo.headers()["x-host"], "faultline.test");
+    proxy.stop().await;
+}
+
+#[tokio::test]
 async fn streams_events_as_they_come() {
     let up = upstream().await;
     let proxy = proxy_to(&up, 1).await;
@@ -90,7 +117,7 @@ async fn a_taken_port_is_an_environment_failure() {
     let up = upstream().await;
     let holder = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let mut s = spec(up.addr);
-    s.listen = holder.local_addr().unwrap();
+    s.listen = holder.local_addr().unwrap().into();
     let err = start("clash", &s, 1).await.unwrap_err();
     assert!(matches!(err, Failure::Environment(_)), "{err:?}");
     assert!(err.to_string().contains("proxy `clash`"), "{err}");
@@ -103,7 +130,7 @@ async fn stop_releases_the_port() {
     let addr = proxy.addr();
     proxy.stop().await;
     let mut s = spec(up.addr);
-    s.listen = addr;
+    s.listen = addr.into();
     let again = start("again", &s, 1).await.unwrap();
     assert_eq!(get(again.addr(), "/json").await.unwrap().status(), 200);
     again.stop().await;

@@ -117,8 +117,13 @@ async fn route(req: Request<Incoming>) -> Result<Response<UpBody>, Infallible> {
         _ => {
             let path = req.uri().to_string();
             let method = req.method().to_string();
+            let host = req.headers().get("host").cloned();
             let body = req.into_body().collect().await.unwrap().to_bytes();
-            Response::builder()
+            let mut response = Response::builder();
+            if let Some(host) = host {
+                response = response.header("x-host", host);
+            }
+            response
                 .header("x-path", path)
                 .header("x-method", method)
                 .body(Full::new(body).boxed())
@@ -130,7 +135,9 @@ async fn route(req: Request<Incoming>) -> Result<Response<UpBody>, Infallible> {
 pub fn spec(upstream: SocketAddr) -> ProxySpec {
     ProxySpec {
         listen: "127.0.0.1:0".parse().unwrap(),
-        upstream,
+        upstream: upstream.into(),
+        upstream_tls: None,
+        preserve_host: false,
         mode: ProxyMode::Http,
         driver: Default::default(),
     }

@@ -261,8 +261,10 @@ async fn a_re_terminated_cut_of_plain_text_lacks_the_usage_chunk() {
     spec.content = Content::Plain;
     let host = start_host("h", &spec).await.unwrap();
     let proxy_spec = crate::experiment::schema::ProxySpec {
-        listen: any_port(),
-        upstream: host.addr(),
+        listen: any_port().into(),
+        upstream: host.addr().into(),
+        upstream_tls: None,
+        preserve_host: false,
         mode: crate::experiment::schema::ProxyMode::Http,
         driver: Default::default(),
     };
@@ -338,8 +340,10 @@ async fn completions_stream_text_chunks_with_usage_and_length() {
 async fn a_proxy_re_terminates_a_completions_stream_in_its_own_dialect() {
     let host = start_host("h", &host_spec()).await.unwrap();
     let proxy_spec = crate::experiment::schema::ProxySpec {
-        listen: any_port(),
-        upstream: host.addr(),
+        listen: any_port().into(),
+        upstream: host.addr().into(),
+        upstream_tls: None,
+        preserve_host: false,
         mode: crate::experiment::schema::ProxyMode::Http,
         driver: Default::default(),
     };
@@ -482,8 +486,10 @@ async fn responses_are_paced_charged_and_written_plain_like_the_others() {
 async fn a_proxy_and_the_gateway_re_terminate_a_responses_stream_with_response_completed() {
     let host = start_host("h", &host_spec()).await.unwrap();
     let proxy_spec = crate::experiment::schema::ProxySpec {
-        listen: any_port(),
-        upstream: host.addr(),
+        listen: any_port().into(),
+        upstream: host.addr().into(),
+        upstream_tls: None,
+        preserve_host: false,
         mode: crate::experiment::schema::ProxyMode::Http,
         driver: Default::default(),
     };
