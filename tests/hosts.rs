@@ -105,11 +105,16 @@ fn paused_by_a_run(lift_at: &str, end_at: &str) -> (tempfile::TempDir, AgentProc
 
 #[test]
 fn a_run_pauses_and_resumes_a_process_on_a_live_host() {
-    let (_dir, _agent, target, mut run) = paused_by_a_run("2500ms", "3s");
+    let (dir, _agent, target, mut run) = paused_by_a_run("2500ms", "3s");
     let status = run
         .wait_within(Duration::from_secs(30))
         .expect("the run, which ends at 3 s, still running after 30 s");
     assert_eq!(status.code(), Some(0));
+    // The window's evidence is what the agent said it signalled.
+    let report = common::report(&dir.path().join("out"));
+    let evidence = &report["fault_windows"][0]["evidence"];
+    assert_eq!(evidence["kind"], "processes", "{evidence}");
+    assert_eq!(evidence["signalled"], 1, "{evidence}");
     // Resumed before the run ended; a resumed process may still show 'R' for a moment.
     assert!(
         wait_for_state(&target, 'S', Duration::from_secs(2)),

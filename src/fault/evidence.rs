@@ -25,6 +25,8 @@ pub enum Evidence {
         /// What `/proc` said: `stopped`, `gone`, or the state letter otherwise.
         seen: String,
     },
+    /// A process fault on a live host: the processes its agent signalled.
+    Processes { signalled: u64 },
     /// GPU memory pressure: what the hog allocated and holds, over every device.
     GpuMemory { held_bytes: u64 },
 }
@@ -35,6 +37,7 @@ impl Evidence {
         match self {
             Evidence::Requests { touched, .. } | Evidence::Connections { touched } => *touched > 0,
             Evidence::Process { expected, seen } => expected == seen,
+            Evidence::Processes { signalled } => *signalled > 0,
             Evidence::GpuMemory { held_bytes } => *held_bytes > 0,
         }
     }
@@ -57,6 +60,10 @@ impl Evidence {
             Evidence::Process { expected, seen } => {
                 format!("left the process {seen} (expected {expected})")
             }
+            Evidence::Processes { signalled } => format!(
+                "signalled {signalled} process{}",
+                if *signalled == 1 { "" } else { "es" }
+            ),
             Evidence::GpuMemory { held_bytes } => {
                 format!("held {}", crate::units::Size(*held_bytes))
             }

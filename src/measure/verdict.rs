@@ -78,6 +78,7 @@ pub(crate) fn judge_evidence(windows: &[FaultWindow], budgets: &Budgets, verdict
                     ": is the proxy on the path to the system under test?"
                 }
                 Evidence::Process { .. } => ": did the signal reach the service's process?",
+                Evidence::Processes { .. } => ": does the agent's match name a running process?",
                 Evidence::GpuMemory { .. } => ": was there GPU memory to take?",
             };
             format!("fault `{}` on {} {}{hint}", w.id, w.target, e.text())
@@ -89,8 +90,8 @@ pub(crate) fn judge_evidence(windows: &[FaultWindow], budgets: &Budgets, verdict
     }
     let acted = observed.len() - idle.len();
     let detail = if observed.is_empty() {
-        "no fault of this run has an effect faultline can observe (Toxiproxy-server toxics, \
-         leaks and agent faults are not counted)"
+        "no fault of this run has an effect faultline can observe (Toxiproxy-server toxics \
+         and leaks are not counted)"
             .to_string()
     } else if idle.is_empty() {
         let list: Vec<String> = observed

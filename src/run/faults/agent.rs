@@ -4,6 +4,7 @@
 use super::{Backend, FaultError, LiftMode};
 use crate::agent::{self, FaultRequest, KeepAlive};
 use crate::fault::action::AgentAction;
+use crate::fault::Evidence;
 use crate::run::targets::Targets;
 use crate::units::human_duration;
 
@@ -15,6 +16,27 @@ pub(crate) struct Held {
     agent_id: String,
     /// `None` until the agent confirmed the fault (or for a provisional record).
     renewing: Option<KeepAlive>,
+    /// What the agent said the fault did (`details`), once it confirmed it.
+    details: Option<serde_json::Value>,
+}
+
+/// What the agent's `details` show the fault did: the hog's held bytes, or the processes
+/// signalled.
+fn evidence_of(details: &serde_json::Value) -> Option<Evidence> {
+    if let Some(devices) = details
+        .pointer("/report/devices")
+        .and_then(|d| d.as_array())
+    {
+        let held_bytes = devices
+            .iter()
+            .filter_map(|d| d.get("held").and_then(serde_json::Value::as_u64))
+            .sum();
+        return Some(Evidence::GpuMemory { held_bytes });
+    }
+    let processes = details.get("processes")?.as_array()?;
+    Some(Evidence::Processes {
+        signalled: processes.len() as u64,
+    })
 }
 
 fn millis(d: std::time::Duration) -> u64 {
@@ -32,7 +54,12 @@ impl Backend for AgentFault {
             host: a.host.clone(),
             agent_id: a.agent_id.clone(),
             renewing: None,
+            details: None,
         })
+    }
+
+    fn evidence(h: &Held, _: &Targets) -> Option<Evidence> {
+        h.details.as_ref().and_then(evidence_of)
     }
 
     async fn apply(a: &AgentAction, t: &mut Targets) -> Result<Held, FaultError> {
@@ -59,6 +86,7 @@ impl Backend for AgentFault {
             host: a.host.clone(),
             agent_id: started.id,
             renewing: Some(renewing),
+            details: Some(started.details),
         })
     }
 
