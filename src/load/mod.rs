@@ -20,6 +20,9 @@ pub use record::{Outcome, RequestRecord};
 
 /// Load running in the background.
 pub struct LoadRun {
+    /// The load generator's own runtime: its requests and their timing never queue behind the
+    /// in-process services (simulated hosts, proxies, gateway) they measure.
+    runtime: Option<tokio::runtime::Runtime>,
     pacers: Vec<std::thread::JoinHandle<()>>,
     stop: Arc<AtomicBool>,
     outstanding: Arc<AtomicUsize>,
@@ -35,7 +38,11 @@ pub fn start(
     origin: Instant,
     until: Duration,
 ) -> anyhow::Result<LoadRun> {
-    let runtime = tokio::runtime::Handle::current();
+    let own = tokio::runtime::Builder::new_multi_thread()
+        .thread_name("faultline-load")
+        .enable_all()
+        .build()?;
+    let runtime = own.handle().clone();
     let stop = Arc::new(AtomicBool::new(false));
     let outstanding = Arc::new(AtomicUsize::new(0));
     let (tx, rx) = mpsc::unbounded_channel();
@@ -65,12 +72,23 @@ pub fn start(
         pacers.push(handle);
     }
     Ok(LoadRun {
+        runtime: Some(own),
         pacers,
         stop,
         outstanding,
         records: rx,
         tally,
     })
+}
+
+impl Drop for LoadRun {
+    fn drop(&mut self) {
+        // Dropping a runtime blocks, which an async caller must not do: its threads are told to
+        // stop and left to finish on their own.
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_background();
+        }
+    }
 }
 
 impl LoadRun {

@@ -81,6 +81,9 @@ pub struct RunFacts {
     pub windows: Vec<FaultWindow>,
     /// The load streams, in the experiment's order; the per-stream metrics follow it.
     pub streams: Vec<String>,
+    /// How long the machine's CPUs were all busy (at least 95%) during the run, of how long
+    /// they were watched; `None` where that could not be read.
+    pub cpu_saturated: Option<(Duration, Duration)>,
     /// The load streams' rate steps and ramps, for the report.
     pub rate_changes: Vec<crate::load::rates::RateMark>,
 }
@@ -132,6 +135,17 @@ pub fn evaluate(
         .collect();
     let mut verdict = verdict::judge(&overall, &streams, budgets);
     verdict::judge_evidence(&facts.windows, budgets, &mut verdict);
+    if let Some((saturated, observed)) = facts.cpu_saturated {
+        // A tenth of the run is enough to distort percentiles and failover windows.
+        if !observed.is_zero() && saturated.as_secs_f64() >= observed.as_secs_f64() * 0.1 {
+            verdict.warnings.push(format!(
+                "the machine was the limit: its CPUs were saturated (at least 95% busy) for {} of \
+                 the {} watched, so latencies and send lag may include faultline's own queueing",
+                crate::units::human_duration(saturated),
+                crate::units::human_duration(observed)
+            ));
+        }
+    }
     for w in &facts.windows {
         if let Some(why) = &w.lift_error {
             verdict.warnings.push(format!(

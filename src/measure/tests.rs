@@ -28,6 +28,7 @@ fn facts() -> RunFacts {
         duration: Duration::from_secs(30),
         windows: vec![window(10_000, 20_000)],
         streams: vec!["a".into(), "b".into()],
+        cpu_saturated: None,
     }
 }
 
@@ -261,6 +262,7 @@ fn without_faults_latency_budgets_judge_the_whole_run() {
         duration: Duration::from_secs(1),
         windows: vec![],
         streams: vec!["a".into()],
+        cpu_saturated: None,
     };
     let budgets = Budgets {
         max_p99_latency: dur("100ms"),
@@ -485,6 +487,7 @@ fn without_faults_error_budgets_judge_the_whole_run() {
         duration: Duration::from_secs(2),
         windows: vec![],
         streams: vec!["a".into()],
+        cpu_saturated: None,
     };
     let budgets = Budgets {
         max_error_rate: Some(Percent::from_fraction(0.01).unwrap()),
@@ -662,4 +665,33 @@ fn http_errors_are_broken_down_by_status() {
     );
     let json = serde_json::to_value(fault).unwrap();
     assert_eq!(json["http_error_statuses"]["500"], 38);
+}
+
+#[test]
+fn a_saturated_machine_is_said_in_the_verdict() {
+    let records = stream("a", |r, _| r);
+    let mut facts = facts();
+    facts.cpu_saturated = Some((Duration::from_secs(3), Duration::from_secs(30)));
+    let e = evaluate(
+        &records,
+        &facts,
+        &Budgets::default(),
+        &MeasureSpec::default(),
+    );
+    assert!(
+        e.verdict.warnings.iter().any(|w| w
+            .starts_with("the machine was the limit: its CPUs were saturated")
+            && w.contains("for 3s of the 30s watched")),
+        "{:?}",
+        e.verdict.warnings
+    );
+    // Under a tenth of the run: no warning.
+    facts.cpu_saturated = Some((Duration::from_secs(2), Duration::from_secs(30)));
+    let e = evaluate(
+        &records,
+        &facts,
+        &Budgets::default(),
+        &MeasureSpec::default(),
+    );
+    assert!(e.verdict.warnings.is_empty(), "{:?}", e.verdict.warnings);
 }

@@ -173,6 +173,7 @@ mod tests {
                 },
             ],
             streams: vec!["model-a".into(), "model-b".into()],
+            cpu_saturated: None,
         };
         let pct = |s: &str| s.parse::<Percent>().unwrap();
         let mut served = IndexMap::new();

@@ -298,6 +298,7 @@ mod tests {
                 evidence: None,
             }],
             streams: vec!["a".into(), "b".into()],
+            cpu_saturated: None,
         };
         let budgets = Budgets {
             failover_within: Some(Dur::from_secs(2)),

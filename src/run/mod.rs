@@ -2,6 +2,7 @@
 //! roll back: every fault lifted and everything started stopped, however the run ends.
 
 mod console;
+mod cpu;
 mod faults;
 pub mod plan;
 mod stack;
@@ -56,6 +57,7 @@ impl RunRecord {
                 duration: Duration::ZERO,
                 windows: Vec::new(),
                 streams: exp.streams.iter().map(|s| s.name.clone()).collect(),
+                cpu_saturated: None,
             },
             unfinished: 0,
             aborted: matches!(failure, Failure::Aborted(_)).then(|| failure.to_string()),
@@ -88,6 +90,7 @@ pub async fn execute(exp: &Experiment, opts: &RunOptions) -> RunRecord {
 
     let started_at = SystemTime::now();
     let origin = Instant::now();
+    let cpu = cpu::Sampler::start();
     let load = match load::start(&exp.streams, opts.seed, origin, exp.end) {
         Ok(l) => l,
         Err(e) => {
@@ -157,6 +160,7 @@ pub async fn execute(exp: &Experiment, opts: &RunOptions) -> RunRecord {
         longest_timeout + Duration::from_secs(1)
     };
     let (records, unfinished) = load.finish(grace).await;
+    let cpu = cpu.and_then(cpu::Sampler::finish);
     stack.teardown(&console).await;
 
     let duration = if aborted.is_some() { now } else { exp.end };
@@ -166,6 +170,7 @@ pub async fn execute(exp: &Experiment, opts: &RunOptions) -> RunRecord {
         duration,
         windows,
         streams: exp.streams.iter().map(|s| s.name.clone()).collect(),
+        cpu_saturated: cpu.map(|c| (c.saturated, c.observed)),
         rate_changes: exp
             .streams
             .iter()
