@@ -6,7 +6,7 @@ mod common;
 
 use std::path::Path;
 
-use common::{faultline, free_ports, write};
+use common::{free_ports, run_experiment};
 
 struct Row {
     intended_ms: f64,
@@ -98,17 +98,9 @@ timeline:
   - {{ at: 5s, end: true }}
 "#
     );
-    let file = write(dir.path(), "drill.yaml", &yaml);
-    let out = dir.path().join("out");
-    faultline()
-        .arg("run")
-        .arg(&file)
-        .arg("--out")
-        .arg(&out)
-        .arg("--quiet")
-        .assert()
-        .code(0);
-    let rows = rows(&out);
+    let run = run_experiment(dir.path(), "drill.yaml", &yaml, &[]);
+    assert_eq!(run.code, Some(0), "{}\n{}", run.stdout, run.stderr);
+    let rows = rows(&run.out);
     (dir, rows)
 }
 

@@ -8,7 +8,7 @@ mod common;
 
 use std::collections::BTreeMap;
 
-use common::{faultline, free_ports, write};
+use common::{free_ports, run_experiment};
 
 /// Each API at the route its clients send it to.
 const SHAPES: [(&str, &str); 4] = [
@@ -109,17 +109,9 @@ load:
   - {{ at: 6s, end: true }}
 "#
     );
-    let file = write(dir.path(), "shapes.yaml", &yaml);
-    let out = dir.path().join("out");
-    faultline()
-        .arg("run")
-        .arg(&file)
-        .arg("--out")
-        .arg(&out)
-        .arg("--quiet")
-        .assert()
-        .code(0);
-    let rows = rows(&out);
+    let run = run_experiment(dir.path(), "shapes.yaml", &yaml, &[]);
+    assert_eq!(run.code, Some(0), "{}\n{}", run.stdout, run.stderr);
+    let rows = rows(&run.out);
     for (api, _) in SHAPES {
         let streamed = format!("{api}-streamed");
         let whole = format!("{api}-whole");

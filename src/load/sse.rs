@@ -104,6 +104,13 @@ impl Signals {
     }
 }
 
+/// An error where the answer belongs: an `error` object (not `null`, which vLLM-style chunks
+/// may carry) or a `type: error` event.
+fn is_error(json: &Value) -> bool {
+    json.get("error").is_some_and(|e| !e.is_null())
+        || json.get("type").and_then(Value::as_str) == Some("error")
+}
+
 fn plausible(reason: &Value) -> Option<String> {
     reason.as_str().map(str::to_string)
 }
@@ -228,9 +235,7 @@ fn read_event(api: Api, s: &mut Signals, text: &mut Checker, event: Event<'_>) -
     let Ok(json) = serde_json::from_str::<Value>(event.data) else {
         return false;
     };
-    if json.get("error").is_some_and(|e| !e.is_null())
-        || json.get("type").and_then(Value::as_str) == Some("error")
-    {
+    if is_error(&json) {
         s.errored = true;
         return false;
     }
@@ -352,9 +357,7 @@ impl DocumentReader {
         let Ok(json) = serde_json::from_slice::<Value>(&self.body) else {
             return judged(Outcome::Truncated, false, None);
         };
-        if json.get("error").is_some_and(|e| !e.is_null())
-            || json.get("type").and_then(Value::as_str) == Some("error")
-        {
+        if is_error(&json) {
             return judged(Outcome::StreamError, false, None);
         }
         let (text, finish_reason, usage) = match self.api {

@@ -103,32 +103,30 @@ fn sample(tokens: &Tokens, d: &mut Draw) -> u32 {
     }
 }
 
-/// `n` words as one JSON string, for the APIs that take the prompt as text.
-pub fn words_text(n: u32) -> Vec<u8> {
-    let n = n as usize;
-    let mut out = Vec::with_capacity(2 + n * 8);
-    out.push(b'"');
-    for i in 0..n {
+/// `n` words of the vocabulary, space-separated, appended to `out` (no JSON escaping needed).
+fn push_words(out: &mut Vec<u8>, n: u32) {
+    for i in 0..n as usize {
         if i > 0 {
             out.push(b' ');
         }
         out.extend_from_slice(VOCABULARY[i % VOCABULARY.len()].as_bytes());
     }
+}
+
+/// `n` words as one JSON string, for the APIs that take the prompt as text.
+pub fn words_text(n: u32) -> Vec<u8> {
+    let mut out = Vec::with_capacity(2 + n as usize * 8);
+    out.push(b'"');
+    push_words(&mut out, n);
     out.push(b'"');
     out
 }
 
 /// The user message of `n` words, serialised as a `messages` array.
 pub fn words_messages(n: u32) -> Vec<u8> {
-    let n = n as usize;
-    let mut out = Vec::with_capacity(40 + n * 8);
+    let mut out = Vec::with_capacity(40 + n as usize * 8);
     out.extend_from_slice(b"[{\"role\":\"user\",\"content\":\"");
-    for i in 0..n {
-        if i > 0 {
-            out.push(b' ');
-        }
-        out.extend_from_slice(VOCABULARY[i % VOCABULARY.len()].as_bytes());
-    }
+    push_words(&mut out, n);
     out.extend_from_slice(b"\"}]");
     out
 }

@@ -4,6 +4,7 @@
 use indexmap::IndexMap;
 use serde::Serialize;
 
+use super::latency::Distribution;
 use super::metrics::{ClassOrder, Metrics, PhaseMetrics, SteadyState};
 use super::windows::{Judgement, Settling, SHARE_EPSILON};
 use crate::experiment::Budgets;
@@ -235,10 +236,7 @@ fn scope_rows(scope: &str, per_stream: bool, m: &Metrics, b: &Budgets, rows: &mu
                 format!("no request was sent {during}, so there is no latency to judge"),
             ),
             Some(d) => {
-                let (value, name) = match quantile {
-                    Quantile::P50 => (d.p50, "p50"),
-                    Quantile::P99 => (d.p99, "p99"),
-                };
+                let (value, name) = (quantile.of(&d), quantile.name());
                 let dropped = phase.errors_by_class.get("dropped").copied().unwrap_or(0);
                 let unsent = if dropped > 0 {
                     format!(
@@ -276,10 +274,7 @@ fn scope_rows(scope: &str, per_stream: bool, m: &Metrics, b: &Budgets, rows: &mu
             Token::Itl => (phase.itl, "gaps between the tokens of successful streams"),
             Token::Tpot => (phase.tpot, "successful streams' times per output token"),
         };
-        let name = match quantile {
-            Quantile::P50 => "p50",
-            Quantile::P99 => "p99",
-        };
+        let name = quantile.name();
         let (measured, passed, detail) = match dist {
             None => (
                 "n/a".to_string(),
@@ -290,10 +285,7 @@ fn scope_rows(scope: &str, per_stream: bool, m: &Metrics, b: &Budgets, rows: &mu
                 ),
             ),
             Some(d) => {
-                let value = match quantile {
-                    Quantile::P50 => d.p50,
-                    Quantile::P99 => d.p99,
-                };
+                let value = quantile.of(&d);
                 let detail = format!(
                     "{name} of {} {of} {during} (max {})",
                     d.count,
@@ -365,6 +357,22 @@ enum Token {
 enum Quantile {
     P50,
     P99,
+}
+
+impl Quantile {
+    fn name(self) -> &'static str {
+        match self {
+            Quantile::P50 => "p50",
+            Quantile::P99 => "p99",
+        }
+    }
+
+    fn of(self, d: &Distribution) -> std::time::Duration {
+        match self {
+            Quantile::P50 => d.p50,
+            Quantile::P99 => d.p99,
+        }
+    }
 }
 
 #[derive(Clone, Copy, PartialEq)]

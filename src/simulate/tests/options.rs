@@ -13,6 +13,19 @@ use crate::protocol::verify::{self, Verification};
 use crate::simulate::{start_gateway, start_host};
 use crate::units::Dur;
 
+/// A fault proxy in front of `upstream`, with seed 1.
+async fn proxy_to(upstream: std::net::SocketAddr) -> crate::proxy::RunningProxy {
+    let spec = crate::experiment::schema::ProxySpec {
+        listen: any_port().into(),
+        upstream: upstream.into(),
+        upstream_tls: None,
+        preserve_host: false,
+        mode: crate::experiment::schema::ProxyMode::Http,
+        driver: Default::default(),
+    };
+    crate::proxy::start("p", &spec, 1).await.unwrap()
+}
+
 /// The JSON chunks of an OpenAI stream, and whether it ended with `[DONE]`.
 fn openai_chunks(answer: &Answer) -> (Vec<Value>, bool) {
     let events = parse_sse(&answer.text());
@@ -260,15 +273,7 @@ async fn a_re_terminated_cut_of_plain_text_lacks_the_usage_chunk() {
     let mut spec = host_spec();
     spec.content = Content::Plain;
     let host = start_host("h", &spec).await.unwrap();
-    let proxy_spec = crate::experiment::schema::ProxySpec {
-        listen: any_port().into(),
-        upstream: host.addr().into(),
-        upstream_tls: None,
-        preserve_host: false,
-        mode: crate::experiment::schema::ProxyMode::Http,
-        driver: Default::default(),
-    };
-    let proxy = crate::proxy::start("p", &proxy_spec, 1).await.unwrap();
+    let proxy = proxy_to(host.addr()).await;
     let mut gw_spec = gateway_spec(vec![proxy.addr()]);
     gw_spec.reterminate_cut_streams = true;
     let gw = start_gateway("gw", &gw_spec).await.unwrap();
@@ -339,15 +344,7 @@ async fn completions_stream_text_chunks_with_usage_and_length() {
 #[tokio::test]
 async fn a_proxy_re_terminates_a_completions_stream_in_its_own_dialect() {
     let host = start_host("h", &host_spec()).await.unwrap();
-    let proxy_spec = crate::experiment::schema::ProxySpec {
-        listen: any_port().into(),
-        upstream: host.addr().into(),
-        upstream_tls: None,
-        preserve_host: false,
-        mode: crate::experiment::schema::ProxyMode::Http,
-        driver: Default::default(),
-    };
-    let proxy = crate::proxy::start("p", &proxy_spec, 1).await.unwrap();
+    let proxy = proxy_to(host.addr()).await;
     let cut = json!({"truncate_stream": {"after_events": 3, "how": "reterminate"}});
     proxy
         .faults()
@@ -485,15 +482,7 @@ async fn responses_are_paced_charged_and_written_plain_like_the_others() {
 #[tokio::test]
 async fn a_proxy_and_the_gateway_re_terminate_a_responses_stream_with_response_completed() {
     let host = start_host("h", &host_spec()).await.unwrap();
-    let proxy_spec = crate::experiment::schema::ProxySpec {
-        listen: any_port().into(),
-        upstream: host.addr().into(),
-        upstream_tls: None,
-        preserve_host: false,
-        mode: crate::experiment::schema::ProxyMode::Http,
-        driver: Default::default(),
-    };
-    let proxy = crate::proxy::start("p", &proxy_spec, 1).await.unwrap();
+    let proxy = proxy_to(host.addr()).await;
     let mut gw_spec = gateway_spec(vec![proxy.addr()]);
     gw_spec.reterminate_cut_streams = true;
     let gw = start_gateway("gw", &gw_spec).await.unwrap();
