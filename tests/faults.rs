@@ -16,30 +16,13 @@ struct Row {
 }
 
 fn rows(out: &Path) -> Vec<Row> {
-    let mut reader = csv::Reader::from_path(out.join("requests.csv")).expect("requests.csv exists");
-    let headers = reader.headers().expect("csv header").clone();
-    let col = |name: &str| {
-        headers
-            .iter()
-            .position(|h| h == name)
-            .unwrap_or_else(|| panic!("no column {name}"))
-    };
-    let (i, o, s, l) = (
-        col("intended_ms"),
-        col("outcome"),
-        col("status"),
-        col("latency_ms"),
-    );
-    reader
-        .records()
-        .map(|r| {
-            let r = r.expect("csv row");
-            Row {
-                intended_ms: r[i].parse().unwrap(),
-                outcome: r[o].to_string(),
-                status: r[s].to_string(),
-                latency_ms: r[l].parse().unwrap(),
-            }
+    common::requests_csv(out)
+        .iter()
+        .map(|r| Row {
+            intended_ms: r.num("intended_ms"),
+            outcome: r.get("outcome").to_string(),
+            status: r.get("status").to_string(),
+            latency_ms: r.num("latency_ms"),
         })
         .collect()
 }

@@ -26,30 +26,13 @@ struct Row {
 }
 
 fn rows(out: &std::path::Path) -> Vec<Row> {
-    let mut reader = csv::Reader::from_path(out.join("requests.csv")).expect("requests.csv exists");
-    let headers = reader.headers().expect("csv header").clone();
-    let col = |name: &str| {
-        headers
-            .iter()
-            .position(|h| h == name)
-            .unwrap_or_else(|| panic!("no column {name}"))
-    };
-    let (s, i, o, v) = (
-        col("stream"),
-        col("intended_ms"),
-        col("outcome"),
-        col("verified"),
-    );
-    reader
-        .records()
-        .map(|r| {
-            let r = r.expect("csv row");
-            Row {
-                stream: r[s].to_string(),
-                intended_ms: r[i].parse().expect("intended_ms is a number"),
-                outcome: r[o].to_string(),
-                verified: r[v].to_string(),
-            }
+    common::requests_csv(out)
+        .iter()
+        .map(|r| Row {
+            stream: r.get("stream").to_string(),
+            intended_ms: r.num("intended_ms"),
+            outcome: r.get("outcome").to_string(),
+            verified: r.get("verified").to_string(),
         })
         .collect()
 }

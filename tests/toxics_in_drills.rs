@@ -11,18 +11,13 @@ use std::path::Path;
 use common::{faultline, free_ports, write};
 
 fn rows(out: &Path) -> Vec<(f64, String, f64)> {
-    let mut reader = csv::Reader::from_path(out.join("requests.csv")).unwrap();
-    let h = reader.headers().unwrap().clone();
-    let col = |n: &str| h.iter().position(|x| x == n).unwrap();
-    let (i, o, l) = (col("intended_ms"), col("outcome"), col("latency_ms"));
-    reader
-        .records()
+    common::requests_csv(out)
+        .iter()
         .map(|r| {
-            let r = r.unwrap();
             (
-                r[i].parse().unwrap(),
-                r[o].to_string(),
-                r[l].parse().unwrap(),
+                r.num("intended_ms"),
+                r.get("outcome").to_string(),
+                r.num("latency_ms"),
             )
         })
         .collect()

@@ -559,3 +559,41 @@ pub fn run_experiment(dir: &Path, name: &str, yaml: &str, env: &[(&str, &str)]) 
         out,
     }
 }
+
+/// One row of a run's `requests.csv`, its cells by column name.
+pub struct CsvRow(std::collections::HashMap<String, String>);
+
+impl CsvRow {
+    /// The cell of `column`; the test fails if the CSV has no such column.
+    pub fn get(&self, column: &str) -> &str {
+        self.0
+            .get(column)
+            .unwrap_or_else(|| panic!("requests.csv has no column {column}"))
+    }
+
+    /// The cell of `column` as a number (milliseconds, say).
+    pub fn num(&self, column: &str) -> f64 {
+        let cell = self.get(column);
+        cell.parse()
+            .unwrap_or_else(|_| panic!("{column} is not a number: {cell:?}"))
+    }
+}
+
+/// Every row of `out/requests.csv`.
+pub fn requests_csv(out: &Path) -> Vec<CsvRow> {
+    let mut reader = csv::Reader::from_path(out.join("requests.csv")).expect("requests.csv exists");
+    let headers = reader.headers().expect("csv header").clone();
+    reader
+        .records()
+        .map(|r| {
+            let r = r.expect("csv row");
+            CsvRow(
+                headers
+                    .iter()
+                    .zip(r.iter())
+                    .map(|(h, c)| (h.to_string(), c.to_string()))
+                    .collect(),
+            )
+        })
+        .collect()
+}
