@@ -304,17 +304,32 @@ async fn exchange(
     } else {
         Reader::Document(DocumentReader::new(plan.api, expect))
     };
+    // One stall timer per request, moved only when it fires: arming a fresh timeout for every
+    // frame put a timer-wheel insert and removal on each token's path.
+    let stall = tokio::time::sleep(plan.stall_timeout);
+    tokio::pin!(stall);
+    let mut last_frame = tokio::time::Instant::now();
     loop {
-        match tokio::time::timeout(plan.stall_timeout, body.frame()).await {
-            Err(_) => {
+        let frame = tokio::select! {
+            biased;
+            frame = body.frame() => frame,
+            () = &mut stall => {
+                let due = last_frame + plan.stall_timeout;
+                if due > tokio::time::Instant::now() {
+                    stall.as_mut().reset(due);
+                    continue;
+                }
                 return if success {
                     Outcome::Stalled
                 } else {
                     Outcome::HttpError
-                }
+                };
             }
-            Ok(None) => break,
-            Ok(Some(Err(_))) => {
+        };
+        last_frame = tokio::time::Instant::now();
+        match frame {
+            None => break,
+            Some(Err(_)) => {
                 // The connection died mid-body: whatever had arrived is all the client gets.
                 return if success {
                     Outcome::Truncated
@@ -322,7 +337,7 @@ async fn exchange(
                     Outcome::HttpError
                 };
             }
-            Ok(Some(Ok(frame))) => {
+            Some(Ok(frame)) => {
                 if let Ok(data) = frame.into_data() {
                     let at = origin.elapsed().saturating_sub(rec.intended);
                     if rec.ttfb.is_none() && !data.is_empty() {

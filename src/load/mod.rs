@@ -2,6 +2,7 @@
 //! recording every request it means to send.
 
 pub mod client;
+mod event;
 pub mod live;
 pub mod rates;
 pub mod record;

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use super::event::{self, EventJson};
 use crate::experiment::Api;
 use crate::load::record::{Outcome, TokenTiming};
 use crate::protocol::sse::{self, Decoder, Event};
@@ -232,61 +233,54 @@ fn read_event(api: Api, s: &mut Signals, text: &mut Checker, event: Event<'_>) -
         s.terminated = true;
         return false;
     }
-    let Ok(json) = serde_json::from_str::<Value>(event.data) else {
+    let Some(json) = EventJson::parse(event.data) else {
         return false;
     };
-    if is_error(&json) {
+    if json.is_error() {
         s.errored = true;
         return false;
     }
+    let kind = json.kind.as_deref().unwrap_or(event.name);
     let piece = match api {
         Api::OpenaiChat | Api::OpenaiCompletions => {
-            if let Some(reason) = json.pointer("/choices/0/finish_reason").and_then(plausible) {
-                s.finish_reason = Some(reason);
+            let choice = json.first_choice();
+            if let Some(reason) = choice.and_then(|c| c.finish_reason.as_deref()) {
+                s.finish_reason = Some(reason.to_string());
             }
             // vLLM sends `"usage": null` on every chunk unless continuous stats are on.
-            if let Some(n) = json
-                .pointer("/usage/completion_tokens")
-                .and_then(Value::as_u64)
-            {
+            if let Some(n) = json.usage().and_then(|u| u.completion_tokens.0) {
                 s.usage_tokens = Some(n);
             }
-            let text = if api == Api::OpenaiChat {
-                "/choices/0/delta/content"
+            if api == Api::OpenaiChat {
+                choice.and_then(|c| c.delta_content())
             } else {
-                "/choices/0/text"
-            };
-            json.pointer(text).and_then(Value::as_str)
+                choice.and_then(|c| c.text.as_deref())
+            }
         }
         Api::AnthropicMessages => {
-            let kind = json
-                .get("type")
-                .and_then(Value::as_str)
-                .unwrap_or(event.name);
             if kind == "message_stop" || event.name == "message_stop" {
                 s.terminated = true;
             }
             if kind == "message_delta" {
-                if let Some(reason) = json.pointer("/delta/stop_reason").and_then(plausible) {
-                    s.finish_reason = Some(reason);
+                if let Some(reason) = json.stop_reason() {
+                    s.finish_reason = Some(reason.to_string());
                 }
-                if let Some(n) = json.pointer("/usage/output_tokens").and_then(Value::as_u64) {
+                if let Some(n) = json.usage().and_then(|u| u.output_tokens.0) {
                     s.usage_tokens = Some(n);
                 }
             }
-            json.pointer("/delta/text").and_then(Value::as_str)
+            match &json.delta {
+                event::Delta::Object(d) => d.text.as_deref(),
+                _ => None,
+            }
         }
         Api::OpenaiResponses => {
-            let kind = json
-                .get("type")
-                .and_then(Value::as_str)
-                .unwrap_or(event.name);
             match kind {
                 // A Responses stream has no `[DONE]`: its last event is the final response,
                 // whole or incomplete, and that response's status is the finish signal.
                 "response.completed" | "response.incomplete" => {
                     s.terminated = true;
-                    let response = json.get("response").unwrap_or(&Value::Null);
+                    let response = json.response.as_ref().unwrap_or(&Value::Null);
                     s.finish_reason = responses_finish(response);
                     if let Some(n) = response
                         .pointer("/usage/output_tokens")
@@ -301,7 +295,10 @@ fn read_event(api: Api, s: &mut Signals, text: &mut Checker, event: Event<'_>) -
                     s.errored = true;
                     None
                 }
-                "response.output_text.delta" => json.get("delta").and_then(Value::as_str),
+                "response.output_text.delta" => match &json.delta {
+                    event::Delta::Text(t) => Some(&**t),
+                    _ => None,
+                },
                 _ => None,
             }
         }

@@ -59,7 +59,7 @@ impl LineEnds {
             }
         }
         let rest = &input[start..];
-        match rest.iter().position(|&b| b == b'\n' || b == b'\r') {
+        match memchr::memchr2(b'\n', b'\r', rest) {
             None => Split::Open { start },
             Some(i) => {
                 let end = start + i;
@@ -192,11 +192,11 @@ impl Fields {
             None => (line, &[][..]),
         };
         if field == DATA {
-            self.data.push_str(&String::from_utf8_lossy(value));
+            push_lossy(&mut self.data, value);
             self.data.push('\n');
         } else if field == EVENT {
             self.name.clear();
-            self.name.push_str(&String::from_utf8_lossy(value));
+            push_lossy(&mut self.name, value);
         }
     }
 
@@ -205,6 +205,16 @@ impl Fields {
             name: &self.name,
             data: self.data.strip_suffix('\n').unwrap_or(&self.data),
         }
+    }
+}
+
+/// Appends `bytes` as text, invalid UTF-8 replaced as the standard says. Valid text (every
+/// event of every backend) takes `str::from_utf8`'s fast check instead of the lossy decoder's
+/// chunk-by-chunk walk.
+fn push_lossy(out: &mut String, bytes: &[u8]) {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => out.push_str(text),
+        Err(_) => out.push_str(&String::from_utf8_lossy(bytes)),
     }
 }
 

@@ -9,6 +9,7 @@ use super::body::{self, Body};
 use super::completion::Length;
 use super::host::{prompt_words, Ask, Reply};
 use super::stream::Script;
+use super::template::Cached;
 use crate::protocol::sse;
 
 #[derive(Deserialize)]
@@ -64,11 +65,24 @@ pub(crate) fn whole(reply: &Reply) -> Value {
 }
 
 /// The streamed answer.
-pub(crate) struct Events(pub(crate) Reply);
+pub(crate) struct Events {
+    reply: Reply,
+    /// The token event, rendered once (`super::template`).
+    token: Cached,
+}
+
+impl Events {
+    pub(crate) fn new(reply: Reply) -> Self {
+        Events {
+            reply,
+            token: Cached::default(),
+        }
+    }
+}
 
 impl Script for Events {
     fn opening(&mut self) -> String {
-        let r = &self.0;
+        let r = &self.reply;
         let mut out = sse::json_event(
             Some("message_start"),
             &json!({
@@ -98,14 +112,17 @@ impl Script for Events {
     }
 
     fn token(&mut self, index: u32) -> String {
-        sse::json_event(
-            Some("content_block_delta"),
-            &json!({
-                "type": "content_block_delta",
-                "index": 0,
-                "delta": { "type": "text_delta", "text": self.0.token(index) },
-            }),
-        )
+        let text = self.reply.token(index);
+        self.token.event(&text, 0, |text, _| {
+            sse::json_event(
+                Some("content_block_delta"),
+                &json!({
+                    "type": "content_block_delta",
+                    "index": 0,
+                    "delta": { "type": "text_delta", "text": text },
+                }),
+            )
+        })
     }
 
     fn closing(&mut self) -> String {
@@ -117,8 +134,8 @@ impl Script for Events {
             Some("message_delta"),
             &json!({
                 "type": "message_delta",
-                "delta": { "stop_reason": self.0.finish.anthropic(), "stop_sequence": null },
-                "usage": { "output_tokens": self.0.total },
+                "delta": { "stop_reason": self.reply.finish.anthropic(), "stop_sequence": null },
+                "usage": { "output_tokens": self.reply.total },
             }),
         ));
         out.push_str(&sse::json_event(

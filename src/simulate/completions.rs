@@ -9,6 +9,7 @@ use super::completion::Length;
 use super::host::{prompt_words, Ask, Reply};
 use super::openai::{usage, StreamOptions};
 use super::stream::Script;
+use super::template::Cached;
 use crate::protocol::sse;
 
 #[derive(Deserialize)]
@@ -57,22 +58,39 @@ pub(crate) fn whole(reply: &Reply) -> Value {
 
 /// The streamed answer: one `text_completion` chunk per token, the finish reason in a last
 /// chunk with empty text, the usage chunk when asked for, `[DONE]`.
-pub(crate) struct Chunks(pub(crate) Reply);
+pub(crate) struct Chunks {
+    reply: Reply,
+    /// The token event, rendered once (`super::template`).
+    token: Cached,
+}
+
+impl Chunks {
+    pub(crate) fn new(reply: Reply) -> Self {
+        Chunks {
+            reply,
+            token: Cached::default(),
+        }
+    }
+}
 
 impl Chunks {
     fn chunk(&self, text: &str, finish: Option<&str>) -> String {
-        let mut chunk = json!({
-            "id": self.0.id,
-            "object": "text_completion",
-            "created": self.0.created,
-            "model": self.0.model,
-            "choices": [{ "index": 0, "text": text, "logprobs": null, "finish_reason": finish }],
-        });
-        if self.0.include_usage {
-            chunk["usage"] = Value::Null;
-        }
-        sse::json_event(None, &chunk)
+        chunk(&self.reply, text, finish)
     }
+}
+
+fn chunk(reply: &Reply, text: &str, finish: Option<&str>) -> String {
+    let mut chunk = json!({
+        "id": reply.id,
+        "object": "text_completion",
+        "created": reply.created,
+        "model": reply.model,
+        "choices": [{ "index": 0, "text": text, "logprobs": null, "finish_reason": finish }],
+    });
+    if reply.include_usage {
+        chunk["usage"] = Value::Null;
+    }
+    sse::json_event(None, &chunk)
 }
 
 impl Script for Chunks {
@@ -82,19 +100,22 @@ impl Script for Chunks {
     }
 
     fn token(&mut self, index: u32) -> String {
-        self.chunk(&self.0.token(index), None)
+        let text = self.reply.token(index);
+        let reply = &self.reply;
+        self.token
+            .event(&text, 0, |text, _| chunk(reply, text, None))
     }
 
     fn closing(&mut self) -> String {
-        let mut out = self.chunk("", Some(self.0.finish.openai()));
-        if self.0.include_usage {
+        let mut out = self.chunk("", Some(self.reply.finish.openai()));
+        if self.reply.include_usage {
             let last = json!({
-                "id": self.0.id,
+                "id": self.reply.id,
                 "object": "text_completion",
-                "created": self.0.created,
-                "model": self.0.model,
+                "created": self.reply.created,
+                "model": self.reply.model,
                 "choices": [],
-                "usage": usage(&self.0),
+                "usage": usage(&self.reply),
             });
             out.push_str(&sse::json_event(None, &last));
         }

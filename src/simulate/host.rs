@@ -246,11 +246,14 @@ async fn complete(host: &Host, api: Api, req: Request<Incoming>) -> Response<Bod
     let reply = host.reply(api, &ask, total, finish);
     if ask.stream {
         let events = match api {
-            Api::OpenAi => {
-                body::streamed(stream::play(openai::Chunks(reply), host.pace, total, held))
-            }
+            Api::OpenAi => body::streamed(stream::play(
+                openai::Chunks::new(reply),
+                host.pace,
+                total,
+                held,
+            )),
             Api::OpenAiCompletions => body::streamed(stream::play(
-                completions::Chunks(reply),
+                completions::Chunks::new(reply),
                 host.pace,
                 total,
                 held,
@@ -262,7 +265,7 @@ async fn complete(host: &Host, api: Api, req: Request<Incoming>) -> Response<Bod
                 held,
             )),
             Api::Anthropic => body::streamed(stream::play(
-                anthropic::Events(reply),
+                anthropic::Events::new(reply),
                 host.pace,
                 total,
                 held,

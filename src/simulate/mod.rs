@@ -42,6 +42,7 @@ mod openai;
 mod responses;
 mod server;
 mod stream;
+mod template;
 #[cfg(test)]
 mod tests;
 

@@ -9,6 +9,7 @@ use super::body::{self, Body};
 use super::completion::Length;
 use super::host::{prompt_words, Ask, Reply};
 use super::stream::Script;
+use super::template::Cached;
 use crate::protocol::sse;
 
 #[derive(Deserialize)]
@@ -88,24 +89,41 @@ pub(crate) fn whole(reply: &Reply) -> Value {
 }
 
 /// The streamed answer.
-pub(crate) struct Chunks(pub(crate) Reply);
+pub(crate) struct Chunks {
+    reply: Reply,
+    /// The token event, rendered once (`super::template`).
+    token: Cached,
+}
+
+impl Chunks {
+    pub(crate) fn new(reply: Reply) -> Self {
+        Chunks {
+            reply,
+            token: Cached::default(),
+        }
+    }
+}
 
 impl Chunks {
     fn chunk(&self, choices: Value) -> Value {
-        let mut chunk = json!({
-            "id": self.0.id,
-            "object": "chat.completion.chunk",
-            "created": self.0.created,
-            "model": self.0.model,
-            "choices": choices,
-        });
-        // As OpenAI and vLLM do: asked for usage, every chunk has the field, null until the
-        // last one.
-        if self.0.include_usage {
-            chunk["usage"] = Value::Null;
-        }
-        chunk
+        chunk(&self.reply, choices)
     }
+}
+
+fn chunk(reply: &Reply, choices: Value) -> Value {
+    let mut chunk = json!({
+        "id": reply.id,
+        "object": "chat.completion.chunk",
+        "created": reply.created,
+        "model": reply.model,
+        "choices": choices,
+    });
+    // As OpenAI and vLLM do: asked for usage, every chunk has the field, null until the last
+    // one.
+    if reply.include_usage {
+        chunk["usage"] = Value::Null;
+    }
+    chunk
 }
 
 impl Script for Chunks {
@@ -122,15 +140,22 @@ impl Script for Chunks {
     }
 
     fn token(&mut self, index: u32) -> String {
-        sse::json_event(
-            None,
-            &self.chunk(json!([{
-                "index": 0,
-                "delta": { "content": self.0.token(index) },
-                "logprobs": null,
-                "finish_reason": null,
-            }])),
-        )
+        let text = self.reply.token(index);
+        let reply = &self.reply;
+        self.token.event(&text, 0, |text, _| {
+            sse::json_event(
+                None,
+                &chunk(
+                    reply,
+                    json!([{
+                        "index": 0,
+                        "delta": { "content": text },
+                        "logprobs": null,
+                        "finish_reason": null,
+                    }]),
+                ),
+            )
+        })
     }
 
     fn closing(&mut self) -> String {
@@ -140,13 +165,13 @@ impl Script for Chunks {
                 "index": 0,
                 "delta": {},
                 "logprobs": null,
-                "finish_reason": self.0.finish.openai(),
+                "finish_reason": self.reply.finish.openai(),
             }])),
         );
         // The usage chunk, last before [DONE], has no choices (vLLM and OpenAI alike).
-        if self.0.include_usage {
+        if self.reply.include_usage {
             let mut last = self.chunk(json!([]));
-            last["usage"] = usage(&self.0);
+            last["usage"] = usage(&self.reply);
             out.push_str(&sse::json_event(None, &last));
         }
         out.push_str(&sse::done_event());

@@ -10,6 +10,7 @@ use serde_json::{json, Value};
 use super::completion::{Finish, Length};
 use super::host::{prompt_words, Ask, Reply};
 use super::stream::Script;
+use super::template::{self, Cached};
 use crate::protocol::sse;
 
 #[derive(Deserialize)]
@@ -102,11 +103,17 @@ pub(crate) struct Events {
     reply: Reply,
     /// The next event's `sequence_number`.
     sequence: u64,
+    /// The token event, rendered once (`super::template`).
+    token: Cached,
 }
 
 impl Events {
     pub(crate) fn new(reply: Reply) -> Self {
-        Events { reply, sequence: 0 }
+        Events {
+            reply,
+            sequence: 0,
+            token: Cached::default(),
+        }
     }
 
     /// One named event: its name is also its `type`, and it is numbered in order.
@@ -119,8 +126,12 @@ impl Events {
 
     /// Where the text sits: output item 0, content part 0.
     fn at(&self) -> Value {
-        json!({ "item_id": item_id(&self.reply), "output_index": 0, "content_index": 0 })
+        at(&self.reply)
     }
+}
+
+fn at(reply: &Reply) -> Value {
+    json!({ "item_id": item_id(reply), "output_index": 0, "content_index": 0 })
 }
 
 /// `fields` with the keys of `more` added.
@@ -157,13 +168,17 @@ impl Script for Events {
     }
 
     fn token(&mut self, index: u32) -> String {
-        let mut out = String::new();
-        let delta = with(
-            self.at(),
-            json!({ "delta": self.reply.token(index), "logprobs": [] }),
-        );
-        self.event(&mut out, "response.output_text.delta", delta);
-        out
+        const NAME: &str = "response.output_text.delta";
+        let text = self.reply.token(index);
+        let number = self.sequence;
+        self.sequence += 1;
+        let reply = &self.reply;
+        self.token.event(&text, number, |text, number| {
+            let mut fields = with(at(reply), json!({ "delta": text, "logprobs": [] }));
+            fields["type"] = json!(NAME);
+            fields["sequence_number"] = number.map_or(json!(template::NUMBER), |n| json!(n));
+            sse::json_event(Some(NAME), &fields)
+        })
     }
 
     fn closing(&mut self) -> String {
