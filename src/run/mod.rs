@@ -226,6 +226,19 @@ pub async fn execute(exp: &Experiment, opts: &RunOptions) -> RunRecord {
         longest_timeout + Duration::from_secs(1)
     };
     let (records, unfinished) = load.finish(grace).await;
+    if segment.is_leader() && segment.count() > 1 && aborted.is_none() {
+        // The other segments' last requests may still be streaming through these services:
+        // stopping them now would cut those. Each is over within its timeout of the end.
+        let done = origin + exp.end + grace;
+        console.say(format!(
+            "keeping the services up for the other segments' last requests (until {} after the end)",
+            human_duration(grace)
+        ));
+        tokio::select! {
+            () = tokio::time::sleep_until(tokio::time::Instant::from_std(done)) => {}
+            _ = &mut interrupt => {}
+        }
+    }
     let cpu = cpu.and_then(cpu::Sampler::finish);
     stack.teardown(&console).await;
 
