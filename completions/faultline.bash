@@ -28,6 +28,9 @@ _faultline() {
             faultline,help)
                 cmd="faultline__subcmd__help"
                 ;;
+            faultline,merge)
+                cmd="faultline__subcmd__merge"
+                ;;
             faultline,proxy)
                 cmd="faultline__subcmd__proxy"
                 ;;
@@ -55,6 +58,9 @@ _faultline() {
             faultline__subcmd__help,help)
                 cmd="faultline__subcmd__help__subcmd__help"
                 ;;
+            faultline__subcmd__help,merge)
+                cmd="faultline__subcmd__help__subcmd__merge"
+                ;;
             faultline__subcmd__help,proxy)
                 cmd="faultline__subcmd__help__subcmd__proxy"
                 ;;
@@ -77,7 +83,7 @@ _faultline() {
 
     case "${cmd}" in
         faultline)
-            opts="-h -V --help --version run validate simulate schema completions agent gpu-hog proxy help"
+            opts="-h -V --help --version run validate simulate schema completions agent gpu-hog proxy merge help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -181,7 +187,7 @@ _faultline() {
             return 0
             ;;
         faultline__subcmd__help)
-            opts="run validate simulate schema completions agent gpu-hog proxy help"
+            opts="run validate simulate schema completions agent gpu-hog proxy merge help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -237,6 +243,20 @@ _faultline() {
             return 0
             ;;
         faultline__subcmd__help__subcmd__help)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        faultline__subcmd__help__subcmd__merge)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -320,6 +340,32 @@ _faultline() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        faultline__subcmd__merge)
+            opts="-h --out --json --junit --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --out)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --json)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --junit)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         faultline__subcmd__proxy)
             opts="-h --listen --allow-host --seed --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
@@ -347,7 +393,7 @@ _faultline() {
             return 0
             ;;
         faultline__subcmd__run)
-            opts="-q -h --seed --out --json --junit --dry-run --quiet --help"
+            opts="-q -h --seed --out --json --junit --dry-run --quiet --segment --start-at --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -366,6 +412,14 @@ _faultline() {
                     return 0
                     ;;
                 --junit)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --segment)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --start-at)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -37,6 +37,24 @@ pub enum Command {
     GpuHog(GpuHogArgs),
     /// Serve TCP fault proxies driven by a Toxiproxy-compatible admin API.
     Proxy(ProxyArgs),
+    /// Merge the directories of a drill's segments (`run --segment`) into one report.
+    Merge(MergeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct MergeArgs {
+    /// The segment directories (each `run --segment K/N --out DIR`), every K from 1 to N once.
+    #[arg(required = true, value_name = "DIR")]
+    pub dirs: Vec<PathBuf>,
+    /// Directory for the merged reports [default: runs/<time>-<name>/].
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Also write the JSON report to this path.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+    /// Also write the JUnit XML report (one test case per budget) to this path.
+    #[arg(long, value_name = "FILE")]
+    pub junit: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -76,6 +94,15 @@ pub struct RunArgs {
     /// Print only the verdict table.
     #[arg(long, short)]
     pub quiet: bool,
+    /// Send only share K of N of every stream's schedule (request i when i mod N = K - 1) and
+    /// write its raw records for `faultline merge`; segment 1 is the leader, the only one to
+    /// start services and apply faults. N above 1 needs --start-at.
+    #[arg(long, value_name = "K/N")]
+    pub segment: Option<crate::segment::Segment>,
+    /// Time zero as an RFC 3339 time with its zone, e.g. 2026-05-01T12:00:00Z: the run waits
+    /// for it, and refuses if it has passed. Every segment of a drill gets the same one.
+    #[arg(long, value_name = "TIME")]
+    pub start_at: Option<crate::segment::StartAt>,
 }
 
 #[derive(Debug, Args)]

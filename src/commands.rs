@@ -1,7 +1,9 @@
 //! One function per subcommand: turns parsed options into validated settings and work.
 
+mod reports;
+mod segments;
+
 use std::io::Write;
-use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use anyhow::Context;
@@ -27,6 +29,7 @@ pub fn dispatch(opts: Opts) -> anyhow::Result<ExitCode> {
         Command::Agent(args) => agent(args),
         Command::GpuHog(args) => gpu_hog(&args),
         Command::Proxy(args) => proxy(&args),
+        Command::Merge(args) => segments::merge(&args),
     }
 }
 
@@ -61,18 +64,27 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 fn run_experiment(args: RunArgs) -> anyhow::Result<ExitCode> {
     let exp = experiment::load(&args.file)?;
     let seed = args.seed.unwrap_or(exp.seed);
+    let share = segments::share(&args)?;
     let out_dir = args
         .out
         .clone()
-        .unwrap_or_else(|| default_out_dir(&exp.name, SystemTime::now()));
+        .unwrap_or_else(|| reports::default_out_dir(&exp.name, SystemTime::now()));
     if args.dry_run {
         print!("{}", run::plan::render(&exp, seed));
+        if let Some(segment) = args.segment.filter(|s| !s.is_leader()) {
+            println!(
+                "segment {segment}: would send 1 request in {} of each stream, start nothing \
+                 and inject nothing (segment 1 does)",
+                segment.count()
+            );
+        }
         return Ok(ExitCode::Success);
     }
     let opts = run::RunOptions {
         seed,
         quiet: args.quiet,
         log_dir: out_dir.clone(),
+        share,
     };
     // Before the run, so an unwritable directory costs no drill.
     std::fs::create_dir_all(&out_dir)
@@ -86,34 +98,57 @@ fn run_experiment(args: RunArgs) -> anyhow::Result<ExitCode> {
         f.exit_code()
     } else if outcome.aborted.is_some() {
         ExitCode::Aborted
-    } else if evaluation.verdict.passed {
+    } else if evaluation.verdict.passed || args.segment.is_some() {
+        // A segment's budgets judge its share only: the drill's verdict is the merge's, and a
+        // segment's exit says whether it ran and recorded its share (docs/segments.md).
         ExitCode::Success
     } else {
         ExitCode::BudgetMissed
     };
 
-    write_reports(
-        &exp,
-        seed,
-        &out_dir,
-        args.json.as_deref(),
-        args.junit.as_deref(),
-        &outcome,
-        failure.as_ref(),
-        &evaluation,
+    let ended_early = failure
+        .as_ref()
+        .map(ToString::to_string)
+        .or(outcome.aborted.clone());
+    if args.segment.is_some() {
+        segments::write_segment(
+            &out_dir,
+            &exp,
+            seed,
+            share,
+            &outcome,
+            ended_early.clone(),
+            code,
+        )?;
+    }
+    let mut info = report::json::ExperimentInfo::from_experiment(&exp);
+    info.seed = seed;
+    let input = reports::ReportInput {
+        info,
+        description: exp.description.as_deref(),
+        started_at: outcome.started_at,
+        facts: &outcome.facts,
+        records: &outcome.records,
+        evaluation: &evaluation,
         code,
-    )?;
+        ended_early,
+        aborted: outcome.aborted.as_deref(),
+    };
+    let copies = reports::Copies {
+        json: args.json.as_deref(),
+        junit: args.junit.as_deref(),
+    };
+    reports::write_reports(&input, &out_dir, &copies)?;
     // A run that could not reach a verdict still leaves its reports, then fails as it must.
     if let Some(f) = failure {
         eprintln!("reports (partial): {}", out_dir.display());
         return Err(f.into());
     }
 
-    // The verdict is in the exit code and the report files; a closed stdout (`| head`) must
-    // not turn it into an error.
-    let mut stdout = std::io::stdout().lock();
-    let _ = writeln!(stdout, "{}", report::table::render(&evaluation));
-    let _ = writeln!(stdout, "reports: {}", out_dir.display());
+    reports::print_verdict(&evaluation, &out_dir);
+    if let Some(segment) = args.segment {
+        println!("{}", segments::partial_note(segment));
+    }
     if let Some(reason) = &outcome.aborted {
         eprintln!("aborted: {reason}; every fault was lifted and every service stopped");
         if outcome.unfinished > 0 {
@@ -124,87 +159,9 @@ fn run_experiment(args: RunArgs) -> anyhow::Result<ExitCode> {
         }
     }
     if code == ExitCode::Aborted {
-        let _ = writeln!(
-            stdout,
-            "ABORTED: the verdict covers only the part of the run before the interruption"
-        );
+        println!("ABORTED: the verdict covers only the part of the run before the interruption");
     }
     Ok(code)
-}
-
-/// Every report of a finished run: JSON, CSV, JUnit and HTML in the out dir (plus the copies
-/// asked for), and the Markdown summary when running under GitHub Actions.
-#[allow(clippy::too_many_arguments)]
-fn write_reports(
-    exp: &experiment::Experiment,
-    seed: u64,
-    out_dir: &Path,
-    json_copy: Option<&Path>,
-    junit_copy: Option<&Path>,
-    outcome: &run::RunRecord,
-    failure: Option<&Failure>,
-    evaluation: &measure::Evaluation,
-    code: ExitCode,
-) -> anyhow::Result<()> {
-    let mut info = report::json::ExperimentInfo::from_experiment(exp);
-    info.seed = seed;
-    let mut json =
-        report::json::JsonReport::new(info, outcome.started_at, &outcome.facts, evaluation, code);
-    json.ended_early = failure.map(ToString::to_string).or(outcome.aborted.clone());
-    report::json::write(&out_dir.join("report.json"), &json)?;
-    if let Some(path) = json_copy {
-        report::json::write(path, &json)?;
-    }
-    report::csv::write(&out_dir.join("requests.csv"), &outcome.records)?;
-    let aborted = outcome.aborted.as_deref();
-    let duration = outcome.facts.duration;
-    for path in std::iter::once(out_dir.join("junit.xml")).chain(junit_copy.map(Path::to_path_buf))
-    {
-        report::junit::write(
-            &path,
-            &exp.name,
-            outcome.started_at,
-            duration,
-            evaluation,
-            aborted,
-        )?;
-    }
-    let html = report::html::HtmlInput {
-        experiment_name: &exp.name,
-        description: exp.description.as_deref(),
-        seed,
-        started_at: outcome.started_at,
-        facts: &outcome.facts,
-        records: &outcome.records,
-        eval: evaluation,
-        exit_code: code as u8,
-    };
-    report::html::write(&out_dir.join("report.html"), &html)?;
-    // A side report: a summary that cannot be written must not change the verdict.
-    if let Err(e) = report::markdown::append_to_step_summary(&exp.name, evaluation, aborted) {
-        eprintln!("warning: could not append to $GITHUB_STEP_SUMMARY: {e:#}");
-    }
-    Ok(())
-}
-
-/// `runs/<UTC time>-<name>/`, sortable by time.
-fn default_out_dir(name: &str, now: SystemTime) -> PathBuf {
-    let stamp: String = humantime::format_rfc3339_seconds(now)
-        .to_string()
-        .chars()
-        .filter(|c| c.is_ascii_alphanumeric())
-        .collect();
-    let safe: String = name
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    Path::new("runs").join(format!("{stamp}-{safe}"))
 }
 
 fn simulate(args: SimulateArgs) -> anyhow::Result<ExitCode> {
@@ -362,6 +319,7 @@ fn proxy(args: &crate::cli::ProxyArgs) -> anyhow::Result<ExitCode> {
 
 #[cfg(test)]
 mod tests {
+    use std::path::Path;
     use std::time::Duration;
 
     use super::*;
@@ -370,7 +328,7 @@ mod tests {
     #[test]
     fn out_dirs_sort_by_time_and_are_path_safe() {
         let t = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_795_000_000);
-        let dir = default_out_dir("my drill/1", t);
+        let dir = reports::default_out_dir("my drill/1", t);
         assert_eq!(dir, Path::new("runs/20261118T110640Z-my_drill_1"));
     }
 

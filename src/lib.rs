@@ -24,6 +24,7 @@ pub mod proxy;
 pub mod report;
 pub mod rest;
 pub mod run;
+pub mod segment;
 pub mod services;
 pub mod simulate;
 pub mod toxiproxy;

@@ -178,6 +178,29 @@ pub fn parse(path: &Path, source: String) -> Result<Experiment, ExperimentError>
     check::check(path, source, file)
 }
 
+/// What judging a run's records needs of its experiment: its name and budgets.
+#[derive(Clone, Debug)]
+pub struct Judging {
+    pub name: String,
+    pub description: Option<String>,
+    pub budgets: Budgets,
+    pub measure: MeasureSpec,
+}
+
+/// Reads the budgets of experiment text without the checks that look at this machine (the
+/// environment for header secrets, prompts and CA files): `faultline merge` judges records of
+/// a file the segments' runs checked already, in a pod that may have none of those.
+pub fn judging(path: &Path, source: &str) -> Result<Judging, ExperimentError> {
+    let file: schema::ExperimentFile =
+        serde_saphyr::from_str(source).map_err(|e| yaml_problem(path, &e))?;
+    Ok(Judging {
+        name: file.name,
+        description: file.description,
+        budgets: file.expect.value,
+        measure: file.measure.value,
+    })
+}
+
 fn yaml_problem(path: &Path, e: &serde_saphyr::Error) -> Problem {
     let rendered = e.to_string();
     // The parser renders "error: line L column C: message" and then an excerpt; keep the

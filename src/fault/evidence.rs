@@ -1,7 +1,7 @@
 //! What a run saw of each fault acting: the proof that it was on the path to the system under
 //! test at all. A fault that touched nothing proves nothing, however the verdict came out.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// One fault window's evidence, by the kind of thing the fault acts on.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -29,6 +29,67 @@ pub enum Evidence {
     Processes { signalled: u64 },
     /// GPU memory pressure: what the hog allocated and holds, over every device.
     GpuMemory { held_bytes: u64 },
+}
+
+/// Evidence as read back (from a segment's manifest): the same shape, with the one
+/// `&'static str` a reader cannot borrow for ever as text, mapped back to its constant.
+#[derive(Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+enum Read {
+    Requests {
+        touched: u64,
+        #[serde(default)]
+        seen_by_clients: Option<u64>,
+    },
+    Connections {
+        touched: u64,
+    },
+    Process {
+        expected: String,
+        seen: String,
+    },
+    Processes {
+        signalled: u64,
+    },
+    GpuMemory {
+        held_bytes: u64,
+    },
+}
+
+impl<'de> Deserialize<'de> for Evidence {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Read::deserialize(d)?
+            .try_into()
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+impl TryFrom<Read> for Evidence {
+    type Error = String;
+
+    fn try_from(r: Read) -> Result<Self, String> {
+        Ok(match r {
+            Read::Requests {
+                touched,
+                seen_by_clients,
+            } => Evidence::Requests {
+                touched,
+                seen_by_clients,
+            },
+            Read::Connections { touched } => Evidence::Connections { touched },
+            Read::Process { expected, seen } => Evidence::Process {
+                // The states the signal faults expect (run/faults/signal.rs).
+                expected: match expected.as_str() {
+                    "stopped" => "stopped",
+                    "gone" => "gone",
+                    other => return Err(format!("unknown expected process state `{other}`")),
+                },
+                seen,
+            },
+            Read::Processes { signalled } => Evidence::Processes { signalled },
+            Read::GpuMemory { held_bytes } => Evidence::GpuMemory { held_bytes },
+        })
+    }
 }
 
 impl Evidence {

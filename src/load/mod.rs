@@ -31,11 +31,14 @@ pub struct LoadRun {
     tally: Arc<live::Tally>,
 }
 
-/// Starts every stream's schedule at `origin`; sends stop at `until` (offset from `origin`).
-/// `seed` keys the draws of prompt and completion lengths.
+/// Starts `segment`'s share of every stream's schedule at `origin` (which may be ahead); sends
+/// stop at `until` (offset from `origin`). `seed` keys the draws of prompt and completion
+/// lengths, taken at each request's position in the whole schedule, so a share draws what the
+/// whole run would for the same requests.
 pub fn start(
     streams: &[LoadStream],
     seed: u64,
+    segment: crate::segment::Segment,
     origin: Instant,
     until: Duration,
 ) -> anyhow::Result<LoadRun> {
@@ -59,6 +62,7 @@ pub fn start(
             plan: Arc::new(client::StreamPlan::new(stream, seed)?),
             client: client::http_client(max_in_flight, &stream.tls),
             rates: rates::RateProfile::new(stream.spec.rate.as_per_second(), &stream.rate_changes),
+            segment,
             max_in_flight,
             origin,
             until,

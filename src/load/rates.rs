@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::experiment::RateChange;
 
@@ -26,16 +26,24 @@ pub struct RateProfile {
 }
 
 /// A rate change as it goes into the report: when, from what, to what, over how long.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RateMark {
     pub stream: String,
-    #[serde(rename = "at_ms", serialize_with = "crate::measure::ms::serialize")]
+    #[serde(
+        rename = "at_ms",
+        serialize_with = "crate::measure::ms::serialize",
+        deserialize_with = "crate::measure::ms::deserialize"
+    )]
     pub at: Duration,
     /// The rate just before the change (mid-ramp, if another ramp was under way).
     pub from_per_second: f64,
     pub to_per_second: f64,
     /// 0 for a step.
-    #[serde(rename = "over_ms", serialize_with = "crate::measure::ms::serialize")]
+    #[serde(
+        rename = "over_ms",
+        serialize_with = "crate::measure::ms::serialize",
+        deserialize_with = "crate::measure::ms::deserialize"
+    )]
     pub over: Duration,
 }
 

@@ -14,6 +14,7 @@ use tokio::sync::Semaphore;
 use super::client::{self, HttpClient, StreamPlan};
 use super::live::Sink;
 use super::record::{Outcome, RequestRecord};
+use crate::segment::Segment;
 
 /// Longest single sleep, so a stop request is noticed quickly even at very low rates.
 const MAX_NAP: Duration = Duration::from_millis(20);
@@ -22,6 +23,8 @@ pub struct Pacer {
     pub plan: Arc<StreamPlan>,
     pub client: HttpClient,
     pub rates: super::rates::RateProfile,
+    /// The share of the schedule this process sends.
+    pub segment: Segment,
     pub max_in_flight: usize,
     pub origin: Instant,
     /// Intended send times at or after this are not scheduled.
@@ -37,14 +40,8 @@ impl Pacer {
     /// Runs the schedule to its end (or until `stop`); meant for a dedicated thread.
     pub fn run(self) {
         let in_flight = Arc::new(Semaphore::new(self.max_in_flight));
-        let mut cursor = 0;
-        for seq in 0u64.. {
-            let at = self.rates.intended(seq, &mut cursor);
-            // `until` bounds the loop: every rate is positive, so times grow without limit.
-            let Ok(intended) = Duration::try_from_secs_f64(at) else {
-                break;
-            };
-            if intended >= self.until || !self.wait_until(self.origin + intended) {
+        for (seq, intended) in share(&self.rates, self.until, self.segment) {
+            if !self.wait_until(self.origin + intended) {
                 break;
             }
             match in_flight.clone().try_acquire_owned() {
@@ -86,6 +83,25 @@ impl Pacer {
     }
 }
 
+/// The requests of `segment`'s share of a schedule, in order: each one's position in the
+/// whole schedule and its intended time there, before `until`. Each request's time comes from
+/// its own position, so a share keeps the whole schedule's times (rate steps and ramps too).
+pub(crate) fn share(
+    rates: &super::rates::RateProfile,
+    until: Duration,
+    segment: Segment,
+) -> impl Iterator<Item = (u64, Duration)> + '_ {
+    let mut cursor = 0;
+    (segment.first()..)
+        .step_by(segment.count() as usize)
+        .map_while(move |seq| {
+            let at = rates.intended(seq, &mut cursor);
+            // `until` bounds the walk: every rate is positive, so times grow without limit.
+            let intended = Duration::try_from_secs_f64(at).ok()?;
+            (intended < until).then_some((seq, intended))
+        })
+}
+
 fn dropped(plan: &StreamPlan, seq: u64, intended: Duration) -> RequestRecord {
     RequestRecord {
         stream: plan.name.clone(),
@@ -102,5 +118,78 @@ fn dropped(plan: &StreamPlan, seq: u64, intended: Duration) -> RequestRecord {
         tokens: Default::default(),
         verified: false,
         faults: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::experiment::RateChange;
+    use crate::load::rates::RateProfile;
+    use crate::units::Rate;
+
+    /// 20/s, a step to 90/s at 2 s, a ramp down to 5/s over 3 s from 4 s, a step to 33/s at
+    /// 8 s: every shape of schedule there is.
+    fn profile() -> RateProfile {
+        let change = |at_ms: u64, to: f64, over_ms: u64| {
+            (
+                Duration::from_millis(at_ms),
+                RateChange {
+                    stream: "s".into(),
+                    to: Rate::per_second(to).unwrap(),
+                    over: Duration::from_millis(over_ms),
+                },
+            )
+        };
+        RateProfile::new(
+            20.0,
+            &[
+                change(2_000, 90.0, 0),
+                change(4_000, 5.0, 3_000),
+                change(8_000, 33.0, 0),
+            ],
+        )
+    }
+
+    #[test]
+    fn the_segments_together_send_exactly_the_whole_schedule() {
+        let rates = profile();
+        let until = Duration::from_secs(10);
+        let whole: Vec<(u64, Duration)> = share(&rates, until, Segment::WHOLE).collect();
+        assert!(whole.len() > 300, "{} requests", whole.len());
+        assert!(whole
+            .iter()
+            .enumerate()
+            .all(|(i, (seq, _))| *seq == i as u64));
+        for n in [2u32, 3, 4, 7] {
+            let mut union: Vec<(u64, Duration)> = Vec::new();
+            for k in 1..=n {
+                let segment = Segment::new(k, n).unwrap();
+                let part: Vec<(u64, Duration)> = share(&rates, until, segment).collect();
+                // Each share is every N-th request, at the whole schedule's very times.
+                for (seq, at) in &part {
+                    assert!(segment.owns(*seq));
+                    assert_eq!(whole[*seq as usize].1, *at, "seq {seq} of {segment}");
+                }
+                union.extend(part);
+            }
+            union.sort();
+            // Every request in exactly one share: the union is the schedule, no duplicates.
+            assert_eq!(union, whole, "{n} segments");
+        }
+    }
+
+    #[test]
+    fn each_share_spans_the_whole_timeline_at_its_fraction_of_the_rate() {
+        let rates = profile();
+        let until = Duration::from_secs(10);
+        let whole = share(&rates, until, Segment::WHOLE).count();
+        for k in 1..=4 {
+            let part: Vec<(u64, Duration)> =
+                share(&rates, until, Segment::new(k, 4).unwrap()).collect();
+            assert!(part.len().abs_diff(whole / 4) <= 1, "{k}/4: {}", part.len());
+            assert!(part.first().unwrap().1 < Duration::from_millis(200));
+            assert!(part.last().unwrap().1 > Duration::from_millis(9_800));
+        }
     }
 }

@@ -17,7 +17,7 @@ pub(crate) mod testutil;
 use std::time::Duration;
 
 use indexmap::IndexMap;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::experiment::{Budgets, MeasureSpec};
 use crate::load::record::RequestRecord;
@@ -29,23 +29,31 @@ pub use verdict::{percent_text, Verdict, VerdictRow};
 pub use windows::{Judgement, Settling, WindowStat};
 
 /// One fault as it really happened. Offsets are from the run's start.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FaultWindow {
     pub id: String,
     /// What the fault was applied to (a proxy, a service, a device).
     pub target: String,
     /// The fault type, e.g. `http_error`.
     pub kind: String,
-    #[serde(rename = "start_ms", serialize_with = "ms::serialize")]
+    #[serde(
+        rename = "start_ms",
+        serialize_with = "ms::serialize",
+        deserialize_with = "ms::deserialize"
+    )]
     pub start: Duration,
     /// The lift time, or the run's end if it was still active then.
-    #[serde(rename = "end_ms", serialize_with = "ms::serialize")]
+    #[serde(
+        rename = "end_ms",
+        serialize_with = "ms::serialize",
+        deserialize_with = "ms::deserialize"
+    )]
     pub end: Duration,
     /// Set when the fault could not be lifted: it stayed in force to `end`, the run's end.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lift_error: Option<String>,
     /// What showed the fault acted; absent where the run cannot tell (toxics, leaks, agents).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub evidence: Option<crate::fault::Evidence>,
 }
 

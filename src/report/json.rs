@@ -38,7 +38,7 @@ pub struct JsonReport<'a> {
     pub ended_early: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Clone, Debug, Serialize)]
 pub struct ExperimentInfo<'a> {
     pub name: &'a str,
     /// The experiment file's path, as given on the command line.

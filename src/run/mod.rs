@@ -5,13 +5,14 @@ mod console;
 mod cpu;
 mod faults;
 pub mod plan;
+mod share;
 mod stack;
 mod targets;
 mod timeline;
 mod watch;
 
 use std::path::PathBuf;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use crate::exit::Failure;
 use crate::experiment::Experiment;
@@ -21,6 +22,7 @@ use crate::units::human_duration;
 
 pub use console::Console;
 pub use faults::FaultError;
+pub use share::Share;
 pub use stack::Stack;
 
 /// Options for one run, already validated.
@@ -30,6 +32,8 @@ pub struct RunOptions {
     pub quiet: bool,
     /// Where services' stdout and stderr go (the run's out dir).
     pub log_dir: PathBuf,
+    /// The share of the drill this process runs (the whole of it by default).
+    pub share: Share,
 }
 
 /// What a run produced, for measure/ and report/.
@@ -74,24 +78,52 @@ pub async fn execute(exp: &Experiment, opts: &RunOptions) -> RunRecord {
     let mut stack = Stack::default();
 
     console.say(format!("faultline: {} (seed {})", exp.name, opts.seed));
-    let started = tokio::select! {
-        r = stack.start(exp, opts.seed, &opts.log_dir, &console) => r.map(|()| None),
-        sig = &mut interrupt => Ok(Some(sig)),
-    };
-    let started = match started {
-        Ok(None) => Ok(()),
-        Ok(Some(sig)) => Err(Failure::Aborted(format!("{sig} while starting services"))),
-        Err(e) => Err(e),
-    };
-    if let Err(e) = started {
-        stack.teardown(&console).await;
-        return RunRecord::not_started(exp, e);
+    let Share { segment, start_at } = opts.share;
+    // Refused before anything starts: a late segment's share would be shifted against the rest.
+    if let Some(at) = start_at {
+        if let Err(late) = at.ahead_of(SystemTime::now()) {
+            return RunRecord::not_started(exp, Failure::Usage(share::too_late(at, late, segment)));
+        }
+    }
+    if segment.is_leader() {
+        let started = tokio::select! {
+            r = stack.start(exp, opts.seed, &opts.log_dir, &console) => r.map(|()| None),
+            sig = &mut interrupt => Ok(Some(sig)),
+        };
+        let started = match started {
+            Ok(None) => Ok(()),
+            Ok(Some(sig)) => Err(Failure::Aborted(format!("{sig} while starting services"))),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = started {
+            stack.teardown(&console).await;
+            return RunRecord::not_started(exp, e);
+        }
+    } else {
+        console.say(format!(
+            "segment {segment}: sending 1 request in {} of each stream, nothing else; segment 1 \
+             starts the services and applies the timeline",
+            segment.count()
+        ));
     }
 
-    let started_at = SystemTime::now();
-    let origin = Instant::now();
-    let cpu = cpu::Sampler::start();
-    let load = match load::start(&exp.streams, opts.seed, origin, exp.end) {
+    let zero = match start_at.map(share::TimeZero::at) {
+        None => share::TimeZero::now(),
+        Some(Ok(zero)) => zero,
+        Some(Err(late)) => {
+            stack.teardown(&console).await;
+            return RunRecord::not_started(
+                exp,
+                Failure::Environment(format!(
+                    "the services were not ready by --start-at: ready {} after it; give the \
+                     leader more lead time",
+                    human_duration(late)
+                )),
+            );
+        }
+    };
+    let origin = zero.origin;
+    let load = match load::start(&exp.streams, opts.seed, segment, origin, exp.end) {
         Ok(l) => l,
         Err(e) => {
             stack.teardown(&console).await;
@@ -101,6 +133,35 @@ pub async fn execute(exp: &Experiment, opts: &RunOptions) -> RunRecord {
             );
         }
     };
+    if let Some(at) = start_at {
+        let waited = async {
+            if !segment.is_leader() {
+                let missing = share::wait_for_targets(&exp.streams, origin).await;
+                if !missing.is_empty() {
+                    console.say(format!(
+                        "segment {segment}: {} did not accept connections by time zero; \
+                         sending anyway (is the leader up?)",
+                        missing.join(", ")
+                    ));
+                }
+            }
+            tokio::time::sleep_until(tokio::time::Instant::from_std(origin)).await;
+        };
+        console.say(format!("waiting for time zero, {at}"));
+        tokio::select! {
+            () = waited => {}
+            sig = &mut interrupt => {
+                load.stop_sending();
+                stack.teardown(&console).await;
+                return RunRecord::not_started(
+                    exp,
+                    Failure::Aborted(format!("{sig} while waiting for --start-at")),
+                );
+            }
+        }
+    }
+    let started_at = zero.wall;
+    let cpu = cpu::Sampler::start();
     console.say(format!(
         "load: {} stream(s) for {}",
         exp.streams.len(),
@@ -117,16 +178,21 @@ pub async fn execute(exp: &Experiment, opts: &RunOptions) -> RunRecord {
                 reason = monitor => reason,
             }
         };
-        timeline::follow(
-            exp,
-            &mut stack,
-            origin,
-            &mut windows,
-            stop,
-            &phase_tx,
-            &console,
-        )
-        .await
+        if segment.is_leader() {
+            timeline::follow(
+                exp,
+                &mut stack,
+                origin,
+                &mut windows,
+                stop,
+                &phase_tx,
+                &console,
+            )
+            .await
+        } else {
+            let _ = phase_tx.send(format!("segment {segment}"));
+            share::follow_clock(origin + exp.end, stop).await
+        }
     };
     let (aborted, failed) = match ending {
         timeline::Ending::Completed => (None, None),
@@ -160,6 +226,19 @@ pub async fn execute(exp: &Experiment, opts: &RunOptions) -> RunRecord {
         longest_timeout + Duration::from_secs(1)
     };
     let (records, unfinished) = load.finish(grace).await;
+    if segment.is_leader() && segment.count() > 1 && aborted.is_none() {
+        // The other segments' last requests may still be streaming through these services:
+        // stopping them now would cut those. Each is over within its timeout of the end.
+        let done = origin + exp.end + grace;
+        console.say(format!(
+            "keeping the services up for the other segments' last requests (until {} after the end)",
+            human_duration(grace)
+        ));
+        tokio::select! {
+            () = tokio::time::sleep_until(tokio::time::Instant::from_std(done)) => {}
+            _ = &mut interrupt => {}
+        }
+    }
     let cpu = cpu.and_then(cpu::Sampler::finish);
     stack.teardown(&console).await;
 
