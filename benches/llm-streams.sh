@@ -49,6 +49,6 @@ cargo build --release --locked
 # 2,500 and 10,000 open streams need that many sockets in each process.
 ulimit -n 20000 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
-FAULTLINE_BIN="$PWD/target/release/faultline" FAULTLINE_BENCH_OHA="$oha" \
+PYTHONDONTWRITEBYTECODE=1 FAULTLINE_BIN="$PWD/target/release/faultline" FAULTLINE_BENCH_OHA="$oha" \
     FAULTLINE_BENCH_OUT="$PWD/target/bench" \
     exec "$venv/bin/python" benches/llm_streams/main.py

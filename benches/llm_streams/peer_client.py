@@ -5,7 +5,7 @@ token and the gaps between tokens). Written for this bench.
 
     python peer_client.py --url URL --rate 1000 --seconds 6 --out records.csv
 
-It idles for --idle seconds after start-up (so its idle memory can be read), then sends
+It idles for --idle seconds after start-up and prints its VmRSS (the idle baseline), then sends
 rate * seconds requests, waits for them up to --timeout each, and writes one CSV row per request:
 intended_ms,sent_ms,end_ms,status,ok,events,tokens,ttft_ms,itl_max_ms (times from the schedule's
 start; end_ms empty for a request that never finished)."""
@@ -55,6 +55,8 @@ async def run(args):
             "messages": [{"role": "user", "content": "ping"}],
             "max_tokens": 256,
             "stream": True,
+            # As faultline's load generator sends by default: the usage chunk is one more event.
+            "stream_options": {"include_usage": True},
         }
     ).encode()
     connector = aiohttp.TCPConnector(limit=0)
@@ -63,6 +65,10 @@ async def run(args):
     records = []
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
         await asyncio.sleep(args.idle)
+        # The idle baseline, read from /proc like every other figure, just before sending.
+        with open("/proc/self/status") as f:
+            rss = next(line.split()[1] for line in f if line.startswith("VmRSS:"))
+        print(f"idle VmRSS {rss} kB", flush=True)
         t0 = time.perf_counter()
         tasks = []
         for i in range(total):

@@ -206,5 +206,9 @@ def run_peer(env, name, url, rate, secs, watch, limit, idle=1.0):
         code = p.wait(limit)
     if code != 0 or not os.path.exists(out):
         raise BenchError(f"the aiohttp peer exited {code}:\n{p.log_tail()}")
-    # The interpreter and aiohttp are loaded well before the idle second ends.
-    return LoadResult(name, p, peer_records(out), 0.8 * idle)
+    result = LoadResult(name, p, peer_records(out), 0.8 * idle)
+    # Its own idle baseline, printed just before its first request, whenever its imports ended.
+    with open(p.log_path) as f:
+        m = re.search(r"idle VmRSS (\d+) kB", f.read())
+    result.idle_rss = int(m.group(1)) if m else None
+    return result

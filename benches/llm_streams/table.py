@@ -14,6 +14,11 @@ def fmt(value, spec):
     return spec.format(value)
 
 
+def _ratio(r):
+    # Two decimals where a target is judged near 1.0; two significant digits for far smaller.
+    return f"{r:.2f}" if abs(r) >= 0.1 else f"{r:.2g}"
+
+
 class Table:
     def __init__(self):
         self.rows = []  # displayed strings
@@ -32,7 +37,7 @@ class Table:
             fmt(fl, spec),
             "" if peer is None and not peer_name else fmt(peer, spec),
             peer_name,
-            "" if ratio is None else (ratio if isinstance(ratio, str) else f"{ratio:.2f}"),
+            "" if ratio is None else (ratio if isinstance(ratio, str) else _ratio(ratio)),
             target,
             {True: "yes", False: "NO", None: ""}[met],
         ])
