@@ -36,10 +36,12 @@ test "$("$venv/bin/python" -c 'import aiohttp; print(aiohttp.__version__)')" = "
 
 # oha is optional: if it cannot be built here, scenario 4 says so and the rest still runs.
 tools=target/bench-tools
+mkdir -p "$tools"
 oha="$PWD/$tools/bin/oha"
 if [ "$("$oha" --version 2>/dev/null)" != "oha $oha_version" ]; then
-    if ! cargo install oha --locked --version "$oha_version" --root "$tools" >"$tools.log" 2>&1; then
-        echo "warning: cargo install oha $oha_version failed (log: $tools.log); scenario 4 runs without it" >&2
+    echo "building oha $oha_version (once; a few minutes)" >&2
+    if ! cargo install oha --locked --version "$oha_version" --root "$tools" >"$tools/oha-install.log" 2>&1; then
+        echo "warning: cargo install oha $oha_version failed (log: $tools/oha-install.log); scenario 4 runs without it" >&2
         oha=""
     fi
 fi
