@@ -47,7 +47,7 @@ def main():
           file=sys.stderr)
     steps = [
         ("1", lambda: streams(env, table, "1 streams", z["s1"][0], z["s1"][1], z["s1"][2], 50)),
-        ("2", lambda: streams(env, table, "2 10k streams", z["s2"][0], z["s2"][1], z["s2"][2], 50,
+        ("2", lambda: streams(env, table, "2 long streams", z["s2"][0], z["s2"][1], z["s2"][2], 50,
                               lag_target=False)),
         ("3", lambda: proxies(env, table, *z["s3"])),
         ("4", lambda: plain_rate(env, table, *z["s4"])),
