@@ -67,6 +67,7 @@ fn drive(rt: &tokio::runtime::Runtime, exp: &Experiment) -> Vec<RequestRecord> {
         seed: 1,
         quiet: true,
         log_dir: std::env::temp_dir(),
+        live: None,
     };
     let run = rt.block_on(run::execute(exp, &opts));
     if let Some(failure) = run.failure {

@@ -31,12 +31,14 @@ pub struct LoadRun {
 }
 
 /// Starts every stream's schedule at `origin`; sends stop at `until` (offset from `origin`).
-/// `seed` keys the draws of prompt and completion lengths.
+/// `seed` keys the draws of prompt and completion lengths; `observer`, if any, sees every
+/// request leave and end.
 pub fn start(
     streams: &[LoadStream],
     seed: u64,
     origin: Instant,
     until: Duration,
+    observer: Option<Arc<dyn live::Observer>>,
 ) -> anyhow::Result<LoadRun> {
     let own = tokio::runtime::Builder::new_multi_thread()
         .thread_name("faultline-load")
@@ -50,6 +52,7 @@ pub fn start(
     let sink = live::Sink {
         tx,
         tally: tally.clone(),
+        observer,
     };
     let mut pacers = Vec::new();
     for stream in streams {

@@ -11,6 +11,7 @@ mod timeline;
 mod watch;
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::exit::Failure;
@@ -30,6 +31,8 @@ pub struct RunOptions {
     pub quiet: bool,
     /// Where services' stdout and stderr go (the run's out dir).
     pub log_dir: PathBuf,
+    /// The live metrics (`--metrics`), shown every request and fault window as they happen.
+    pub live: Option<Arc<crate::metrics::Live>>,
 }
 
 /// What a run produced, for measure/ and report/.
@@ -91,7 +94,14 @@ pub async fn execute(exp: &Experiment, opts: &RunOptions) -> RunRecord {
     let started_at = SystemTime::now();
     let origin = Instant::now();
     let cpu = cpu::Sampler::start();
-    let load = match load::start(&exp.streams, opts.seed, origin, exp.end) {
+    if let Some(live) = &opts.live {
+        live.started(origin);
+    }
+    let observer = opts
+        .live
+        .clone()
+        .map(|l| l as Arc<dyn load::live::Observer>);
+    let load = match load::start(&exp.streams, opts.seed, origin, exp.end, observer) {
         Ok(l) => l,
         Err(e) => {
             stack.teardown(&console).await;
@@ -108,7 +118,7 @@ pub async fn execute(exp: &Experiment, opts: &RunOptions) -> RunRecord {
     ));
 
     let (phase_tx, phase_rx) = tokio::sync::watch::channel("baseline".to_string());
-    let mut windows = timeline::Windows::default();
+    let mut windows = timeline::Windows::watched(opts.live.clone());
     let ending = {
         let monitor = watch::watch(load.tally(), phase_rx, exp.abort_if, origin, &console);
         let stop = async {
@@ -160,6 +170,9 @@ pub async fn execute(exp: &Experiment, opts: &RunOptions) -> RunRecord {
         longest_timeout + Duration::from_secs(1)
     };
     let (records, unfinished) = load.finish(grace).await;
+    if let Some(live) = &opts.live {
+        live.finish();
+    }
     let cpu = cpu.and_then(cpu::Sampler::finish);
     stack.teardown(&console).await;
 
