@@ -231,6 +231,19 @@ expect:
         requests - overall["dropped"].as_f64().unwrap()
     );
     assert_eq!(scalar(prom_addr, "sum(faultline_in_flight_requests)"), 0.0);
+    // Every query of the shipped dashboard is PromQL this Prometheus runs, and has data.
+    let dashboard = common::dashboard::dashboard();
+    for expr in common::dashboard::promql(&dashboard) {
+        let expr = expr
+            .replace("$stream", ".*")
+            .replace("$__rate_interval", "5s");
+        // At some moment of the run, not now: a fault window, a rate, are over by now.
+        let promql = format!("max_over_time(({expr})[1m:250ms])");
+        assert!(
+            !query(prom_addr, &promql).is_empty(),
+            "no data for {promql}"
+        );
+    }
 
     // A SIGINT ends the 60 s linger at once, and the run's exit code stands.
     let asked = Instant::now();
