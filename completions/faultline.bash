@@ -347,7 +347,7 @@ _faultline() {
             return 0
             ;;
         faultline__subcmd__run)
-            opts="-q -h --seed --out --json --junit --dry-run --quiet --help"
+            opts="-q -h --seed --out --json --junit --dry-run --quiet --metrics --metrics-linger --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -366,6 +366,14 @@ _faultline() {
                     return 0
                     ;;
                 --junit)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --metrics)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --metrics-linger)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -39,6 +39,8 @@ complete -c faultline -n "__fish_faultline_using_subcommand run" -l seed -d 'See
 complete -c faultline -n "__fish_faultline_using_subcommand run" -l out -d 'Directory for the reports [default: runs/<time>-<name>/]' -r -F
 complete -c faultline -n "__fish_faultline_using_subcommand run" -l json -d 'Also write the JSON report to this path' -r -F
 complete -c faultline -n "__fish_faultline_using_subcommand run" -l junit -d 'Also write the JUnit XML report (one test case per budget) to this path' -r -F
+complete -c faultline -n "__fish_faultline_using_subcommand run" -l metrics -d 'Serve live Prometheus metrics at http://ADDR/metrics while the run goes, e.g. 127.0.0.1:9464 (docs/metrics.md)' -r
+complete -c faultline -n "__fish_faultline_using_subcommand run" -l metrics-linger -d 'How long --metrics keeps serving after the run, so the last scrape sees its end; SIGINT or SIGTERM ends it sooner' -r
 complete -c faultline -n "__fish_faultline_using_subcommand run" -l dry-run -d 'Print what would start, be injected and be judged, and touch nothing'
 complete -c faultline -n "__fish_faultline_using_subcommand run" -s q -l quiet -d 'Print only the verdict table'
 complete -c faultline -n "__fish_faultline_using_subcommand run" -s h -l help -d 'Print help'
