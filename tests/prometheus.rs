@@ -255,3 +255,44 @@ expect:
     assert!(asked.elapsed() < Duration::from_secs(10));
     assert_eq!(status.code(), Some(0), "{}", stderr.read_to_end(DEADLINE));
 }
+
+#[test]
+fn a_taken_metrics_address_exits_4_before_anything_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    let squatter = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken = squatter.local_addr().unwrap();
+    let [host] = free_ports(1)[..] else {
+        unreachable!()
+    };
+    let yaml = format!(
+        r#"version: 1
+name: no-drill
+services:
+  host: {{ simulate: {{ listen: "127.0.0.1:{host}" }} }}
+load:
+  chat: {{ url: "http://127.0.0.1:{host}/v1/chat/completions", rate: 5/s, request: {{ api: openai-chat }} }}
+timeline:
+  - {{ at: 1s, end: true }}
+"#
+    );
+    let file = common::write(dir.path(), "no-drill.yaml", &yaml);
+    let run = common::output(
+        faultline_std()
+            .arg("run")
+            .arg(&file)
+            .arg("--out")
+            .arg(dir.path().join("out"))
+            .args(["--metrics", &taken.to_string()]),
+    );
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert_eq!(run.status.code(), Some(4), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "cannot listen on {taken} for the metrics endpoint (--metrics)"
+        )) && stderr.contains("already in use"),
+        "{stderr}"
+    );
+    // Nothing of the drill ran: no service started, no report written.
+    assert!(!stderr.contains("listening on"), "{stderr}");
+    assert!(!dir.path().join("out/report.json").exists());
+}
