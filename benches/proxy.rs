@@ -68,6 +68,7 @@ fn drive(rt: &tokio::runtime::Runtime, exp: &Experiment) -> Vec<RequestRecord> {
         quiet: true,
         log_dir: std::env::temp_dir(),
         share: Default::default(),
+        live: None,
     };
     let run = rt.block_on(run::execute(exp, &opts));
     if let Some(failure) = run.failure {

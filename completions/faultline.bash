@@ -393,7 +393,7 @@ _faultline() {
             return 0
             ;;
         faultline__subcmd__run)
-            opts="-q -h --seed --out --json --junit --dry-run --quiet --segment --start-at --help"
+            opts="-q -h --seed --out --json --junit --dry-run --quiet --segment --start-at --metrics --metrics-linger --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -420,6 +420,14 @@ _faultline() {
                     return 0
                     ;;
                 --start-at)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --metrics)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --metrics-linger)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -42,6 +42,8 @@ complete -c faultline -n "__fish_faultline_using_subcommand run" -l json -d 'Als
 complete -c faultline -n "__fish_faultline_using_subcommand run" -l junit -d 'Also write the JUnit XML report (one test case per budget) to this path' -r -F
 complete -c faultline -n "__fish_faultline_using_subcommand run" -l segment -d 'Send only share K of N of every stream\'s schedule (request i when i mod N = K - 1) and write its raw records for `faultline merge`; segment 1 is the leader, the only one to start services and apply faults. N above 1 needs --start-at' -r
 complete -c faultline -n "__fish_faultline_using_subcommand run" -l start-at -d 'Time zero as an RFC 3339 time with its zone, e.g. 2026-05-01T12:00:00Z: the run waits for it, and refuses if it has passed. Every segment of a drill gets the same one' -r
+complete -c faultline -n "__fish_faultline_using_subcommand run" -l metrics -d 'Serve live Prometheus metrics at http://ADDR/metrics while the run goes, e.g. 127.0.0.1:9464 (docs/metrics.md)' -r
+complete -c faultline -n "__fish_faultline_using_subcommand run" -l metrics-linger -d 'How long --metrics keeps serving after the run, so the last scrape sees its end; SIGINT or SIGTERM ends it sooner' -r
 complete -c faultline -n "__fish_faultline_using_subcommand run" -l dry-run -d 'Print what would start, be injected and be judged, and touch nothing'
 complete -c faultline -n "__fish_faultline_using_subcommand run" -s q -l quiet -d 'Print only the verdict table'
 complete -c faultline -n "__fish_faultline_using_subcommand run" -s h -l help -d 'Print help'

@@ -103,6 +103,14 @@ pub struct RunArgs {
     /// for it, and refuses if it has passed. Every segment of a drill gets the same one.
     #[arg(long, value_name = "TIME")]
     pub start_at: Option<crate::segment::StartAt>,
+    /// Serve live Prometheus metrics at http://ADDR/metrics while the run goes, e.g.
+    /// 127.0.0.1:9464 (docs/metrics.md).
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<SocketAddr>,
+    /// How long --metrics keeps serving after the run, so the last scrape sees its end;
+    /// SIGINT or SIGTERM ends it sooner.
+    #[arg(long, value_name = "DURATION", default_value = crate::metrics::DEFAULT_LINGER, requires = "metrics")]
+    pub metrics_linger: Dur,
 }
 
 #[derive(Debug, Args)]

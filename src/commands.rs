@@ -4,6 +4,7 @@ mod reports;
 mod segments;
 
 use std::io::Write;
+use std::path::Path;
 use std::time::SystemTime;
 
 use anyhow::Context;
@@ -17,7 +18,7 @@ use crate::exit::{ExitCode, Failure};
 use crate::experiment::schema::Content;
 use crate::experiment::{self, Exhaustion, MemorySpec, Overflow, SimulateSpec};
 use crate::units::Dur;
-use crate::{measure, report, run};
+use crate::{measure, metrics, report, run};
 
 pub fn dispatch(opts: Opts) -> anyhow::Result<ExitCode> {
     match opts.command {
@@ -80,17 +81,56 @@ fn run_experiment(args: RunArgs) -> anyhow::Result<ExitCode> {
         }
         return Ok(ExitCode::Success);
     }
+    // Before the run, so an unwritable directory costs no drill.
+    std::fs::create_dir_all(&out_dir)
+        .with_context(|| format!("cannot create the report directory {}", out_dir.display()))?;
+    let rt = runtime()?;
+    // Bound before the run too, so a taken address costs no drill either.
+    let exporter = match args.metrics {
+        Some(addr) => {
+            let live = std::sync::Arc::new(metrics::Live::new(&exp, seed));
+            let exporter = rt.block_on(async { metrics::Exporter::start(addr, live) })?;
+            if !args.quiet {
+                eprintln!("metrics: http://{}/metrics", exporter.addr());
+            }
+            Some(exporter)
+        }
+        None => None,
+    };
     let opts = run::RunOptions {
         seed,
         quiet: args.quiet,
         log_dir: out_dir.clone(),
         share,
+        live: exporter.as_ref().map(metrics::Exporter::live),
     };
-    // Before the run, so an unwritable directory costs no drill.
-    std::fs::create_dir_all(&out_dir)
-        .with_context(|| format!("cannot create the report directory {}", out_dir.display()))?;
+    let outcome = rt.block_on(run::execute(&exp, &opts));
+    let concluded = conclude(&exp, seed, share, &args, &out_dir, outcome);
+    if let Some(exporter) = exporter {
+        // Also when the run could not start: the endpoint then says it is over.
+        exporter.live().finish();
+        let linger = args.metrics_linger.0;
+        if !args.quiet && !linger.is_zero() {
+            eprintln!(
+                "metrics: serving the final values at http://{}/metrics for {} more (SIGINT or SIGTERM ends it now)",
+                exporter.addr(),
+                crate::units::human_duration(linger)
+            );
+        }
+        rt.block_on(exporter.linger(linger));
+    }
+    concluded
+}
 
-    let mut outcome = runtime()?.block_on(run::execute(&exp, &opts));
+/// Judges a finished run, writes its reports and prints its verdict.
+fn conclude(
+    exp: &experiment::Experiment,
+    seed: u64,
+    share: run::Share,
+    args: &RunArgs,
+    out_dir: &Path,
+    mut outcome: run::RunRecord,
+) -> anyhow::Result<ExitCode> {
     let evaluation =
         measure::evaluate(&outcome.records, &outcome.facts, &exp.budgets, &exp.measure);
     let failure = outcome.failure.take();
@@ -112,8 +152,8 @@ fn run_experiment(args: RunArgs) -> anyhow::Result<ExitCode> {
         .or(outcome.aborted.clone());
     if args.segment.is_some() {
         segments::write_segment(
-            &out_dir,
-            &exp,
+            out_dir,
+            exp,
             seed,
             share,
             &outcome,
@@ -121,7 +161,7 @@ fn run_experiment(args: RunArgs) -> anyhow::Result<ExitCode> {
             code,
         )?;
     }
-    let mut info = report::json::ExperimentInfo::from_experiment(&exp);
+    let mut info = report::json::ExperimentInfo::from_experiment(exp);
     info.seed = seed;
     let input = reports::ReportInput {
         info,
@@ -138,14 +178,14 @@ fn run_experiment(args: RunArgs) -> anyhow::Result<ExitCode> {
         json: args.json.as_deref(),
         junit: args.junit.as_deref(),
     };
-    reports::write_reports(&input, &out_dir, &copies)?;
+    reports::write_reports(&input, out_dir, &copies)?;
     // A run that could not reach a verdict still leaves its reports, then fails as it must.
     if let Some(f) = failure {
         eprintln!("reports (partial): {}", out_dir.display());
         return Err(f.into());
     }
 
-    reports::print_verdict(&evaluation, &out_dir);
+    reports::print_verdict(&evaluation, out_dir);
     if let Some(segment) = args.segment {
         println!("{}", segments::partial_note(segment));
     }

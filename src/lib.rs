@@ -3,11 +3,12 @@
 //! The pipeline, one module per stage: `experiment` (file -> typed experiment) -> `run` (the
 //! orchestrator: services, proxies, load, timeline, rollback) -> `load` (request records) ->
 //! `measure` (records -> metrics -> verdict) -> `report` (table, JSON, CSV, JUnit, HTML,
-//! Markdown). Around it: `simulate` (hosts and the reference gateway), `proxy` (the HTTP fault
-//! proxy), `services` (external processes), `gpu` (GPU memory pressure), `agent` (the live-host
-//! agent), `toxiproxy` (a client for an existing Toxiproxy server's API). `units` (durations,
-//! rates, shares, sizes) is the vocabulary every stage shares, and `protocol` (the SSE codec,
-//! the verifiable completion text) the wire conventions several stages speak.
+//! Markdown); `metrics` watches the run and serves what it has done so far to Prometheus.
+//! Around it: `simulate` (hosts and the reference gateway), `proxy` (the HTTP fault proxy),
+//! `services` (external processes), `gpu` (GPU memory pressure), `agent` (the live-host agent),
+//! `toxiproxy` (a client for an existing Toxiproxy server's API). `units` (durations, rates,
+//! shares, sizes) is the vocabulary every stage shares, and `protocol` (the SSE codec, the
+//! verifiable completion text) the wire conventions several stages speak.
 
 pub mod agent;
 pub mod cli;
@@ -18,6 +19,7 @@ pub mod fault;
 pub mod gpu;
 pub mod load;
 pub mod measure;
+pub mod metrics;
 pub mod net;
 pub mod protocol;
 pub mod proxy;

@@ -1,5 +1,7 @@
 //! Live counters for the run as it happens: the progress line and `abort_if` read them while
-//! the full records are still on their way to the end of the run.
+//! the full records are still on their way to the end of the run. An [`Observer`] (the live
+//! metrics exporter) sees every request as it leaves and as it ends, without the load
+//! generator knowing what it does with them.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -44,18 +46,38 @@ impl Tally {
     }
 }
 
-/// Where finished requests go: counted live, kept for the end of the run.
+/// Something that watches requests as they happen. Called on the load generator's pacing
+/// threads and its runtime, so it must be quick and must not block: counting, not I/O.
+pub trait Observer: Send + Sync {
+    /// A request of `stream` left and is in flight.
+    fn sent(&self, stream: &str);
+    /// A request ended (or was dropped, without a `sent` before it).
+    fn finished(&self, record: &RequestRecord);
+}
+
+/// Where finished requests go: counted live, shown to the observer, kept for the end of the run.
 #[derive(Clone)]
 pub(crate) struct Sink {
     pub(crate) tx: mpsc::UnboundedSender<RequestRecord>,
     pub(crate) tally: std::sync::Arc<Tally>,
+    pub(crate) observer: Option<std::sync::Arc<dyn Observer>>,
 }
 
 impl Sink {
+    /// A request of `stream` is about to leave.
+    pub(crate) fn sent(&self, stream: &str) {
+        if let Some(o) = &self.observer {
+            o.sent(stream);
+        }
+    }
+
     pub(crate) fn push(&self, record: RequestRecord) {
         self.tally.finished.fetch_add(1, Ordering::Relaxed);
         if !record.outcome.is_ok() {
             self.tally.errors.fetch_add(1, Ordering::Relaxed);
+        }
+        if let Some(o) = &self.observer {
+            o.finished(&record);
         }
         // The receiver only goes away once the run stopped collecting; nothing to keep then.
         let _ = self.tx.send(record);

@@ -35,12 +35,14 @@ pub struct LoadRun {
 /// stop at `until` (offset from `origin`). `seed` keys the draws of prompt and completion
 /// lengths, taken at each request's position in the whole schedule, so a share draws what the
 /// whole run would for the same requests.
+/// `observer`, if any, sees every request leave and end.
 pub fn start(
     streams: &[LoadStream],
     seed: u64,
     segment: crate::segment::Segment,
     origin: Instant,
     until: Duration,
+    observer: Option<Arc<dyn live::Observer>>,
 ) -> anyhow::Result<LoadRun> {
     let own = tokio::runtime::Builder::new_multi_thread()
         .thread_name("faultline-load")
@@ -54,6 +56,7 @@ pub fn start(
     let sink = live::Sink {
         tx,
         tally: tally.clone(),
+        observer,
     };
     let mut pacers = Vec::new();
     for stream in streams {

@@ -54,6 +54,7 @@ impl Pacer {
                     );
                     let outstanding = self.outstanding.clone();
                     outstanding.fetch_add(1, Ordering::Relaxed);
+                    self.records.sent(&self.plan.name);
                     self.runtime.spawn(async move {
                         let record = client::execute(&client, &plan, origin, seq, intended).await;
                         drop(permit);

@@ -23,8 +23,10 @@ use crate::experiment::{Budgets, MeasureSpec};
 use crate::load::record::RequestRecord;
 
 pub use latency::Distribution;
-pub use metrics::{ClassOrder, Episode, Metrics, PhaseMetrics, Phases, ServedShare, SteadyState};
-pub use phase::Phase;
+pub use metrics::{
+    ClassOrder, Episode, Metrics, PhaseMetrics, Phases, ServedShare, SteadyState, LATE_AFTER,
+};
+pub use phase::{Phase, Timeline};
 pub use verdict::{percent_text, Verdict, VerdictRow};
 pub use windows::{Judgement, Settling, WindowStat};
 

@@ -12,6 +12,7 @@ mod timeline;
 mod watch;
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use crate::exit::Failure;
@@ -34,6 +35,8 @@ pub struct RunOptions {
     pub log_dir: PathBuf,
     /// The share of the drill this process runs (the whole of it by default).
     pub share: Share,
+    /// The live metrics (`--metrics`), shown every request and fault window as they happen.
+    pub live: Option<Arc<crate::metrics::Live>>,
 }
 
 /// What a run produced, for measure/ and report/.
@@ -123,7 +126,14 @@ pub async fn execute(exp: &Experiment, opts: &RunOptions) -> RunRecord {
         }
     };
     let origin = zero.origin;
-    let load = match load::start(&exp.streams, opts.seed, segment, origin, exp.end) {
+    if let Some(live) = &opts.live {
+        live.started(origin);
+    }
+    let observer = opts
+        .live
+        .clone()
+        .map(|l| l as Arc<dyn load::live::Observer>);
+    let load = match load::start(&exp.streams, opts.seed, segment, origin, exp.end, observer) {
         Ok(l) => l,
         Err(e) => {
             stack.teardown(&console).await;
@@ -169,7 +179,7 @@ pub async fn execute(exp: &Experiment, opts: &RunOptions) -> RunRecord {
     ));
 
     let (phase_tx, phase_rx) = tokio::sync::watch::channel("baseline".to_string());
-    let mut windows = timeline::Windows::default();
+    let mut windows = timeline::Windows::watched(opts.live.clone());
     let ending = {
         let monitor = watch::watch(load.tally(), phase_rx, exp.abort_if, origin, &console);
         let stop = async {
@@ -226,6 +236,9 @@ pub async fn execute(exp: &Experiment, opts: &RunOptions) -> RunRecord {
         longest_timeout + Duration::from_secs(1)
     };
     let (records, unfinished) = load.finish(grace).await;
+    if let Some(live) = &opts.live {
+        live.finish();
+    }
     if segment.is_leader() && segment.count() > 1 && aborted.is_none() {
         // The other segments' last requests may still be streaming through these services:
         // stopping them now would cut those. Each is over within its timeout of the end.

@@ -1,6 +1,7 @@
 //! Follows the timeline: each step at its time, measured from the run's origin.
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
@@ -12,6 +13,7 @@ use crate::exit::Failure;
 use crate::experiment::{Action, Experiment, FaultTarget, LiftTarget};
 use crate::fault::Evidence;
 use crate::measure::FaultWindow;
+use crate::metrics::Live;
 
 /// An injected fault whose window is still open.
 struct Open {
@@ -29,11 +31,24 @@ struct Open {
 pub struct Windows {
     open: Vec<Open>,
     closed: Vec<FaultWindow>,
+    /// The live metrics, told of each window as it opens and closes.
+    live: Option<Arc<Live>>,
 }
 
 impl Windows {
+    /// Windows whose openings and closings `live` is told of.
+    pub fn watched(live: Option<Arc<Live>>) -> Windows {
+        Windows {
+            live,
+            ..Windows::default()
+        }
+    }
+
     fn open(&mut self, id: &str, target: &FaultTarget, kind: &str, at: Duration) {
         self.close(id, at);
+        if let Some(live) = &self.live {
+            live.fault_opened(id, kind, target.name(), at);
+        }
         self.open.push(Open {
             id: id.into(),
             target: target.clone(),
@@ -49,6 +64,9 @@ impl Windows {
         if let Some(pos) = self.open.iter().position(|w| w.id == id) {
             let w = self.open.remove(pos);
             self.closed.push(w.closed_at(at));
+            if let Some(live) = &self.live {
+                live.fault_closed(id, at);
+            }
         }
     }
 

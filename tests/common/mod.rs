@@ -2,6 +2,8 @@
 //! directories, free ports, and the one rule for tests that need a tool this machine may lack.
 #![allow(dead_code)]
 
+pub mod dashboard;
+
 use std::io::{BufRead, BufReader, Read};
 use std::net::{SocketAddr, TcpListener};
 use std::ops::{Deref, DerefMut};
