@@ -442,6 +442,41 @@ expect:
         let _ = std::fs::remove_dir_all(&dir);
     }
 
+    fn with_host(agent: &str) -> String {
+        FILE.replace(
+            "proxies:\n",
+            &format!("hosts:\n  gpu-1: {{ agent: \"{agent}\" }}\nproxies:\n"),
+        )
+    }
+
+    #[test]
+    fn host_agents_are_named_by_host_and_port_and_not_resolved() {
+        let exp = parse(
+            Path::new("t.yaml"),
+            with_host("faultline-agent.chaos.svc.cluster.local:7070"),
+        )
+        .unwrap();
+        let agent = &exp.hosts[0].1.agent;
+        assert_eq!(
+            (agent.host(), agent.port()),
+            ("faultline-agent.chaos.svc.cluster.local", 7070)
+        );
+        let exp = parse(Path::new("t.yaml"), with_host("10.1.2.3:7070")).unwrap();
+        assert_eq!(exp.hosts[0].1.agent.to_string(), "10.1.2.3:7070");
+        for (agent, says) in [
+            ("gpu-node", "t.yaml:7:19: `gpu-node` needs a port"),
+            ("gpu-node:", "t.yaml:7:19: `gpu-node:`: `` is not a port"),
+            (":7070", "t.yaml:7:19: `:7070` has no host"),
+            (
+                "gpu-node:0",
+                "t.yaml:7:10: host `gpu-1`: agent `gpu-node:0`: port 0",
+            ),
+        ] {
+            let err = parse(Path::new("t.yaml"), with_host(agent)).unwrap_err();
+            assert!(err.to_string().starts_with(says), "{agent}: {err}");
+        }
+    }
+
     #[test]
     fn duplicate_fault_ids_are_refused() {
         let bad = FILE

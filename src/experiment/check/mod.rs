@@ -49,6 +49,7 @@ pub(super) fn check(
     services::listeners(&mut c, &file);
     let proxies = services::proxies(&mut c, &file);
     services::toxiproxy(&mut c, &file);
+    services::hosts(&mut c, &file);
     let mut streams = streams::streams(&mut c, &file);
     let (timeline, end) = timeline::timeline(&mut c, &file, &services);
     // Each stream carries its own rate changes, in time order, so the load generator needs

@@ -200,6 +200,23 @@ fn same_port(a: SocketAddr, b: SocketAddr) -> bool {
         && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
 }
 
+/// Each host's agent address was read as HOST:PORT; it is never resolved here (a DaemonSet
+/// pod's address changes; the run resolves the name when it connects), so only a port no one
+/// can connect to is left to refuse.
+pub(super) fn hosts(c: &mut Checker, file: &ExperimentFile) {
+    for (name, h) in &file.hosts {
+        if h.value.agent.port() == 0 {
+            c.report(
+                h.referenced,
+                format!(
+                    "host `{name}`: agent `{}`: port 0 cannot be connected to",
+                    h.value.agent
+                ),
+            );
+        }
+    }
+}
+
 /// `driver: toxiproxy` proxies need a server to live on.
 pub(super) fn toxiproxy(c: &mut Checker, file: &ExperimentFile) {
     for (name, p) in &file.proxies {
