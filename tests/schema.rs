@@ -229,7 +229,7 @@ fn host_port_pattern_agrees_with_the_parser() {
         "HostPort",
         &[
             "10.0.0.7:7070",
-            "\"[::1]:7070\"",
+            "\"[::1]:1\"",
             "faultline-agent.chaos.svc.cluster.local:7070",
             "localhost:1",
             "localhost",
