@@ -28,6 +28,9 @@ _faultline() {
             faultline,help)
                 cmd="faultline__subcmd__help"
                 ;;
+            faultline,kube)
+                cmd="faultline__subcmd__kube"
+                ;;
             faultline,merge)
                 cmd="faultline__subcmd__merge"
                 ;;
@@ -58,6 +61,9 @@ _faultline() {
             faultline__subcmd__help,help)
                 cmd="faultline__subcmd__help__subcmd__help"
                 ;;
+            faultline__subcmd__help,kube)
+                cmd="faultline__subcmd__help__subcmd__kube"
+                ;;
             faultline__subcmd__help,merge)
                 cmd="faultline__subcmd__help__subcmd__merge"
                 ;;
@@ -76,6 +82,21 @@ _faultline() {
             faultline__subcmd__help,validate)
                 cmd="faultline__subcmd__help__subcmd__validate"
                 ;;
+            faultline__subcmd__help__subcmd__kube,manifests)
+                cmd="faultline__subcmd__help__subcmd__kube__subcmd__manifests"
+                ;;
+            faultline__subcmd__kube,help)
+                cmd="faultline__subcmd__kube__subcmd__help"
+                ;;
+            faultline__subcmd__kube,manifests)
+                cmd="faultline__subcmd__kube__subcmd__manifests"
+                ;;
+            faultline__subcmd__kube__subcmd__help,help)
+                cmd="faultline__subcmd__kube__subcmd__help__subcmd__help"
+                ;;
+            faultline__subcmd__kube__subcmd__help,manifests)
+                cmd="faultline__subcmd__kube__subcmd__help__subcmd__manifests"
+                ;;
             *)
                 ;;
         esac
@@ -83,7 +104,7 @@ _faultline() {
 
     case "${cmd}" in
         faultline)
-            opts="-h -V --help --version run validate simulate schema completions agent gpu-hog proxy merge help"
+            opts="-h -V --help --version run validate simulate schema completions agent gpu-hog proxy merge kube help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -187,7 +208,7 @@ _faultline() {
             return 0
             ;;
         faultline__subcmd__help)
-            opts="run validate simulate schema completions agent gpu-hog proxy merge help"
+            opts="run validate simulate schema completions agent gpu-hog proxy merge kube help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -245,6 +266,34 @@ _faultline() {
         faultline__subcmd__help__subcmd__help)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        faultline__subcmd__help__subcmd__kube)
+            opts="manifests"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        faultline__subcmd__help__subcmd__kube__subcmd__manifests)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
@@ -333,6 +382,148 @@ _faultline() {
                 return 0
             fi
             case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        faultline__subcmd__kube)
+            opts="-h --help manifests help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        faultline__subcmd__kube__subcmd__help)
+            opts="manifests help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        faultline__subcmd__kube__subcmd__help__subcmd__help)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        faultline__subcmd__kube__subcmd__help__subcmd__manifests)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        faultline__subcmd__kube__subcmd__manifests)
+            opts="-h --workers --namespace --create-namespace --image --start-at --start-in --records-claim --records-size --storage-class --env-secret --agent-node-selector --agent-token-secret --agent-max-lease-ttl --agent-max-fault-duration --gpu --gpu-runtime-class --gpu-count --out --part --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --workers)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --namespace)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --image)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --start-at)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --start-in)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --records-claim)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --records-size)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --storage-class)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --env-secret)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --agent-node-selector)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --agent-token-secret)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --agent-max-lease-ttl)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --agent-max-fault-duration)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --gpu)
+                    COMPREPLY=($(compgen -W "none runtime-class resource" -- "${cur}"))
+                    return 0
+                    ;;
+                --gpu-runtime-class)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --gpu-count)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --out)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --part)
+                    COMPREPLY=($(compgen -W "drill merge fetch" -- "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;

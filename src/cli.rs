@@ -39,6 +39,9 @@ pub enum Command {
     Proxy(ProxyArgs),
     /// Merge the directories of a drill's segments (`run --segment`) into one report.
     Merge(MergeArgs),
+    /// Run drills on Kubernetes: render the objects a drill needs.
+    #[command(subcommand)]
+    Kube(KubeCommand),
 }
 
 #[derive(Debug, Args)]
@@ -55,6 +58,111 @@ pub struct MergeArgs {
     /// Also write the JUnit XML report (one test case per budget) to this path.
     #[arg(long, value_name = "FILE")]
     pub junit: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KubeCommand {
+    /// Write the manifests of a drill: the experiment's ConfigMap, the Indexed Job of its
+    /// segments, the records volume, the agent DaemonSet (when the file has `hosts:`), the
+    /// merge Job and a pod to fetch the report from (docs/kubernetes.md).
+    Manifests(ManifestsArgs),
+}
+
+/// Which of the rendered sets to print when there is no --out.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum PartArg {
+    /// What is applied first: everything the run needs.
+    Drill,
+    /// The merge Job, applied once the drill's Job has completed.
+    Merge,
+    /// A pod holding the records for `kubectl cp`.
+    Fetch,
+}
+
+/// How the agent reaches the node's GPUs.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum GpuArg {
+    /// No GPU access (process faults only).
+    None,
+    /// Every GPU of the node through the NVIDIA runtime class, claiming none (the ones the
+    /// inference server uses are the ones to pressure).
+    RuntimeClass,
+    /// `nvidia.com/gpu` from the device plugin: GPUs given to the agent alone.
+    Resource,
+}
+
+#[derive(Debug, Args)]
+#[group(id = "start", required = true, multiple = false)]
+pub struct StartArgs {
+    /// Every segment's time zero, RFC 3339 in UTC, e.g. 2026-12-01T10:00:00Z.
+    #[arg(long, value_name = "TIME", group = "start")]
+    pub start_at: Option<String>,
+    /// Time zero this long after rendering, e.g. 3m (leave time for scheduling and image pulls).
+    #[arg(long, value_name = "DURATION", group = "start")]
+    pub start_in: Option<Dur>,
+}
+
+#[derive(Debug, Args)]
+pub struct ManifestsArgs {
+    /// The experiment file (its host names are the cluster's: they are not resolved here).
+    pub file: PathBuf,
+    /// Pods that share the load (segments 1..N; segment 1 leads).
+    #[arg(long, value_name = "N")]
+    pub workers: u32,
+    /// Namespace of every object.
+    #[arg(long, value_name = "NS", default_value = "faultline")]
+    pub namespace: String,
+    /// Also render the Namespace itself.
+    #[arg(long)]
+    pub create_namespace: bool,
+    /// The faultline image (built from the Dockerfile), e.g. registry.example/faultline:0.1.0.
+    #[arg(long)]
+    pub image: String,
+    #[command(flatten)]
+    pub start: StartArgs,
+    /// Name of the ReadWriteMany PersistentVolumeClaim holding every segment's records.
+    #[arg(long, value_name = "NAME", default_value = "faultline-records")]
+    pub records_claim: String,
+    /// Size the claim requests.
+    #[arg(long, value_name = "SIZE", default_value = "1GiB")]
+    pub records_size: Size,
+    /// Storage class of the claim (one that offers ReadWriteMany) [default: the cluster's].
+    #[arg(long, value_name = "NAME")]
+    pub storage_class: Option<String>,
+    /// Secret whose keys become the segment pods' environment (for `${NAME}` in headers).
+    #[arg(long, value_name = "NAME")]
+    pub env_secret: Option<String>,
+    /// Nodes the agent runs on, by label.
+    #[arg(
+        long,
+        value_name = "KEY=VALUE",
+        default_value = "faultline.dev/agent=true"
+    )]
+    pub agent_node_selector: String,
+    /// Secret holding the agent's token under the key `token` (created by you, never rendered).
+    #[arg(long, value_name = "NAME", default_value = "faultline-agent-token")]
+    pub agent_token_secret: String,
+    /// The agent's --max-lease-ttl.
+    #[arg(long, value_name = "DURATION", default_value = "60s")]
+    pub agent_max_lease_ttl: Dur,
+    /// The agent's --max-fault-duration.
+    #[arg(long, value_name = "DURATION", default_value = "30m")]
+    pub agent_max_fault_duration: Dur,
+    /// How the agent reaches the node's GPUs (for gpu_memory_pressure).
+    #[arg(long, value_enum, default_value_t = GpuArg::None)]
+    pub gpu: GpuArg,
+    /// The runtime class for --gpu runtime-class.
+    #[arg(long, value_name = "NAME", default_value = "nvidia")]
+    pub gpu_runtime_class: String,
+    /// GPUs the agent claims with --gpu resource.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub gpu_count: u32,
+    /// Write drill.yaml, merge.yaml and fetch.yaml into this directory instead of printing.
+    #[arg(long, value_name = "DIR", conflicts_with = "part")]
+    pub out: Option<PathBuf>,
+    /// Which set to print [default: drill].
+    #[arg(long, value_enum)]
+    pub part: Option<PartArg>,
 }
 
 #[derive(Debug, Args)]

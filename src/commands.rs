@@ -1,5 +1,6 @@
 //! One function per subcommand: turns parsed options into validated settings and work.
 
+mod kube;
 mod reports;
 mod segments;
 
@@ -31,6 +32,7 @@ pub fn dispatch(opts: Opts) -> anyhow::Result<ExitCode> {
         Command::GpuHog(args) => gpu_hog(&args),
         Command::Proxy(args) => proxy(&args),
         Command::Merge(args) => segments::merge(&args),
+        Command::Kube(command) => kube::dispatch(command),
     }
 }
 
@@ -277,19 +279,25 @@ fn simulate(args: SimulateArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
+/// An agent's limit (`--max-fault-duration`, `--max-lease-ttl`), here or in the manifests.
+fn agent_limit(flag: &str, d: std::time::Duration) -> Result<std::time::Duration, Failure> {
+    // Zero would refuse every fault; beyond a week a "fault" is an outage, not a drill.
+    if d.is_zero() || d > std::time::Duration::from_secs(7 * 24 * 3600) {
+        return Err(Failure::Usage(format!(
+            "--{flag} must be above zero and at most 7 days; found `{}`",
+            Dur(d)
+        )));
+    }
+    Ok(d)
+}
+
 fn agent(args: AgentArgs) -> anyhow::Result<ExitCode> {
     let limit = |flag: &str, text: &str| -> Result<std::time::Duration, Failure> {
         let d = text
             .parse::<Dur>()
             .map_err(|e| Failure::Usage(format!("--{flag}: {e}")))?
             .0;
-        // Zero would refuse every fault; beyond a week a "fault" is an outage, not a drill.
-        if d.is_zero() || d > std::time::Duration::from_secs(7 * 24 * 3600) {
-            return Err(Failure::Usage(format!(
-                "--{flag} must be above zero and at most 7 days; found `{text}`"
-            )));
-        }
-        Ok(d)
+        agent_limit(flag, d)
     };
     let limits = crate::agent::Limits {
         max_fault_duration: limit("max-fault-duration", &args.max_fault_duration)?,

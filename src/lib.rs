@@ -17,6 +17,7 @@ pub mod exit;
 pub mod experiment;
 pub mod fault;
 pub mod gpu;
+pub mod kube;
 pub mod load;
 pub mod measure;
 pub mod metrics;

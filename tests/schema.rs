@@ -8,6 +8,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
+use faultline::net::HostPort;
 use faultline::units::{Dur, ErrorStatus, Percent, Rate, Size};
 use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
@@ -218,6 +219,26 @@ fn size_pattern_agrees_with_the_parser() {
         &[
             "512KiB", "2GiB", "1.5GB", "2gib", "1kB", "4096", "10 MiB", "0", "1.5", "lots", "2XB",
             "GiB", "-1",
+        ],
+    );
+}
+
+#[test]
+fn host_port_pattern_agrees_with_the_parser() {
+    agree::<HostPort>(
+        "HostPort",
+        &[
+            "10.0.0.7:7070",
+            "\"[::1]:1\"",
+            "faultline-agent.chaos.svc.cluster.local:7070",
+            "localhost:1",
+            "localhost",
+            ":7070",
+            "agent:",
+            "\"::1:7070\"",
+            "http://agent:7070",
+            "two words:7070",
+            "user@agent:7070",
         ],
     );
 }

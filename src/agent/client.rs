@@ -1,7 +1,6 @@
 //! The controller's side of the agent API, async on hyper, plus `keep_alive`, which renews a
 //! fault's lease until it is stopped or dropped: the controller's heartbeat.
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -12,6 +11,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::task::JoinHandle;
 
+use crate::net::HostPort;
 use crate::rest;
 
 use super::model::{
@@ -27,19 +27,19 @@ const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
     #[error("agent {addr}: cannot send the request: {message}")]
-    Request { addr: SocketAddr, message: String },
+    Request { addr: HostPort, message: String },
     #[error("agent {addr}: {message}")]
-    Transport { addr: SocketAddr, message: String },
+    Transport { addr: HostPort, message: String },
     #[error("agent {addr}: no answer within {}ms", .timeout.as_millis())]
-    Timeout { addr: SocketAddr, timeout: Duration },
+    Timeout { addr: HostPort, timeout: Duration },
     #[error("agent {addr} answered {status}: {body}")]
     Status {
-        addr: SocketAddr,
+        addr: HostPort,
         status: StatusCode,
         body: String,
     },
     #[error("agent {addr}: unexpected answer: {message}")]
-    Decode { addr: SocketAddr, message: String },
+    Decode { addr: HostPort, message: String },
 }
 
 impl AgentError {
@@ -55,7 +55,9 @@ impl AgentError {
 /// A client for one agent. Cheap to clone; clones share a connection pool.
 #[derive(Clone)]
 pub struct AgentClient {
-    addr: SocketAddr,
+    /// As written: a name is resolved at each new connection (hyper's connector does), so an
+    /// agent behind a Service whose pod moved is still reached.
+    addr: HostPort,
     token: String,
     timeout: Duration,
     http: rest::JsonClient,
@@ -73,9 +75,9 @@ impl std::fmt::Debug for AgentClient {
 }
 
 impl AgentClient {
-    pub fn new(addr: SocketAddr, token: String) -> Self {
+    pub fn new(addr: impl Into<HostPort>, token: String) -> Self {
         AgentClient {
-            addr,
+            addr: addr.into(),
             token,
             timeout: DEFAULT_TIMEOUT,
             http: rest::json_client(Duration::from_secs(5)),
@@ -88,8 +90,8 @@ impl AgentClient {
         self
     }
 
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
+    pub fn addr(&self) -> &HostPort {
+        &self.addr
     }
 
     /// Applies a fault; the lease starts now.
@@ -123,7 +125,7 @@ impl AgentClient {
     /// An id goes into the path as is, so one that would need escaping is refused here.
     fn segment<'a>(&self, id: &'a str) -> Result<&'a str, AgentError> {
         check_id(id).map_err(|message| AgentError::Request {
-            addr: self.addr,
+            addr: self.addr.clone(),
             message,
         })?;
         Ok(id)
@@ -136,8 +138,11 @@ impl AgentClient {
         body: Option<&B>,
         expect: StatusCode,
     ) -> Result<T, AgentError> {
-        let addr = self.addr;
-        let request_error = |message: String| AgentError::Request { addr, message };
+        let addr = &self.addr;
+        let request_error = |message: String| AgentError::Request {
+            addr: addr.clone(),
+            message,
+        };
         let bytes = match body {
             Some(b) => serde_json::to_vec(b).map_err(|e| request_error(e.to_string()))?,
             None => Vec::new(),
@@ -155,22 +160,25 @@ impl AgentClient {
             .await
             .map_err(|e| match e {
                 rest::CallError::Transport(message) | rest::CallError::Body(message) => {
-                    AgentError::Transport { addr, message }
+                    AgentError::Transport {
+                        addr: addr.clone(),
+                        message,
+                    }
                 }
                 rest::CallError::Timeout => AgentError::Timeout {
-                    addr,
+                    addr: addr.clone(),
                     timeout: self.timeout,
                 },
             })?;
         if status != expect {
             return Err(AgentError::Status {
-                addr,
+                addr: addr.clone(),
                 status,
                 body: error_text(&body),
             });
         }
         serde_json::from_slice(&body).map_err(|e| AgentError::Decode {
-            addr,
+            addr: addr.clone(),
             message: e.to_string(),
         })
     }

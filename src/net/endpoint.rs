@@ -8,8 +8,11 @@ use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 
 use serde::{Deserialize, Serialize};
 
-/// A host (IP literal or name) and a port, as written.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// A host (IP literal or name) and a port, as written: `10.0.0.7:7070`, `[::1]:7070`,
+/// `agent.faultline.svc.cluster.local:7070`. In a file it is read as a string; the name is
+/// resolved by whoever connects, each time it connects.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(try_from = "String", into = "String")]
 pub struct HostPort {
     /// Without the brackets of an IPv6 literal, as a resolver takes it.
     host: String,
@@ -49,7 +52,13 @@ impl HostPort {
         Ok(addrs)
     }
 
-    fn parse(text: &str) -> Result<HostPort, String> {
+    /// The form only: a host, a port; nothing is resolved.
+    pub fn parse(text: &str) -> Result<HostPort, String> {
+        if let Some((scheme, _)) = text.split_once("://") {
+            return Err(format!(
+                "`{text}` is HOST:PORT, without a scheme (`{scheme}://`)"
+            ));
+        }
         let (host, port) = text.rsplit_once(':').ok_or_else(|| {
             format!("`{text}` needs a port, like 127.0.0.1:8080 or localhost:8080")
         })?;
@@ -89,6 +98,47 @@ impl fmt::Display for HostPort {
         } else {
             write!(f, "{}:{}", self.host, self.port)
         }
+    }
+}
+
+impl From<SocketAddr> for HostPort {
+    fn from(addr: SocketAddr) -> HostPort {
+        HostPort::new(&addr.ip().to_string(), addr.port())
+    }
+}
+
+impl std::str::FromStr for HostPort {
+    type Err = String;
+    fn from_str(text: &str) -> Result<HostPort, String> {
+        HostPort::parse(text)
+    }
+}
+
+impl TryFrom<String> for HostPort {
+    type Error = String;
+    fn try_from(text: String) -> Result<HostPort, String> {
+        HostPort::parse(&text)
+    }
+}
+
+impl From<HostPort> for String {
+    fn from(h: HostPort) -> String {
+        h.to_string()
+    }
+}
+
+impl schemars::JsonSchema for HostPort {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "HostPort".into()
+    }
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "HOST:PORT: an IP literal (IPv6 in brackets, [::1]:7070) or a host \
+                            name (agent.faultline.svc.cluster.local:7070), resolved at each \
+                            connection.",
+            "type": "string",
+            "pattern": "^([^\\s:/@?#\\[\\]]+|\\[[0-9A-Fa-f:.]+\\]):[0-9]{1,5}$",
+        })
     }
 }
 
@@ -141,7 +191,7 @@ impl From<SocketAddr> for Upstream {
         Upstream {
             text: addr.to_string(),
             scheme: Scheme::Http,
-            addr: HostPort::new(&addr.ip().to_string(), addr.port()),
+            addr: HostPort::from(addr),
             url: false,
         }
     }
@@ -351,6 +401,39 @@ mod tests {
             ("user@h:80", "not a host name"),
         ] {
             let e = bad.parse::<Upstream>().unwrap_err();
+            assert!(e.contains(why), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn host_ports_take_literals_and_names_and_resolve_nothing() {
+        for (text, host, port) in [
+            ("10.0.0.7:7070", "10.0.0.7", 7070),
+            ("[::1]:7070", "::1", 7070),
+            (
+                "faultline-agent.chaos.svc.cluster.local:7070",
+                "faultline-agent.chaos.svc.cluster.local",
+                7070,
+            ),
+            // Never resolved: a name of another network is read all the same.
+            ("no-such-host.invalid:1", "no-such-host.invalid", 1),
+        ] {
+            let h: HostPort = text.parse().unwrap();
+            assert_eq!((h.host(), h.port()), (host, port), "{text}");
+            assert_eq!(h.to_string(), text);
+        }
+        for (bad, why) in [
+            ("localhost", "needs a port"),
+            (":7070", "has no host"),
+            ("agent:", "is not a port"),
+            ("agent:70700", "is not a port"),
+            ("agent:http", "is not a port"),
+            ("::1:7070", "IPv6"),
+            ("[::1:7070", "IPv6"),
+            ("http://agent:7070", "without a scheme (`http://`)"),
+            ("two words:7070", "not a host name"),
+        ] {
+            let e = bad.parse::<HostPort>().unwrap_err();
             assert!(e.contains(why), "{bad}: {e}");
         }
     }

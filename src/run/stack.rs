@@ -242,7 +242,7 @@ async fn connect_agent(name: &str, host: &crate::experiment::HostSpec) -> Result
             host.token_env, host.agent
         ))
     })?;
-    let client = AgentClient::new(host.agent, token.trim().to_string());
+    let client = AgentClient::new(host.agent.clone(), token.trim().to_string());
     client.status().await.map_err(|e| {
         Failure::Environment(format!("host `{name}`: the agent does not answer: {e}"))
     })?;

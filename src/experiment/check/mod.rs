@@ -13,14 +13,20 @@ use std::path::Path;
 use serde_saphyr::Location;
 
 use super::schema::ExperimentFile;
-use super::{Experiment, ExperimentError, Problem, Service};
+use super::{Experiment, ExperimentError, Lookups, Problem, Service};
 
 pub(super) struct Checker<'a> {
     path: &'a Path,
     problems: Vec<Problem>,
+    lookups: Lookups,
 }
 
 impl Checker<'_> {
+    /// Whether names are resolved and variables read here (else only their form is checked).
+    fn looks_up(&self) -> bool {
+        self.lookups == Lookups::Here
+    }
+
     fn report(&mut self, loc: Location, message: impl Into<String>) {
         self.problems.push(Problem::at(self.path, loc, message));
     }
@@ -30,10 +36,12 @@ pub(super) fn check(
     path: &Path,
     source: String,
     file: ExperimentFile,
+    lookups: Lookups,
 ) -> Result<Experiment, ExperimentError> {
     let mut c = Checker {
         path,
         problems: Vec::new(),
+        lookups,
     };
 
     if file.version.value != 1 {
@@ -49,6 +57,7 @@ pub(super) fn check(
     services::listeners(&mut c, &file);
     let proxies = services::proxies(&mut c, &file);
     services::toxiproxy(&mut c, &file);
+    services::hosts(&mut c, &file);
     let mut streams = streams::streams(&mut c, &file);
     let (timeline, end) = timeline::timeline(&mut c, &file, &services);
     // Each stream carries its own rate changes, in time order, so the load generator needs

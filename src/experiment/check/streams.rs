@@ -15,9 +15,16 @@ pub(super) fn streams(c: &mut Checker, file: &ExperimentFile) -> Vec<LoadStream>
     let mut streams = Vec::new();
     for (name, s) in &file.load {
         let mut headers = Vec::new();
+        let here = c.looks_up();
         for (header, value) in &s.value.headers {
+            // Checked elsewhere, a variable is that environment's: any value stands in for it
+            // so that the header's name and the `${NAME}` syntax are still checked.
             match crate::experiment::headers::resolve(header, &value.value, |var| {
-                std::env::var(var).ok()
+                if here {
+                    std::env::var(var).ok()
+                } else {
+                    Some("set-where-it-runs".into())
+                }
             }) {
                 Ok(h) => headers.push(h),
                 Err(why) => c.report(
@@ -46,7 +53,7 @@ pub(super) fn streams(c: &mut Checker, file: &ExperimentFile) -> Vec<LoadStream>
                 None
             }
         };
-        match (parse_target(&s.value.url.value), tls) {
+        match (parse_target(&s.value.url.value, here), tls) {
             (Ok(target), Some(tls)) => streams.push(LoadStream {
                 name: name.clone(),
                 target,
@@ -113,9 +120,10 @@ fn prompts(
     }
 }
 
-/// HTTP or HTTPS to a literal or resolvable host and an explicit or default port. The host is
-/// resolved here only to fail early with its name; connections resolve it again.
-pub(crate) fn parse_target(url: &str) -> Result<Target, String> {
+/// HTTP or HTTPS to a literal or resolvable host and an explicit or default port. With
+/// `resolve`, the host is resolved here only to fail early with its name; connections resolve
+/// it again.
+fn parse_target(url: &str, resolve: bool) -> Result<Target, String> {
     let uri: hyper::Uri = url
         .parse()
         .map_err(|e| format!("`{url}` is not a URL: {e}"))?;
@@ -141,7 +149,9 @@ pub(crate) fn parse_target(url: &str) -> Result<Target, String> {
         authority.host(),
         authority.port_u16().unwrap_or(default_port),
     );
-    addr.resolve().map_err(|why| format!("`{url}`: {why}"))?;
+    if resolve {
+        addr.resolve().map_err(|why| format!("`{url}`: {why}"))?;
+    }
     let path_and_query = uri
         .path_and_query()
         .map(|p| p.as_str().to_string())

@@ -9,7 +9,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_saphyr::Spanned;
 
-use crate::net::{Listen, TlsSpec, Upstream};
+use crate::net::{HostPort, Listen, TlsSpec, Upstream};
 use crate::units::{Dur, Percent, Rate};
 use services::default_model;
 
@@ -81,8 +81,10 @@ pub fn json_schema() -> serde_json::Result<String> {
 #[derive(Clone, Debug, Deserialize, JsonSchema, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct HostSpec {
-    /// The agent's address.
-    pub agent: SocketAddr,
+    /// The agent's address, HOST:PORT: an IP literal or a name (a Kubernetes Service's DNS
+    /// name, say), resolved each time the run connects, so an agent whose address changes is
+    /// followed.
+    pub agent: HostPort,
     /// The environment variable holding the agent's token (never the token itself).
     #[serde(default = "default_token_env")]
     pub token_env: String,
