@@ -94,9 +94,10 @@ pub enum GpuArg {
 #[derive(Debug, Args)]
 #[group(id = "start", required = true, multiple = false)]
 pub struct StartArgs {
-    /// Every segment's time zero, RFC 3339 in UTC, e.g. 2026-12-01T10:00:00Z.
+    /// Every segment's time zero, RFC 3339 with its zone, e.g. 2026-12-01T10:00:00Z (what
+    /// `run --start-at` takes).
     #[arg(long, value_name = "TIME", group = "start")]
-    pub start_at: Option<String>,
+    pub start_at: Option<crate::segment::StartAt>,
     /// Time zero this long after rendering, e.g. 3m (leave time for scheduling and image pulls).
     #[arg(long, value_name = "DURATION", group = "start")]
     pub start_in: Option<Dur>,

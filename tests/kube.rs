@@ -122,7 +122,7 @@ fn bad_flags_are_refused_with_the_flag_named() {
         ),
         (
             &["--workers", "2", "--start-at", "tomorrow"][..],
-            "--start-at `tomorrow`",
+            "invalid value 'tomorrow' for '--start-at",
         ),
         (&["--workers", "2"][..], "--start-at"),
         (

@@ -215,15 +215,8 @@ fn shippable(exp: &experiment::Experiment) -> Result<(), String> {
 /// The start time as the segments receive it (RFC 3339, UTC, whole seconds), and how long
 /// before it the drill may be applied.
 fn start(args: &ManifestsArgs, now: SystemTime) -> Result<(String, Duration), String> {
-    let (at, lead) = match (&args.start.start_at, args.start.start_in) {
-        (Some(text), _) => {
-            let at = humantime::parse_rfc3339(text).map_err(|_| {
-                format!(
-                    "--start-at `{text}` is not an RFC 3339 time in UTC, like 2026-12-01T10:00:00Z"
-                )
-            })?;
-            (at, kube::MAX_LEAD)
-        }
+    let (at, lead) = match (args.start.start_at, args.start.start_in) {
+        (Some(at), _) => (at.time(), kube::MAX_LEAD),
         (None, Some(d)) => {
             if d.0.is_zero() {
                 return Err("--start-in must be above zero".into());
