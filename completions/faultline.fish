@@ -99,7 +99,7 @@ complete -c faultline -n "__fish_faultline_using_subcommand kube; and not __fish
 complete -c faultline -n "__fish_faultline_using_subcommand kube; and __fish_seen_subcommand_from manifests" -l workers -d 'Pods that share the load (segments 1..N; segment 1 leads)' -r
 complete -c faultline -n "__fish_faultline_using_subcommand kube; and __fish_seen_subcommand_from manifests" -l namespace -d 'Namespace of every object' -r
 complete -c faultline -n "__fish_faultline_using_subcommand kube; and __fish_seen_subcommand_from manifests" -l image -d 'The faultline image (built from the Dockerfile), e.g. registry.example/faultline:0.1.0' -r
-complete -c faultline -n "__fish_faultline_using_subcommand kube; and __fish_seen_subcommand_from manifests" -l start-at -d 'Every segment\'s time zero, RFC 3339 in UTC, e.g. 2026-12-01T10:00:00Z' -r
+complete -c faultline -n "__fish_faultline_using_subcommand kube; and __fish_seen_subcommand_from manifests" -l start-at -d 'Every segment\'s time zero, RFC 3339 with its zone, e.g. 2026-12-01T10:00:00Z (what `run --start-at` takes)' -r
 complete -c faultline -n "__fish_faultline_using_subcommand kube; and __fish_seen_subcommand_from manifests" -l start-in -d 'Time zero this long after rendering, e.g. 3m (leave time for scheduling and image pulls)' -r
 complete -c faultline -n "__fish_faultline_using_subcommand kube; and __fish_seen_subcommand_from manifests" -l records-claim -d 'Name of the ReadWriteMany PersistentVolumeClaim holding every segment\'s records' -r
 complete -c faultline -n "__fish_faultline_using_subcommand kube; and __fish_seen_subcommand_from manifests" -l records-size -d 'Size the claim requests' -r
