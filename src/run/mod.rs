@@ -201,7 +201,7 @@ pub async fn execute(exp: &Experiment, opts: &RunOptions) -> RunRecord {
             .await
         } else {
             let _ = phase_tx.send(format!("segment {segment}"));
-            share::follow_clock(origin + exp.end, stop).await
+            share::follow_plan(exp, origin, opts.live.as_deref(), stop).await
         }
     };
     let (aborted, failed) = match ending {

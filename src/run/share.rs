@@ -6,7 +6,8 @@ use std::future::Future;
 use std::time::{Duration, Instant, SystemTime};
 
 use super::timeline::Ending;
-use crate::experiment::LoadStream;
+use crate::experiment::{Action, Experiment, LiftTarget, LoadStream};
+use crate::metrics::Live;
 use crate::segment::{Segment, StartAt};
 use crate::units::human_duration;
 
@@ -95,9 +96,96 @@ pub async fn follow_clock(end: Instant, stop: impl Future<Output = String>) -> E
     }
 }
 
+/// A follower's timeline: nothing is applied (the leader does that), but the live metrics are
+/// told of every fault window at its planned time, so each worker labels its requests' phases
+/// and shows `faultline_fault_active` as the leader does, and a sum over workers adds up. A
+/// restart has no planned end (the leader closes it once the service is ready), so here its
+/// window closes as it opens.
+pub async fn follow_plan(
+    exp: &Experiment,
+    origin: Instant,
+    live: Option<&Live>,
+    stop: impl Future<Output = String>,
+) -> Ending {
+    tokio::pin!(stop);
+    if let Some(live) = live {
+        let mut open: Vec<&str> = Vec::new();
+        for step in &exp.timeline {
+            let due = tokio::time::Instant::from_std(origin + step.at);
+            tokio::select! {
+                () = tokio::time::sleep_until(due) => {}
+                reason = stop.as_mut() => return Ending::Stopped(reason),
+            }
+            match &step.action {
+                Action::Inject(inj) => {
+                    live.fault_opened(&inj.id, inj.fault.kind(), inj.target.name(), step.at);
+                    if inj.action.is_momentary() {
+                        live.fault_closed(&inj.id, step.at);
+                    } else {
+                        open.push(&inj.id);
+                    }
+                }
+                Action::Lift(LiftTarget::Fault(id)) => {
+                    live.fault_closed(id, step.at);
+                    open.retain(|o| o != id);
+                }
+                Action::Lift(LiftTarget::All) => {
+                    for id in open.drain(..) {
+                        live.fault_closed(id, step.at);
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    follow_clock(origin + exp.end, stop).await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_follower_tells_the_live_metrics_of_the_planned_fault_windows() {
+        use crate::load::live::Observer;
+        use crate::measure::testutil::rec;
+        let text = r#"
+version: 1
+name: follower
+proxies:
+  p: { listen: "127.0.0.1:9011", upstream: "127.0.0.1:9001" }
+load:
+  chat: { url: "http://127.0.0.1:9011/v1/chat/completions", rate: 10/s, request: { api: openai-chat } }
+timeline:
+  - { at: 20ms, inject: { id: burst, proxy: p, fault: { http_error: { status: 503 } } } }
+  - { at: 60ms, lift: burst }
+  - { at: 100ms, end: true }
+"#;
+        let exp =
+            crate::experiment::parse(std::path::Path::new("t.yaml"), text.to_string()).unwrap();
+        let live = Live::new(&exp, 1);
+        let origin = Instant::now();
+        live.started(origin);
+        let ending = follow_plan(&exp, origin, Some(&live), std::future::pending()).await;
+        assert!(matches!(ending, Ending::Completed));
+        for at in [10, 30, 80] {
+            live.sent("chat");
+            live.finished(&rec("chat", at));
+        }
+        let metrics = live.encode(false);
+        for phase in ["baseline", "fault", "recovery"] {
+            let line = format!(
+                "faultline_requests_total{{stream=\"chat\",outcome=\"ok\",phase=\"{phase}\"}} 1"
+            );
+            assert!(metrics.lines().any(|l| l == line), "{line} in\n{metrics}");
+        }
+        assert!(metrics
+            .contains("faultline_fault_active{id=\"burst\",kind=\"http_error\",target=\"p\"} 0"));
+        assert!(
+            origin.elapsed() >= Duration::from_millis(100),
+            "follows to the end"
+        );
+    }
 
     #[test]
     fn time_zero_is_the_start_at_instant_on_both_clocks() {
