@@ -16,13 +16,19 @@ use crate::experiment::{Api, LoadStream, RequestSpec};
 
 pub type HttpClient = crate::net::HttpsClient<Full<Bytes>>;
 
+/// What each connection reads into. A token event is a few hundred bytes and thousands of
+/// streams are open at once, so hyper's adaptive buffer (8 KiB at first) was most of the memory
+/// an open stream costs; a whole-document answer takes a few more reads instead.
+const READ_BUFFER: usize = 2048;
+
 /// A keep-alive pool shared by every request of a stream, as many idle connections as it can
 /// have requests in flight; `https://` targets use `tls`.
 pub fn http_client(pool_size: usize, tls: &crate::net::Tls) -> HttpClient {
     crate::net::https_client(
         crate::net::ClientConfig::new(Duration::from_secs(5))
             .pool_idle_timeout(Duration::from_secs(30))
-            .pool_max_idle_per_host(pool_size),
+            .pool_max_idle_per_host(pool_size)
+            .read_buffer(READ_BUFFER),
         tls,
     )
 }

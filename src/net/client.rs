@@ -29,6 +29,9 @@ pub struct ClientConfig {
     /// Idle connections kept per host; `None`: no limit. Zero opens a fresh connection for
     /// every request.
     pub pool_max_idle_per_host: Option<usize>,
+    /// Each connection reads into a buffer of exactly this size; `None`: hyper's adaptive one,
+    /// which starts at 8 KiB and grows for big bodies.
+    pub read_buffer: Option<usize>,
 }
 
 impl ClientConfig {
@@ -38,12 +41,20 @@ impl ClientConfig {
             connect_timeout,
             pool_idle_timeout: None,
             pool_max_idle_per_host: None,
+            read_buffer: None,
         }
     }
 
     pub const fn pool_idle_timeout(self, idle: Duration) -> ClientConfig {
         ClientConfig {
             pool_idle_timeout: Some(idle),
+            ..self
+        }
+    }
+
+    pub const fn read_buffer(self, bytes: usize) -> ClientConfig {
+        ClientConfig {
+            read_buffer: Some(bytes),
             ..self
         }
     }
@@ -103,6 +114,9 @@ fn builder(config: ClientConfig) -> hyper_util::client::legacy::Builder {
     }
     if let Some(max) = config.pool_max_idle_per_host {
         builder.pool_max_idle_per_host(max);
+    }
+    if let Some(bytes) = config.read_buffer {
+        builder.http1_read_buf_exact_size(bytes);
     }
     builder
 }
