@@ -189,11 +189,7 @@ fn drill_job(config: &KubeConfig) -> Job {
                     volumes: Some(vec![
                         config_volume(),
                         records_volume(config, false),
-                        Volume {
-                            name: "tmp".into(),
-                            empty_dir: Some(EmptyDirVolumeSource::default()),
-                            ..Volume::default()
-                        },
+                        tmp_volume(),
                     ]),
                     ..unprivileged_pod()
                 }),
@@ -233,14 +229,7 @@ pub(super) fn merge_job(config: &KubeConfig) -> Object {
                 }),
                 spec: Some(PodSpec {
                     containers: vec![container],
-                    volumes: Some(vec![
-                        records_volume(config, false),
-                        Volume {
-                            name: "tmp".into(),
-                            empty_dir: Some(EmptyDirVolumeSource::default()),
-                            ..Volume::default()
-                        },
-                    ]),
+                    volumes: Some(vec![records_volume(config, false), tmp_volume()]),
                     ..unprivileged_pod()
                 }),
             },
@@ -270,6 +259,15 @@ pub(super) fn fetch_pod(config: &KubeConfig) -> Object {
         }),
         ..Pod::default()
     }))
+}
+
+/// Scratch space: the root file system is read-only.
+fn tmp_volume() -> Volume {
+    Volume {
+        name: "tmp".into(),
+        empty_dir: Some(EmptyDirVolumeSource::default()),
+        ..Volume::default()
+    }
 }
 
 fn config_volume() -> Volume {

@@ -190,13 +190,15 @@ mod tests {
     fn the_builders_set_what_they_say() {
         let c = ClientConfig::new(Duration::from_secs(2))
             .pool_idle_timeout(Duration::from_secs(30))
-            .pool_max_idle_per_host(8);
+            .pool_max_idle_per_host(8)
+            .read_buffer(2048);
         assert_eq!(
             c,
             ClientConfig {
                 connect_timeout: Duration::from_secs(2),
                 pool_idle_timeout: Some(Duration::from_secs(30)),
                 pool_max_idle_per_host: Some(8),
+                read_buffer: Some(2048),
             }
         );
     }
