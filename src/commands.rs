@@ -22,6 +22,13 @@ use crate::units::Dur;
 use crate::{measure, metrics, report, run};
 
 pub fn dispatch(opts: Opts) -> anyhow::Result<ExitCode> {
+    if matches!(
+        opts.command,
+        Command::Run(_) | Command::Simulate(_) | Command::Proxy(_)
+    ) {
+        // Still one thread here: the only moment growing the table costs no stall.
+        crate::net::fd_table::reserve();
+    }
     match opts.command {
         Command::Run(args) => run_experiment(args),
         Command::Validate(args) => validate(&args),
