@@ -89,7 +89,7 @@ complete -c faultline -n "__fish_faultline_using_subcommand proxy" -l listen -d 
 complete -c faultline -n "__fish_faultline_using_subcommand proxy" -l allow-host -d 'Also accept this name (no port) in a request\'s Host header, e.g. the name other containers reach it by; repeat for several. Its address and localhost always pass' -r
 complete -c faultline -n "__fish_faultline_using_subcommand proxy" -l seed -d 'Seed for every random choice of the proxies (toxicity, jitter, slice sizes, HTTP fault decisions): the same seed and sequence of connections give the same decisions' -r
 complete -c faultline -n "__fish_faultline_using_subcommand proxy" -s h -l help -d 'Print help'
-complete -c faultline -n "__fish_faultline_using_subcommand merge" -l out -d 'Directory for the merged reports [default: runs/<time>-<name>/]' -r -F
+complete -c faultline -n "__fish_faultline_using_subcommand merge" -l out -d 'Directory for the reports [default: runs/<time>-<name>/]' -r -F
 complete -c faultline -n "__fish_faultline_using_subcommand merge" -l json -d 'Also write the JSON report to this path' -r -F
 complete -c faultline -n "__fish_faultline_using_subcommand merge" -l junit -d 'Also write the JUnit XML report (one test case per budget) to this path' -r -F
 complete -c faultline -n "__fish_faultline_using_subcommand merge" -s h -l help -d 'Print help'

@@ -44,12 +44,10 @@ pub enum Command {
     Kube(KubeCommand),
 }
 
+/// Where a verdict's reports go: `run` and `merge` write the same ones.
 #[derive(Debug, Args)]
-pub struct MergeArgs {
-    /// The segment directories (each `run --segment K/N --out DIR`), every K from 1 to N once.
-    #[arg(required = true, value_name = "DIR")]
-    pub dirs: Vec<PathBuf>,
-    /// Directory for the merged reports [default: runs/<time>-<name>/].
+pub struct ReportArgs {
+    /// Directory for the reports [default: runs/<time>-<name>/].
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
     /// Also write the JSON report to this path.
@@ -58,6 +56,15 @@ pub struct MergeArgs {
     /// Also write the JUnit XML report (one test case per budget) to this path.
     #[arg(long, value_name = "FILE")]
     pub junit: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct MergeArgs {
+    /// The segment directories (each `run --segment K/N --out DIR`), every K from 1 to N once.
+    #[arg(required = true, value_name = "DIR")]
+    pub dirs: Vec<PathBuf>,
+    #[command(flatten)]
+    pub reports: ReportArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -188,15 +195,8 @@ pub struct RunArgs {
     /// Seed for every fault decision (overrides the file's `seed`).
     #[arg(long)]
     pub seed: Option<u64>,
-    /// Directory for the reports [default: runs/<time>-<name>/].
-    #[arg(long, value_name = "DIR")]
-    pub out: Option<PathBuf>,
-    /// Also write the JSON report to this path.
-    #[arg(long, value_name = "FILE")]
-    pub json: Option<PathBuf>,
-    /// Also write the JUnit XML report (one test case per budget) to this path.
-    #[arg(long, value_name = "FILE")]
-    pub junit: Option<PathBuf>,
+    #[command(flatten)]
+    pub reports: ReportArgs,
     /// Print what would start, be injected and be judged, and touch nothing.
     #[arg(long)]
     pub dry_run: bool,

@@ -76,6 +76,7 @@ fn run_experiment(args: RunArgs) -> anyhow::Result<ExitCode> {
     let seed = args.seed.unwrap_or(exp.seed);
     let share = segments::share(&args)?;
     let out_dir = args
+        .reports
         .out
         .clone()
         .unwrap_or_else(|| reports::default_out_dir(&exp.name, SystemTime::now()));
@@ -184,8 +185,8 @@ fn conclude(
         aborted: outcome.aborted.as_deref(),
     };
     let copies = reports::Copies {
-        json: args.json.as_deref(),
-        junit: args.junit.as_deref(),
+        json: args.reports.json.as_deref(),
+        junit: args.reports.junit.as_deref(),
     };
     reports::write_reports(&input, out_dir, &copies)?;
     // A run that could not reach a verdict still leaves its reports, then fails as it must.

@@ -132,6 +132,7 @@ pub(super) fn merge(args: &MergeArgs) -> anyhow::Result<ExitCode> {
     };
     let ended_early = (!incomplete.is_empty()).then(|| incomplete.join("; "));
     let out_dir = args
+        .reports
         .out
         .clone()
         .unwrap_or_else(|| reports::default_out_dir(&judging.name, SystemTime::now()));
@@ -157,8 +158,8 @@ pub(super) fn merge(args: &MergeArgs) -> anyhow::Result<ExitCode> {
         &input,
         &out_dir,
         &Copies {
-            json: args.json.as_deref(),
-            junit: args.junit.as_deref(),
+            json: args.reports.json.as_deref(),
+            junit: args.reports.junit.as_deref(),
         },
     )?;
     reports::print_verdict(&evaluation, &out_dir);
