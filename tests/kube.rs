@@ -69,16 +69,7 @@ fn committed_examples_read_back_into_typed_objects() {
         let (what, _) = text.split_once('\n').unwrap();
         let again = to_yaml(what.trim_start_matches("# "), &objects).unwrap();
         assert_eq!(again, text, "{set} changed on the way through the types");
-        kinds.extend(objects.iter().map(|o| match o {
-            Object::Namespace(_) => "Namespace",
-            Object::ServiceAccount(_) => "ServiceAccount",
-            Object::ConfigMap(_) => "ConfigMap",
-            Object::PersistentVolumeClaim(_) => "PersistentVolumeClaim",
-            Object::Service(_) => "Service",
-            Object::DaemonSet(_) => "DaemonSet",
-            Object::Job(_) => "Job",
-            Object::Pod(_) => "Pod",
-        }));
+        kinds.extend(objects.iter().map(Object::kind));
     }
     assert_eq!(
         kinds,

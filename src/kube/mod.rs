@@ -108,6 +108,23 @@ pub enum Object {
     Pod(Box<Pod>),
 }
 
+impl Object {
+    /// The object's `kind`, as the Kubernetes API names it.
+    pub fn kind(&self) -> &'static str {
+        use k8s_openapi::Resource;
+        match self {
+            Object::Namespace(_) => Namespace::KIND,
+            Object::ServiceAccount(_) => ServiceAccount::KIND,
+            Object::ConfigMap(_) => ConfigMap::KIND,
+            Object::PersistentVolumeClaim(_) => PersistentVolumeClaim::KIND,
+            Object::Service(_) => Service::KIND,
+            Object::DaemonSet(_) => DaemonSet::KIND,
+            Object::Job(_) => Job::KIND,
+            Object::Pod(_) => Pod::KIND,
+        }
+    }
+}
+
 /// The three sets of objects, in the order they are applied.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Manifests {

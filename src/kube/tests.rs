@@ -32,19 +32,7 @@ fn config(agent: bool) -> KubeConfig {
 }
 
 fn kinds(objects: &[Object]) -> Vec<&'static str> {
-    objects
-        .iter()
-        .map(|o| match o {
-            Object::Namespace(_) => "Namespace",
-            Object::ServiceAccount(_) => "ServiceAccount",
-            Object::ConfigMap(_) => "ConfigMap",
-            Object::PersistentVolumeClaim(_) => "PersistentVolumeClaim",
-            Object::Service(_) => "Service",
-            Object::DaemonSet(_) => "DaemonSet",
-            Object::Job(_) => "Job",
-            Object::Pod(_) => "Pod",
-        })
-        .collect()
+    objects.iter().map(Object::kind).collect()
 }
 
 /// Typed objects -> YAML -> typed objects: the same, kind by kind and field by field.

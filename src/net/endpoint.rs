@@ -20,6 +20,14 @@ pub struct HostPort {
 }
 
 impl HostPort {
+    /// Whether a TCP connection to it opens within `limit` (closed at once: the other side sees
+    /// a connection without a request). The name is resolved afresh each time, as a client
+    /// resolves it at each connection.
+    pub async fn accepts(&self, limit: std::time::Duration) -> bool {
+        let connect = tokio::net::TcpStream::connect((self.host(), self.port()));
+        matches!(tokio::time::timeout(limit, connect).await, Ok(Ok(_)))
+    }
+
     /// `host` without IPv6 brackets.
     pub fn new(host: &str, port: u16) -> HostPort {
         HostPort {

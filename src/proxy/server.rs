@@ -70,7 +70,7 @@ async fn reopen_when_upstream_accepts(upstream: HostPort, shared: Arc<Shared>) {
                 );
                 break;
             }
-            if accepts(&upstream).await {
+            if upstream.accepts(PROBE_TIMEOUT).await {
                 eprintln!(
                     "proxy `{}`: the upstream {upstream} accepts connections again",
                     shared.name
@@ -82,17 +82,6 @@ async fn reopen_when_upstream_accepts(upstream: HostPort, shared: Arc<Shared>) {
         }
         shared.open.send_replace(true);
     }
-}
-
-/// Whether a TCP connect to `upstream` succeeds within [`PROBE_TIMEOUT`]. The probe's
-/// connection is closed at once; the upstream sees a connection without a request. A name is
-/// resolved again at each probe, as the forwarding client resolves it at each connection.
-async fn accepts(upstream: &HostPort) -> bool {
-    let connect = tokio::net::TcpStream::connect((upstream.host(), upstream.port()));
-    matches!(
-        tokio::time::timeout(PROBE_TIMEOUT, connect).await,
-        Ok(Ok(_))
-    )
 }
 
 async fn serve_connection(conn: Connection, shared: Arc<Shared>) {

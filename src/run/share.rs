@@ -8,6 +8,7 @@ use std::time::{Duration, Instant, SystemTime};
 use super::timeline::Ending;
 use crate::experiment::{Action, Experiment, LiftTarget, LoadStream};
 use crate::metrics::Live;
+use crate::net::HostPort;
 use crate::segment::{Segment, StartAt};
 use crate::units::human_duration;
 
@@ -61,25 +62,20 @@ pub fn too_late(at: StartAt, late: Duration, segment: Segment) -> String {
 /// targets that still did not. A segment other than the leader waits so, before time zero, so
 /// that a leader still starting its services shows as a wait here and not as connect errors.
 pub async fn wait_for_targets(streams: &[LoadStream], deadline: Instant) -> Vec<String> {
-    let mut waiting: Vec<String> = streams.iter().map(|s| s.target.addr.to_string()).collect();
-    waiting.sort();
+    let mut waiting: Vec<&HostPort> = streams.iter().map(|s| &s.target.addr).collect();
+    waiting.sort_by_key(|a| a.to_string());
     waiting.dedup();
     loop {
         let mut still = Vec::new();
         for addr in waiting {
             let left = deadline.saturating_duration_since(Instant::now());
-            let tried = tokio::time::timeout(
-                left.min(Duration::from_millis(500)),
-                tokio::net::TcpStream::connect(addr.as_str()),
-            )
-            .await;
-            if !matches!(tried, Ok(Ok(_))) {
+            if !addr.accepts(left.min(Duration::from_millis(500))).await {
                 still.push(addr);
             }
         }
         waiting = still;
         if waiting.is_empty() || Instant::now() >= deadline {
-            return waiting;
+            return waiting.iter().map(ToString::to_string).collect();
         }
         // A listener not up yet answers at once with a refusal: poll, not spin.
         let next = (Instant::now() + Duration::from_millis(50)).min(deadline);

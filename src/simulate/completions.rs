@@ -73,12 +73,6 @@ impl Chunks {
     }
 }
 
-impl Chunks {
-    fn chunk(&self, text: &str, finish: Option<&str>) -> String {
-        chunk(&self.reply, text, finish)
-    }
-}
-
 fn chunk(reply: &Reply, text: &str, finish: Option<&str>) -> String {
     let mut chunk = json!({
         "id": reply.id,
@@ -107,7 +101,7 @@ impl Script for Chunks {
     }
 
     fn closing(&mut self) -> String {
-        let mut out = self.chunk("", Some(self.reply.finish.openai()));
+        let mut out = chunk(&self.reply, "", Some(self.reply.finish.openai()));
         if self.reply.include_usage {
             let last = json!({
                 "id": self.reply.id,

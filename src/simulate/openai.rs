@@ -104,12 +104,6 @@ impl Chunks {
     }
 }
 
-impl Chunks {
-    fn chunk(&self, choices: Value) -> Value {
-        chunk(&self.reply, choices)
-    }
-}
-
 fn chunk(reply: &Reply, choices: Value) -> Value {
     let mut chunk = json!({
         "id": reply.id,
@@ -130,12 +124,15 @@ impl Script for Chunks {
     fn opening(&mut self) -> String {
         sse::json_event(
             None,
-            &self.chunk(json!([{
-                "index": 0,
-                "delta": { "role": "assistant", "content": "" },
-                "logprobs": null,
-                "finish_reason": null,
-            }])),
+            &chunk(
+                &self.reply,
+                json!([{
+                    "index": 0,
+                    "delta": { "role": "assistant", "content": "" },
+                    "logprobs": null,
+                    "finish_reason": null,
+                }]),
+            ),
         )
     }
 
@@ -161,16 +158,19 @@ impl Script for Chunks {
     fn closing(&mut self) -> String {
         let mut out = sse::json_event(
             None,
-            &self.chunk(json!([{
-                "index": 0,
-                "delta": {},
-                "logprobs": null,
-                "finish_reason": self.reply.finish.openai(),
-            }])),
+            &chunk(
+                &self.reply,
+                json!([{
+                    "index": 0,
+                    "delta": {},
+                    "logprobs": null,
+                    "finish_reason": self.reply.finish.openai(),
+                }]),
+            ),
         );
         // The usage chunk, last before [DONE], has no choices (vLLM and OpenAI alike).
         if self.reply.include_usage {
-            let mut last = self.chunk(json!([]));
+            let mut last = chunk(&self.reply, json!([]));
             last["usage"] = usage(&self.reply);
             out.push_str(&sse::json_event(None, &last));
         }
