@@ -4,6 +4,7 @@
 pub mod client;
 mod event;
 pub mod live;
+mod priority;
 pub mod rates;
 pub mod record;
 mod schedule;
@@ -46,6 +47,9 @@ pub fn start(
 ) -> anyhow::Result<LoadRun> {
     let own = tokio::runtime::Builder::new_multi_thread()
         .thread_name("faultline-load")
+        .on_thread_start(|| {
+            priority::worker();
+        })
         .enable_all()
         .build()?;
     let runtime = own.handle().clone();
@@ -76,7 +80,10 @@ pub fn start(
         };
         let handle = std::thread::Builder::new()
             .name(format!("pacer-{}", stream.name))
-            .spawn(move || pacer.run())?;
+            .spawn(move || {
+                priority::pacer();
+                pacer.run()
+            })?;
         pacers.push(handle);
     }
     Ok(LoadRun {
