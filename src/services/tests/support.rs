@@ -45,10 +45,14 @@ pub fn ready_http(url: String, within: Duration) -> Option<ReadySpec> {
     })
 }
 
-/// A port nothing listens on right now.
+// The integration tests' port picker, compiled in here too, so the rule lives once.
+#[path = "../../../tests/common/ports.rs"]
+mod ports;
+
+/// A port nothing listens on right now, from below the ephemeral range: a `:0` port is one the
+/// kernel may hand the next outgoing connection of a test running beside this one.
 pub fn free_addr() -> SocketAddr {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap()
+    SocketAddr::from(([127, 0, 0, 1], ports::free_ports(1)[0]))
 }
 
 /// A plain TCP listener that accepts into its backlog and never reads.
