@@ -296,3 +296,60 @@ fn a_segment_started_after_start_at_refuses_and_says_how_late() {
         "{stderr}"
     );
 }
+
+/// A leader whose services are not ready by `--start-at` exits 4 (the environment failed, not
+/// the drill), says how late they were and what to do, and leaves nothing running: the other
+/// segments would otherwise send into a system that was never in place.
+#[test]
+fn a_leader_whose_services_miss_start_at_exits_4_and_stops_them() {
+    if !common::require_tool(
+        "python3 (the slow-starting service)",
+        common::on_path("python3"),
+    ) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let [host] = free_ports(1)[..] else {
+        unreachable!()
+    };
+    // Listens 3 s after it starts, with a second of lead time given: 2 s too late.
+    let yaml = format!(
+        r#"version: 1
+name: slow-leader
+services:
+  slow:
+    command: [python3, -c, "import socket,time; time.sleep(3); s=socket.socket(); s.bind(('127.0.0.1', {host})); s.listen(); time.sleep(60)"]
+    ready: {{ tcp: "127.0.0.1:{host}", within: 20s }}
+load:
+  s: {{ url: "http://127.0.0.1:{host}/v1/chat/completions", rate: 5/s, request: {{ api: openai-chat }} }}
+timeline:
+  - {{ at: 2s, end: true }}
+"#
+    );
+    let file = common::write(dir.path(), "slow.yaml", &yaml);
+    let at = humantime::format_rfc3339_millis(SystemTime::now() + Duration::from_secs(1));
+    let out = dir.path().join("leader");
+    let run = faultline()
+        .arg("run")
+        .arg(&file)
+        .args(["--segment", "1/2", "--start-at", &at.to_string(), "--out"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert_eq!(run.status.code(), Some(4), "{stderr}");
+    assert!(
+        stderr.contains("the services were not ready by --start-at: ready")
+            && stderr.contains("give the leader more lead time"),
+        "{stderr}"
+    );
+    // Torn down: nothing listens on the service's port once the run has exited.
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", host)).is_err(),
+        "the slow service was left running"
+    );
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("segment.json")).unwrap()).unwrap();
+    assert_eq!(manifest["exit_code"], 4);
+    assert_eq!(manifest["records"], 0);
+}
