@@ -312,13 +312,19 @@ fn a_leader_whose_services_miss_start_at_exits_4_and_stops_them() {
     let [host] = free_ports(1)[..] else {
         unreachable!()
     };
-    // Listens 3 s after it starts, with a second of lead time given: 2 s too late.
+    // Time zero is 5 s away (so the binary is surely up before it, however loaded the
+    // machine); the service listens 2 s after it.
+    let start = SystemTime::now() + Duration::from_secs(5);
+    let listen_at = (start + Duration::from_secs(2))
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
     let yaml = format!(
         r#"version: 1
 name: slow-leader
 services:
   slow:
-    command: [python3, -c, "import socket,time; time.sleep(3); s=socket.socket(); s.bind(('127.0.0.1', {host})); s.listen(); time.sleep(60)"]
+    command: [python3, -c, "import socket,time; time.sleep(max(0, {listen_at} - time.time())); s=socket.socket(); s.bind(('127.0.0.1', {host})); s.listen(); time.sleep(60)"]
     ready: {{ tcp: "127.0.0.1:{host}", within: 20s }}
 load:
   s: {{ url: "http://127.0.0.1:{host}/v1/chat/completions", rate: 5/s, request: {{ api: openai-chat }} }}
@@ -327,7 +333,7 @@ timeline:
 "#
     );
     let file = common::write(dir.path(), "slow.yaml", &yaml);
-    let at = humantime::format_rfc3339_millis(SystemTime::now() + Duration::from_secs(1));
+    let at = humantime::format_rfc3339_millis(start);
     let out = dir.path().join("leader");
     let run = faultline()
         .arg("run")
@@ -340,7 +346,7 @@ timeline:
     assert_eq!(run.status.code(), Some(4), "{stderr}");
     assert!(
         stderr.contains("the services were not ready by --start-at: ready")
-            && stderr.contains("give the leader more lead time"),
+            && stderr.contains("after it; give the leader more lead time"),
         "{stderr}"
     );
     // Torn down: nothing listens on the service's port once the run has exited.

@@ -80,10 +80,7 @@ pub fn start(
         };
         let handle = std::thread::Builder::new()
             .name(format!("pacer-{}", stream.name))
-            .spawn(move || {
-                priority::pacer();
-                pacer.run()
-            })?;
+            .spawn(move || pacer.run())?;
         pacers.push(handle);
     }
     Ok(LoadRun {

@@ -5,25 +5,32 @@
 //! thread finishes its slice: that wait is send lag the system under test never caused. Two
 //! requests, both best-effort (a refusal leaves the thread as it was):
 //!
-//! - every load thread asks for a short slice (`sched_setattr` with `sched_runtime`, Linux
-//!   6.12+ EEVDF, no privilege needed): its wakeups get an early deadline and preempt a
-//!   longer-slice thread instead of queueing behind it. Its share of the CPU is unchanged.
+//! - every load thread asks for a short slice (`sched_setattr` with `sched_runtime`, honoured
+//!   by Linux 6.12+'s EEVDF scheduler, no privilege needed): its wake-ups get an early deadline
+//!   and preempt a longer-slice thread instead of queueing behind it. Its share of the CPU is
+//!   unchanged.
 //! - the pacer, which only sleeps and hands requests to the runtime, also asks for the lowest
-//!   real-time priority (`SCHED_FIFO` 1; needs `CAP_SYS_NICE` or an `RLIMIT_RTPRIO`), so it
-//!   wakes at its send times even when every CPU is busy. The kernel's real-time throttling
-//!   bounds what even a runaway pacer could take.
+//!   real-time priority (`SCHED_FIFO` 1; granted with `CAP_SYS_NICE` or an `RLIMIT_RTPRIO` of
+//!   at least 1), so it wakes at its send times even when every CPU is busy. A pacer that falls
+//!   behind its schedule would run without sleeping, so it gives the priority up then
+//!   ([`Pacing::behind`]): real time is for being punctual, never for catching up.
+
+use std::time::Duration;
 
 /// The slice asked for; the kernel accepts 0.1 ms to 100 ms.
 const SLICE_NS: u64 = 100_000;
 
-/// What the kernel granted a thread.
+/// How far behind its schedule a real-time pacer may fall before it gives the priority up.
+pub(crate) const BEHIND: Duration = Duration::from_millis(5);
+
+/// What the kernel granted a thread, as it reports it afterwards.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Granted {
     /// `SCHED_FIFO` priority 1.
     Realtime,
-    /// A normal thread with a short slice.
+    /// A normal thread with the short slice.
     ShortSlice,
-    /// Neither: the thread runs as it was.
+    /// Neither: the thread runs as it was (or as a normal thread, after `behind`).
     Nothing,
 }
 
@@ -36,16 +43,37 @@ pub(crate) fn worker() -> Granted {
     }
 }
 
-/// For a pacer: real-time priority where allowed, else a short slice.
-pub(crate) fn pacer() -> Granted {
-    if set(libc::SCHED_FIFO, 1, 0) {
-        Granted::Realtime
-    } else {
-        worker()
+/// A pacer thread's scheduling, which it gives up when it falls behind.
+#[derive(Debug)]
+pub(crate) struct Pacing(Granted);
+
+impl Pacing {
+    /// For a pacer: real-time priority where allowed, else a short slice.
+    pub(crate) fn start() -> Pacing {
+        if set(libc::SCHED_FIFO, 1, 0) {
+            Pacing(Granted::Realtime)
+        } else {
+            Pacing(worker())
+        }
+    }
+
+    /// The pacer is `late` behind a send time: past [`BEHIND`], a real-time pacer becomes a
+    /// normal thread again (with the short slice) for the rest of the run.
+    pub(crate) fn behind(&mut self, late: Duration) {
+        if self.0 == Granted::Realtime && late > BEHIND {
+            self.0 = worker();
+        }
+    }
+
+    #[cfg(test)]
+    fn granted(&self) -> Granted {
+        self.0
     }
 }
 
-/// `sched_setattr` on the calling thread; false where the kernel refused.
+/// `sched_setattr` on the calling thread, then `sched_getattr` to see what the kernel kept;
+/// false where it refused, or where it took the call but not the slice (kernels before 6.12
+/// accept `sched_runtime` for a normal thread and ignore it).
 fn set(policy: libc::c_int, priority: u32, runtime_ns: u64) -> bool {
     let attr = libc::sched_attr {
         size: std::mem::size_of::<libc::sched_attr>() as u32,
@@ -61,7 +89,36 @@ fn set(policy: libc::c_int, priority: u32, runtime_ns: u64) -> bool {
     // SAFETY: `attr` is a fully initialised sched_attr of the size it states, alive for the
     // call; pid 0 is the calling thread; flags 0.
     let rc = unsafe { libc::syscall(libc::SYS_sched_setattr, 0, &attr as *const _, 0u32) };
-    rc == 0
+    if rc != 0 {
+        return false;
+    }
+    match current() {
+        Some(now) => {
+            now.sched_policy == attr.sched_policy
+                && now.sched_priority == priority
+                && (runtime_ns == 0 || now.sched_runtime == runtime_ns)
+        }
+        None => false,
+    }
+}
+
+/// The calling thread's scheduling attributes as the kernel reports them.
+fn current() -> Option<libc::sched_attr> {
+    let mut attr = libc::sched_attr {
+        size: 0,
+        sched_policy: 0,
+        sched_flags: 0,
+        sched_nice: 0,
+        sched_priority: 0,
+        sched_runtime: 0,
+        sched_deadline: 0,
+        sched_period: 0,
+    };
+    let size = std::mem::size_of::<libc::sched_attr>() as u32;
+    // SAFETY: the kernel writes at most `size` bytes into `attr`, which is that large and
+    // alive for the call; pid 0 is the calling thread; flags 0.
+    let rc = unsafe { libc::syscall(libc::SYS_sched_getattr, 0, &mut attr as *mut _, size, 0u32) };
+    (rc == 0).then_some(attr)
 }
 
 /// The calling thread's nice value (0 where it cannot be read).
@@ -83,49 +140,74 @@ fn current_nice() -> i32 {
 mod tests {
     use super::*;
 
-    /// The thread's scheduling as the kernel reports it: policy and, for a normal thread, its
-    /// slice in ns (`se.slice` in /proc, where the kernel shows it).
-    fn reported() -> (libc::c_int, Option<u64>) {
-        // SAFETY: plain query of the calling thread's policy.
-        let policy = unsafe { libc::sched_getscheduler(0) };
-        // SAFETY: gettid has no memory effects.
-        let tid = unsafe { libc::gettid() };
-        let slice = std::fs::read_to_string(format!("/proc/self/task/{tid}/sched"))
-            .ok()
-            .and_then(|s| {
-                s.lines()
-                    .find(|l| l.starts_with("se.slice"))
-                    .and_then(|l| l.split(':').nth(1))
-                    .and_then(|v| v.trim().parse().ok())
-            });
-        (policy, slice)
+    /// The call itself works on any kernel: a plain normal thread is always allowed, and the
+    /// kernel reports back what was set. A wrong struct size or syscall number fails here.
+    #[test]
+    fn asking_for_the_default_is_granted_and_reported() {
+        std::thread::spawn(|| {
+            assert!(
+                set(libc::SCHED_OTHER, 0, 0),
+                "sched_setattr refused the default"
+            );
+            let now = current().expect("sched_getattr");
+            assert_eq!(now.sched_policy, libc::SCHED_OTHER as u32);
+        })
+        .join()
+        .unwrap();
     }
 
-    /// Each request changes what the kernel reports for the thread, or says it did nothing:
-    /// a grant that did not happen would make the claim in the docs false.
+    /// What each request says it got is what the kernel reports afterwards, and the nice value
+    /// survives it.
     #[test]
     fn what_is_granted_is_what_the_kernel_reports() {
         std::thread::spawn(|| {
             let nice_before = current_nice();
-            match worker() {
-                Granted::ShortSlice => {
-                    let (policy, slice) = reported();
-                    assert_eq!(policy, libc::SCHED_OTHER);
-                    if let Some(slice) = slice {
-                        assert_eq!(slice, SLICE_NS);
-                    }
+            let granted = worker();
+            let now = current().expect("sched_getattr");
+            assert_eq!(now.sched_policy, libc::SCHED_OTHER as u32);
+            match granted {
+                Granted::ShortSlice => assert_eq!(now.sched_runtime, SLICE_NS),
+                Granted::Nothing => {
+                    eprintln!("this kernel keeps no custom slice (before Linux 6.12)");
+                    assert_ne!(now.sched_runtime, SLICE_NS);
                 }
-                Granted::Nothing => eprintln!("this kernel refused a short slice"),
                 Granted::Realtime => panic!("a worker never asks for real time"),
             }
             assert_eq!(current_nice(), nice_before, "the nice value is kept");
         })
         .join()
         .unwrap();
-        std::thread::spawn(|| match pacer() {
-            Granted::Realtime => assert_eq!(reported().0, libc::SCHED_FIFO),
-            Granted::ShortSlice => assert_eq!(reported().0, libc::SCHED_OTHER),
-            Granted::Nothing => {}
+        std::thread::spawn(|| {
+            let pacing = Pacing::start();
+            let now = current().expect("sched_getattr");
+            match pacing.granted() {
+                Granted::Realtime => {
+                    assert_eq!(now.sched_policy, libc::SCHED_FIFO as u32);
+                    assert_eq!(now.sched_priority, 1);
+                }
+                _ => assert_eq!(now.sched_policy, libc::SCHED_OTHER as u32),
+            }
+        })
+        .join()
+        .unwrap();
+    }
+
+    /// A real-time pacer that falls behind is a normal thread afterwards; a little lateness
+    /// keeps it real-time.
+    #[test]
+    fn a_pacer_that_falls_behind_gives_real_time_up() {
+        std::thread::spawn(|| {
+            let mut pacing = Pacing::start();
+            if pacing.granted() != Granted::Realtime {
+                eprintln!("real-time priority not allowed here; nothing to give up");
+                return;
+            }
+            pacing.behind(Duration::from_millis(1));
+            assert_eq!(pacing.granted(), Granted::Realtime);
+            assert_eq!(current().unwrap().sched_policy, libc::SCHED_FIFO as u32);
+            pacing.behind(BEHIND + Duration::from_millis(1));
+            assert_ne!(pacing.granted(), Granted::Realtime);
+            assert_eq!(current().unwrap().sched_policy, libc::SCHED_OTHER as u32);
         })
         .join()
         .unwrap();

@@ -39,11 +39,13 @@ pub struct Pacer {
 impl Pacer {
     /// Runs the schedule to its end (or until `stop`); meant for a dedicated thread.
     pub fn run(self) {
+        let mut pacing = super::priority::Pacing::start();
         let in_flight = Arc::new(Semaphore::new(self.max_in_flight));
         for (seq, intended) in share(&self.rates, self.until, self.segment) {
-            if !self.wait_until(self.origin + intended) {
+            let Some(late) = self.wait_until(self.origin + intended) else {
                 break;
-            }
+            };
+            pacing.behind(late);
             match in_flight.clone().try_acquire_owned() {
                 Ok(permit) => {
                     let (client, plan, tx, origin) = (
@@ -69,15 +71,15 @@ impl Pacer {
         }
     }
 
-    /// Sleeps until `target`; false if told to stop first.
-    fn wait_until(&self, target: Instant) -> bool {
+    /// Sleeps until `target` and returns how late it woke; `None` if told to stop first.
+    fn wait_until(&self, target: Instant) -> Option<Duration> {
         loop {
             if self.stop.load(Ordering::Relaxed) {
-                return false;
+                return None;
             }
             let now = Instant::now();
             if now >= target {
-                return true;
+                return Some(now - target);
             }
             std::thread::sleep((target - now).min(MAX_NAP));
         }

@@ -20,13 +20,15 @@ use super::toxic::{Stream, Toxic, ToxicKind};
 use crate::fault::decide::{Decider, Draw};
 
 /// Every connection starts with a small buffer, so thousands of chatty connections stay cheap;
-/// a read that fills it grows it (x4) up to the large size, and a read that would have fit the
-/// small one drops a grown buffer back to it, so only a transfer that is bulk now holds the
-/// memory. The large size is measured (iperf3 through the proxy, 2-core machine, side by side):
+/// a read that fills it grows it (x4) up to the large size, and a read shorter than the small
+/// size, or a second with nothing to read ([`IDLE_SHRINK`]), drops a grown buffer back to it,
+/// so only a transfer that is bulk now holds the memory. The large size is measured (iperf3 through the proxy, 2-core machine, side by side):
 /// 256 KiB gave 54-60% of direct throughput at 2.7-2.9 s of proxy CPU per 10 GB, 1 MiB 65-73%
 /// at 1.8-2.1 s (fewer, larger writes: fewer wake-ups and pushes per byte), 4 MiB little more.
 const BUF_START: usize = 16 * 1024;
 const BUF_MAX: usize = 1024 * 1024;
+/// A grown buffer that waited this long for data is given back: the bulk is over.
+const IDLE_SHRINK: Duration = Duration::from_secs(1);
 /// An upstream that does not accept within this is given up on (the client is closed).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -254,6 +256,8 @@ pub(crate) async fn handle(
 enum Event {
     Changed(bool),
     TimedOut,
+    /// A grown buffer waited [`IDLE_SHRINK`] for data.
+    Idle,
     Read(std::io::Result<usize>),
 }
 
@@ -270,12 +274,18 @@ async fn pump(
     // `timeout` closes after this long without data (each chunk restarts it, as in Toxiproxy).
     let mut timeout_deadline = toxics.timeout().map(deadline);
     loop {
+        let grown = buf.len() > BUF_START;
         let ev = tokio::select! {
             changed = rx.changed() => Event::Changed(changed.is_ok()),
             _ = sleep_until(timeout_deadline.unwrap_or_else(Instant::now)), if timeout_deadline.is_some() => Event::TimedOut,
+            _ = sleep(IDLE_SHRINK), if grown => Event::Idle,
             n = r.read(&mut buf) => Event::Read(n),
         };
         let n = match ev {
+            Event::Idle => {
+                buf = vec![0u8; BUF_START];
+                continue;
+            }
             // The proxy is gone; its connections go with it.
             Event::Changed(false) | Event::TimedOut => return End::Close,
             Event::Changed(true) => {
@@ -333,7 +343,7 @@ async fn pump(
 }
 
 /// Sizes the buffer for the next read after one of `n` bytes: a full read says more is
-/// waiting (take bigger bites), a small one in a grown buffer says the bulk is over.
+/// waiting (take bigger bites), one shorter than the small size says the bulk is over.
 fn fit(buf: &mut Vec<u8>, n: usize) {
     if n == buf.len() && buf.len() < BUF_MAX {
         buf.resize((buf.len() * 4).min(BUF_MAX), 0);
