@@ -110,3 +110,42 @@ timeline:
     let why = report["ended_early"].as_str().unwrap_or_default();
     assert!(why.contains("SIGTERM while starting services"), "{why}");
 }
+
+/// A service that dies mid-run on its own (here it SIGKILLs itself a second in) is named as
+/// such at the teardown, with how it ended: "stopped" would hide that the drill judged a dead
+/// service. One taken down by a `kill` fault is not reported this way.
+#[test]
+fn a_service_that_died_mid_run_is_said_at_the_teardown() {
+    let dir = tempfile::tempdir().unwrap();
+    let [host] = free_ports(1)[..] else {
+        unreachable!()
+    };
+    let yaml = format!(
+        r#"version: 1
+name: dies-mid-run
+services:
+  host: {{ simulate: {{ listen: "127.0.0.1:{host}" }} }}
+  flaky:
+    command: [sh, -c, "sleep 1; kill -KILL $$"]
+load:
+  s: {{ url: "http://127.0.0.1:{host}/v1/chat/completions", rate: 5/s, request: {{ api: openai-chat }} }}
+timeline:
+  - {{ at: 2500ms, end: true }}
+"#
+    );
+    let ran = run_experiment(dir.path(), "dies.yaml", &yaml, &[]);
+    assert_eq!(ran.code, Some(0), "{}", ran.stderr);
+    assert!(
+        ran.stderr.contains(
+            "service flaky had exited on its own before the teardown: it was killed by signal 9 \
+             (SIGKILL)"
+        ),
+        "{}",
+        ran.stderr
+    );
+    assert!(
+        ran.stderr.contains("service host stopped"),
+        "{}",
+        ran.stderr
+    );
+}

@@ -131,6 +131,15 @@ impl RunningProcess {
         }
     }
 
+    /// How the leader ended, if it has already exited on its own (not through `kill`/`stop`,
+    /// which take it first): "was killed by signal 9 (SIGKILL)". Reaps it; never waits. The
+    /// teardown asks before stopping, so a service that died mid-run is said, not hidden
+    /// behind "stopped".
+    pub fn exited_on_its_own(&mut self) -> Option<String> {
+        let status = self.leader.as_mut()?.try_wait().ok()??;
+        Some(describe_status(status))
+    }
+
     /// Resolves when the process exits on its own (not through `kill`/`stop`, which take it
     /// first), with what happened: "exited with status 137", "was killed by signal 9 (SIGKILL)".
     /// Whatever is left of its group is then killed, so it cannot hold the service's port, and
