@@ -1,7 +1,7 @@
 //! The protocol plumbing every part of faultline shares, written once: the listener and its
 //! connections (`listener`), the HTTP client (`client`), the `http://` URLs a file names
-//! (`url`), proxy endpoints (`endpoint`), the fd table grown up front (`fd_table`), client TLS (`tls`) and the shutdown signals
-//! (`signals`).
+//! (`url`), proxy endpoints (`endpoint`), the fd table grown up front (`fd_table`), client TLS
+//! (`tls`) and the shutdown signals (`signals`).
 
 pub mod client;
 pub mod endpoint;

@@ -156,25 +156,27 @@ impl Stack {
             }
         }
         while let Some((name, started)) = self.targets.services.pop() {
-            match started {
+            let died = match started {
                 Started::InProcess(s) => {
                     s.stop().await;
-                    console.say(format!("service {name} stopped"));
+                    None
                 }
                 Started::Process(mut p) => {
-                    let died = p.exited_on_its_own();
-                    let log = p.log_path().display().to_string();
+                    let died = p
+                        .exited_on_its_own()
+                        .map(|how| (how, p.log_path().display().to_string()));
                     p.stop().await;
-                    match died {
-                        // Said plainly: a drill whose gateway died mid-run judged a dead
-                        // gateway, whatever its budgets say.
-                        Some(how) => console.say(format!(
-                            "service {name} had exited on its own before the teardown: it {how} \
-                             (its log: {log})"
-                        )),
-                        None => console.say(format!("service {name} stopped")),
-                    }
+                    died
                 }
+            };
+            match died {
+                // Said plainly: a drill whose gateway died mid-run judged a dead gateway,
+                // whatever its budgets say.
+                Some((how, log)) => console.say(format!(
+                    "service {name} had exited on its own before the teardown: it {how} \
+                     (its log: {log})"
+                )),
+                None => console.say(format!("service {name} stopped")),
             }
         }
         while let Some((name, p)) = self.targets.proxies.pop() {

@@ -22,9 +22,10 @@ use crate::fault::decide::{Decider, Draw};
 /// Every connection starts with a small buffer, so thousands of chatty connections stay cheap;
 /// a read that fills it grows it (x4) up to the large size, and a read shorter than the small
 /// size, or a second with nothing to read ([`IDLE_SHRINK`]), drops a grown buffer back to it,
-/// so only a transfer that is bulk now holds the memory. The large size is measured (iperf3 through the proxy, 2-core machine, side by side):
-/// 256 KiB gave 54-60% of direct throughput at 2.7-2.9 s of proxy CPU per 10 GB, 1 MiB 65-73%
-/// at 1.8-2.1 s (fewer, larger writes: fewer wake-ups and pushes per byte), 4 MiB little more.
+/// so only a transfer that is bulk now holds the memory. The large size is measured (iperf3
+/// through the proxy, 2-core machine, side by side): 256 KiB gave 54-60% of direct throughput
+/// at 2.7-2.9 s of proxy CPU per 10 GB, 1 MiB 65-73% at 1.8-2.1 s (fewer, larger writes: fewer
+/// wake-ups and pushes per byte), 4 MiB little more.
 const BUF_START: usize = 16 * 1024;
 const BUF_MAX: usize = 1024 * 1024;
 /// A grown buffer that waited this long for data is given back: the bulk is over.
