@@ -75,17 +75,8 @@ impl Pacing {
 /// false where it refused, or where it took the call but not the slice (kernels before 6.12
 /// accept `sched_runtime` for a normal thread and ignore it).
 fn set(policy: libc::c_int, priority: u32, runtime_ns: u64) -> bool {
-    let attr = libc::sched_attr {
-        size: std::mem::size_of::<libc::sched_attr>() as u32,
-        sched_policy: policy as u32,
-        sched_flags: 0,
-        // Kept: `sched_setattr` sets the nice value along with the rest.
-        sched_nice: current_nice(),
-        sched_priority: priority,
-        sched_runtime: runtime_ns,
-        sched_deadline: 0,
-        sched_period: 0,
-    };
+    // The nice value is kept: `sched_setattr` sets it along with the rest.
+    let attr = attributes(policy as u32, priority, runtime_ns, current_nice());
     // SAFETY: `attr` is a fully initialised sched_attr of the size it states, alive for the
     // call; pid 0 is the calling thread; flags 0.
     let rc = unsafe { libc::syscall(libc::SYS_sched_setattr, 0, &attr as *const _, 0u32) };
@@ -102,19 +93,25 @@ fn set(policy: libc::c_int, priority: u32, runtime_ns: u64) -> bool {
     }
 }
 
-/// The calling thread's scheduling attributes as the kernel reports them.
-fn current() -> Option<libc::sched_attr> {
-    let mut attr = libc::sched_attr {
-        size: 0,
-        sched_policy: 0,
+/// A `sched_attr` of this libc's size (the kernel's first version, which every kernel since
+/// 3.14 takes) with no flags, deadline or period.
+fn attributes(policy: u32, priority: u32, runtime_ns: u64, nice: i32) -> libc::sched_attr {
+    libc::sched_attr {
+        size: std::mem::size_of::<libc::sched_attr>() as u32,
+        sched_policy: policy,
         sched_flags: 0,
-        sched_nice: 0,
-        sched_priority: 0,
-        sched_runtime: 0,
+        sched_nice: nice,
+        sched_priority: priority,
+        sched_runtime: runtime_ns,
         sched_deadline: 0,
         sched_period: 0,
-    };
-    let size = std::mem::size_of::<libc::sched_attr>() as u32;
+    }
+}
+
+/// The calling thread's scheduling attributes as the kernel reports them.
+fn current() -> Option<libc::sched_attr> {
+    let mut attr = attributes(0, 0, 0, 0);
+    let size = attr.size;
     // SAFETY: the kernel writes at most `size` bytes into `attr`, which is that large and
     // alive for the call; pid 0 is the calling thread; flags 0.
     let rc = unsafe { libc::syscall(libc::SYS_sched_getattr, 0, &mut attr as *mut _, size, 0u32) };
