@@ -4,32 +4,33 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper::header::{HeaderValue, CONTENT_TYPE, HOST};
-use hyper::{Method, Request};
+use hyper::header::{
+    HeaderMap, HeaderValue, CONTENT_LENGTH, CONTENT_TYPE, HOST, TRANSFER_ENCODING,
+};
 use serde_json::json;
 
 use super::record::{Outcome, RequestRecord};
 use super::sse::{DocumentReader, Expect, StreamReader};
 use super::workload::{length_field, Workload, DEFAULT_MAX_TOKENS};
-use crate::experiment::{Api, LoadStream, RequestSpec};
+use crate::experiment::{Api, LoadStream, RequestSpec, Target};
 
-pub type HttpClient = crate::net::HttpsClient<Full<Bytes>>;
-
-/// What each connection reads into. A token event is a few hundred bytes and thousands of
-/// streams are open at once, so hyper's adaptive buffer (8 KiB at first) was most of the memory
-/// an open stream costs; a whole-document answer takes a few more reads instead.
-const READ_BUFFER: usize = 2048;
+pub type HttpClient = super::h1::Client;
 
 /// A keep-alive pool shared by every request of a stream, as many idle connections as it can
 /// have requests in flight; `https://` targets use `tls`.
-pub fn http_client(pool_size: usize, tls: &crate::net::Tls) -> HttpClient {
-    crate::net::https_client(
-        crate::net::ClientConfig::new(Duration::from_secs(5))
-            .pool_idle_timeout(Duration::from_secs(30))
-            .pool_max_idle_per_host(pool_size)
-            .read_buffer(READ_BUFFER),
-        tls,
+pub fn http_client(
+    target: &Target,
+    pool_size: usize,
+    tls: &crate::net::Tls,
+) -> anyhow::Result<HttpClient> {
+    let https = (target.scheme == crate::net::Scheme::Https).then_some(tls);
+    HttpClient::new(
+        target.addr.host(),
+        target.addr.port(),
+        https,
+        Duration::from_secs(5),
+        pool_size,
+        Duration::from_secs(30),
     )
 }
 
@@ -67,8 +68,8 @@ pub struct StreamPlan {
     pub name: Arc<str>,
     pub api: Api,
     pub stream: bool,
-    pub uri: hyper::Uri,
-    pub host: HeaderValue,
+    /// The request line and headers, all but `content-length`, which each request adds.
+    pub head: Vec<u8>,
     /// The body when every request sends the same one.
     pub body: Bytes,
     /// Set when requests draw their prompts or lengths: each builds its own body from it.
@@ -78,9 +79,6 @@ pub struct StreamPlan {
     pub served_by_header: hyper::header::HeaderName,
     /// What a whole answer must show, from what the request asked for.
     pub expect: Expect,
-    /// The stream's own headers, sent last so they can replace the defaults; values from the
-    /// environment are marked sensitive.
-    pub headers: Vec<(hyper::header::HeaderName, HeaderValue)>,
     /// Where requests connect, and with what TLS, for connect-error messages.
     pub addr: crate::net::HostPort,
     pub tls: crate::net::Tls,
@@ -174,20 +172,17 @@ impl StreamPlan {
         } else {
             None
         };
-        // The host stays a name: the connector resolves it at each new connection.
-        let uri = stream.target.uri().parse()?;
+        let headers: Vec<_> = stream
+            .headers
+            .iter()
+            .map(|h| (h.name.clone(), h.value().clone()))
+            .collect();
         Ok(StreamPlan {
             name: Arc::from(stream.name.as_str()),
             api: r.api,
             expect,
-            headers: stream
-                .headers
-                .iter()
-                .map(|h| (h.name.clone(), h.value().clone()))
-                .collect(),
+            head: request_head(&stream.target, r.api, &headers)?,
             stream: r.stream,
-            uri,
-            host: HeaderValue::from_str(&stream.target.authority)?,
             body: Bytes::from(bytes),
             workload,
             timeout: spec.timeout.0,
@@ -209,22 +204,45 @@ impl StreamPlan {
         }
     }
 
-    fn request(&self, seq: u64) -> (Request<Full<Bytes>>, Expect) {
+    /// Request `seq` as written on the connection, and what its whole answer must show.
+    fn request(&self, seq: u64) -> (Vec<u8>, Expect) {
         let (body, expect) = self.body(seq);
-        let mut req = Request::new(Full::new(body));
-        *req.method_mut() = Method::POST;
-        *req.uri_mut() = self.uri.clone();
-        let h = req.headers_mut();
-        h.insert(HOST, self.host.clone());
-        h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        if self.api == Api::AnthropicMessages {
-            h.insert("anthropic-version", HeaderValue::from_static("2023-06-01"));
-        }
-        for (name, value) in &self.headers {
-            h.insert(name.clone(), value.clone());
-        }
-        (req, expect)
+        let length = format!("content-length: {}\r\n\r\n", body.len());
+        let mut wire = Vec::with_capacity(self.head.len() + length.len() + body.len());
+        wire.extend_from_slice(&self.head);
+        wire.extend_from_slice(length.as_bytes());
+        wire.extend_from_slice(&body);
+        (wire, expect)
     }
+}
+
+/// A `POST` to `target` with the default headers and then the stream's own (which replace a
+/// default of the same name), up to where `content-length` goes. The framing is the client's:
+/// a `content-length` or `transfer-encoding` of the stream's is left out.
+fn request_head(
+    target: &Target,
+    api: Api,
+    own: &[(hyper::header::HeaderName, HeaderValue)],
+) -> anyhow::Result<Vec<u8>> {
+    let mut headers = HeaderMap::new();
+    headers.insert(HOST, HeaderValue::from_str(&target.authority)?);
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    if api == Api::AnthropicMessages {
+        headers.insert("anthropic-version", HeaderValue::from_static("2023-06-01"));
+    }
+    for (name, value) in own {
+        headers.insert(name.clone(), value.clone());
+    }
+    headers.remove(CONTENT_LENGTH);
+    headers.remove(TRANSFER_ENCODING);
+    let mut head = format!("POST {} HTTP/1.1\r\n", target.path_and_query).into_bytes();
+    for (name, value) in &headers {
+        head.extend_from_slice(name.as_str().as_bytes());
+        head.extend_from_slice(b": ");
+        head.extend_from_slice(value.as_bytes());
+        head.extend_from_slice(b"\r\n");
+    }
+    Ok(head)
 }
 
 /// Sends one request and records how it went. `origin` is the run's start; `intended` is the
@@ -270,9 +288,9 @@ async fn exchange(
     rec: &mut RequestRecord,
 ) -> Outcome {
     let (request, expect) = plan.request(rec.seq);
-    let response = match client.request(request).await {
+    let response = match client.send(&request).await {
         Ok(r) => r,
-        Err(e) if e.is_connect() => {
+        Err(super::h1::Error::Connect(e)) => {
             // A failed TLS handshake is a connect error too: no request was sent.
             let (host, port) = (plan.addr.host(), plan.addr.port());
             let why = plan.tls.explain(host, port, &e).unwrap_or_else(|| {
@@ -285,42 +303,42 @@ async fn exchange(
             plan.connect_errors.note(&plan.name, why);
             return Outcome::ConnectError;
         }
-        Err(_) => return Outcome::Reset,
+        Err(super::h1::Error::Lost(_)) => return Outcome::Reset,
     };
-    rec.status = Some(response.status().as_u16());
+    rec.status = Some(response.status.as_u16());
     rec.served_by = response
-        .headers()
+        .headers
         .get(&plan.served_by_header)
         .and_then(|v| v.to_str().ok())
         .map(Arc::from);
     rec.faults = FAULT_HEADERS
         .iter()
-        .find_map(|h| response.headers().get(*h))
+        .find_map(|h| response.headers.get(*h))
         .and_then(|v| v.to_str().ok())
         .map(Arc::from);
-    let success = response.status().is_success();
+    let success = response.status.is_success();
     let is_sse = response
-        .headers()
+        .headers
         .get(CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|ct| ct.starts_with("text/event-stream"));
-    let mut body = response.into_body();
+    let mut body = response.body;
     let mut reader = if plan.stream && is_sse {
         Reader::Stream(StreamReader::new(plan.api, expect))
     } else {
         Reader::Document(DocumentReader::new(plan.api, expect))
     };
     // One stall timer per request, moved only when it fires: arming a fresh timeout for every
-    // frame put a timer-wheel insert and removal on each token's path.
+    // read put a timer-wheel insert and removal on each token's path.
     let stall = tokio::time::sleep(plan.stall_timeout);
     tokio::pin!(stall);
-    let mut last_frame = tokio::time::Instant::now();
+    let mut last_read = tokio::time::Instant::now();
     loop {
-        let frame = tokio::select! {
+        let read = tokio::select! {
             biased;
-            frame = body.frame() => frame,
+            read = body.next() => read,
             () = &mut stall => {
-                let due = last_frame + plan.stall_timeout;
+                let due = last_read + plan.stall_timeout;
                 if due > tokio::time::Instant::now() {
                     stall.as_mut().reset(due);
                     continue;
@@ -332,10 +350,10 @@ async fn exchange(
                 };
             }
         };
-        last_frame = tokio::time::Instant::now();
-        match frame {
-            None => break,
-            Some(Err(_)) => {
+        last_read = tokio::time::Instant::now();
+        match read {
+            Ok(None) => break,
+            Err(_) => {
                 // The connection died mid-body: whatever had arrived is all the client gets.
                 return if success {
                     Outcome::Truncated
@@ -343,17 +361,15 @@ async fn exchange(
                     Outcome::HttpError
                 };
             }
-            Some(Ok(frame)) => {
-                if let Ok(data) = frame.into_data() {
-                    let at = origin.elapsed().saturating_sub(rec.intended);
-                    if rec.ttfb.is_none() && !data.is_empty() {
-                        rec.ttfb = Some(at);
-                    }
-                    rec.bytes += data.len() as u64;
-                    if success {
-                        reader.feed(&data, at);
-                        rec.events = reader.events();
-                    }
+            Ok(Some(data)) => {
+                let at = origin.elapsed().saturating_sub(rec.intended);
+                if rec.ttfb.is_none() {
+                    rec.ttfb = Some(at);
+                }
+                rec.bytes += data.len() as u64;
+                if success {
+                    reader.feed(data, at);
+                    rec.events = reader.events();
                 }
             }
         }

@@ -3,6 +3,7 @@
 
 pub mod client;
 mod event;
+mod h1;
 pub mod live;
 mod priority;
 pub mod rates;
@@ -67,7 +68,7 @@ pub fn start(
         let max_in_flight = stream.spec.max_in_flight as usize;
         let pacer = schedule::Pacer {
             plan: Arc::new(client::StreamPlan::new(stream, seed)?),
-            client: client::http_client(max_in_flight, &stream.tls),
+            client: client::http_client(&stream.target, max_in_flight, &stream.tls)?,
             rates: rates::RateProfile::new(stream.spec.rate.as_per_second(), &stream.rate_changes),
             segment,
             max_in_flight,

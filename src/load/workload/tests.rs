@@ -161,8 +161,9 @@ async fn the_simulated_cache_is_charged_the_drawn_prompt() {
     let host = crate::simulate::start_host("h", &spec).await.unwrap();
     let request =
         "{ api: openai-chat, stream: false, prompt_tokens: { min: 10, max: 60 }, max_tokens: 8 }";
-    let plan = StreamPlan::new(&stream(host.addr(), request), 11).unwrap();
-    let client = http_client(1, &crate::net::Tls::system().unwrap());
+    let stream = stream(host.addr(), request);
+    let plan = StreamPlan::new(&stream, 11).unwrap();
+    let client = http_client(&stream.target, 1, &stream.tls).unwrap();
     let origin = Instant::now();
     let (mut fits, mut refused) = (0, 0);
     for seq in 0..30 {

@@ -182,7 +182,7 @@ async fn load_outcome(api: &str, path: &str, how: &str) -> (Outcome, u64) {
         tls: crate::net::Tls::system().unwrap(),
     };
     let plan = crate::load::client::StreamPlan::new(&stream, 0).unwrap();
-    let client = crate::load::client::http_client(1, &stream.tls);
+    let client = crate::load::client::http_client(&stream.target, 1, &stream.tls).unwrap();
     let record =
         crate::load::client::execute(&client, &plan, std::time::Instant::now(), 0, Duration::ZERO)
             .await;

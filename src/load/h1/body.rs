@@ -1,0 +1,247 @@
+//! Reading a response body as it arrives: each read's payload is handed to the caller where it
+//! lies in the connection's buffer, with the chunked framing taken out and nothing copied.
+
+use std::io;
+
+use tokio::io::AsyncReadExt;
+
+use super::head::Framing;
+use super::{Conn, Pool, READ_BUFFER};
+
+/// Where the body is in its framing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Decoder {
+    /// Bytes still to come.
+    Length(u64),
+    Chunked(Chunk),
+    UntilClose,
+    Done,
+}
+
+/// The chunked coding's states (RFC 9112, section 7.1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Chunk {
+    /// The hex size, `digits` read so far.
+    Size {
+        size: u64,
+        digits: u8,
+    },
+    /// A chunk extension, skipped.
+    Extension {
+        size: u64,
+    },
+    SizeLf {
+        size: u64,
+    },
+    Data {
+        left: u64,
+    },
+    DataCr,
+    DataLf,
+    /// Trailer lines; `empty`: nothing yet on the current line.
+    Trailer {
+        empty: bool,
+    },
+    TrailerLf {
+        empty: bool,
+    },
+}
+
+/// Where payload lies in the input read, as start and end, when a step reached some.
+type Payload = Option<(usize, usize)>;
+
+fn malformed(why: &str) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!("malformed chunked body: {why}"),
+    )
+}
+
+impl Decoder {
+    pub(super) fn new(framing: Framing) -> Decoder {
+        match framing {
+            Framing::Empty | Framing::Length(0) => Decoder::Done,
+            Framing::Length(n) => Decoder::Length(n),
+            Framing::Chunked => Decoder::Chunked(Chunk::Size { size: 0, digits: 0 }),
+            Framing::UntilClose => Decoder::UntilClose,
+        }
+    }
+
+    pub(super) fn is_done(&self) -> bool {
+        *self == Decoder::Done
+    }
+
+    /// Reads framing from `input` up to the next payload. Returns how many bytes it used and,
+    /// if it reached payload, where that lies in `input` (the payload's bytes count as used).
+    pub(super) fn decode(&mut self, input: &[u8]) -> io::Result<(usize, Payload)> {
+        match self {
+            Decoder::Done => Ok((0, None)),
+            Decoder::UntilClose => Ok((input.len(), Some((0, input.len())))),
+            Decoder::Length(left) => {
+                let take = (*left).min(input.len() as u64);
+                *left -= take;
+                if *left == 0 {
+                    *self = Decoder::Done;
+                }
+                // `take` fits: it is at most `input.len()`.
+                let take = take as usize;
+                Ok((take, Some((0, take))))
+            }
+            Decoder::Chunked(state) => {
+                let (used, data, done) = chunked(state, input)?;
+                if done {
+                    *self = Decoder::Done;
+                }
+                Ok((used, data))
+            }
+        }
+    }
+}
+
+/// One step of the chunked coding over `input`: bytes used, payload reached, body ended.
+fn chunked(state: &mut Chunk, input: &[u8]) -> io::Result<(usize, Payload, bool)> {
+    for (i, &byte) in input.iter().enumerate() {
+        *state = match *state {
+            Chunk::Data { left } => {
+                let take = left.min((input.len() - i) as u64);
+                *state = if take == left {
+                    Chunk::DataCr
+                } else {
+                    Chunk::Data { left: left - take }
+                };
+                // `take` fits: it is at most what is left of `input`.
+                let end = i + take as usize;
+                return Ok((end, Some((i, end)), false));
+            }
+            Chunk::Size { size, digits } => match byte {
+                b'0'..=b'9' | b'a'..=b'f' | b'A'..=b'F' => {
+                    // 16 hex digits already fill a u64: one more would overflow.
+                    if digits >= 16 {
+                        return Err(malformed("chunk size too large"));
+                    }
+                    let digit = (byte as char).to_digit(16).unwrap_or_default();
+                    Chunk::Size {
+                        size: size * 16 + u64::from(digit),
+                        digits: digits + 1,
+                    }
+                }
+                _ if digits == 0 => return Err(malformed("chunk size expected")),
+                b';' | b' ' | b'\t' => Chunk::Extension { size },
+                b'\r' => Chunk::SizeLf { size },
+                b'\n' => after_size(size),
+                _ => return Err(malformed("invalid chunk size")),
+            },
+            Chunk::Extension { size } => match byte {
+                b'\r' => Chunk::SizeLf { size },
+                b'\n' => after_size(size),
+                _ => Chunk::Extension { size },
+            },
+            Chunk::SizeLf { size } => match byte {
+                b'\n' => after_size(size),
+                _ => return Err(malformed("CRLF expected after the chunk size")),
+            },
+            Chunk::DataCr => match byte {
+                b'\r' => Chunk::DataLf,
+                b'\n' => Chunk::Size { size: 0, digits: 0 },
+                _ => return Err(malformed("CRLF expected after the chunk data")),
+            },
+            Chunk::DataLf => match byte {
+                b'\n' => Chunk::Size { size: 0, digits: 0 },
+                _ => return Err(malformed("CRLF expected after the chunk data")),
+            },
+            Chunk::Trailer { empty } => match byte {
+                b'\r' => Chunk::TrailerLf { empty },
+                b'\n' if empty => return Ok((i + 1, None, true)),
+                b'\n' => Chunk::Trailer { empty: true },
+                _ => Chunk::Trailer { empty: false },
+            },
+            Chunk::TrailerLf { empty } => match byte {
+                b'\n' if empty => return Ok((i + 1, None, true)),
+                b'\n' => Chunk::Trailer { empty: true },
+                _ => return Err(malformed("CRLF expected in the trailer")),
+            },
+        };
+    }
+    Ok((input.len(), None, false))
+}
+
+fn after_size(size: u64) -> Chunk {
+    if size == 0 {
+        Chunk::Trailer { empty: true }
+    } else {
+        Chunk::Data { left: size }
+    }
+}
+
+/// A response body being read on its connection. Reading it to its end gives the connection
+/// back to the pool when it can carry another request; dropping it earlier closes it.
+pub struct Body<'c> {
+    conn: Option<Conn>,
+    decoder: Decoder,
+    keep_alive: bool,
+    pool: &'c Pool,
+}
+
+impl<'c> Body<'c> {
+    pub(super) fn new(conn: Conn, framing: Framing, keep_alive: bool, pool: &'c Pool) -> Self {
+        Body {
+            conn: Some(conn),
+            decoder: Decoder::new(framing),
+            keep_alive,
+            pool,
+        }
+    }
+
+    /// The next payload as it arrived, `None` at the body's end. An error means the connection
+    /// failed or closed before the body's end, or broke its framing. Cancel-safe: a call dropped
+    /// while it waits loses nothing.
+    pub async fn next(&mut self) -> io::Result<Option<&[u8]>> {
+        // The payload's place in the buffer; the slice is taken after the loop, whose borrows
+        // of the connection must end first.
+        let (start, end) = loop {
+            let Some(conn) = self.conn.as_mut() else {
+                return Ok(None);
+            };
+            if self.decoder.is_done() {
+                self.release();
+                return Ok(None);
+            }
+            if conn.pos < conn.buf.len() {
+                let at = conn.pos;
+                let (used, data) = self.decoder.decode(&conn.buf[at..])?;
+                conn.pos += used;
+                match data {
+                    Some((start, end)) if start < end => break (at + start, at + end),
+                    _ => continue,
+                }
+            }
+            conn.buf.clear();
+            conn.pos = 0;
+            if conn.buf.capacity() > READ_BUFFER {
+                // A large head grew it; an open stream keeps only the small one.
+                conn.buf = Vec::with_capacity(READ_BUFFER);
+            }
+            if conn.io.read_buf(&mut conn.buf).await? == 0 {
+                if self.decoder != Decoder::UntilClose {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "the connection closed before the body's end",
+                    ));
+                }
+                self.keep_alive = false;
+                self.decoder = Decoder::Done;
+            }
+        };
+        Ok(self.conn.as_ref().map(|c| &c.buf[start..end]))
+    }
+
+    /// Gives the connection back to the pool if it is fit for another request: the body ended by
+    /// its framing, the server did not say `close`, and nothing came after the body.
+    fn release(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            if self.keep_alive && conn.pos == conn.buf.len() {
+                self.pool.put(conn);
+            }
+        }
+    }
+}
