@@ -304,3 +304,10 @@ fn a_file_for_elsewhere_is_checked_without_lookups() {
     let err = parse_with(Path::new("t.yaml"), bad, Lookups::Elsewhere).unwrap_err();
     assert!(err.to_string().contains("t.yaml:9:"), "{err}");
 }
+
+#[test]
+fn a_url_with_a_query_and_no_path_is_sent_to_the_root() {
+    let file = FILE.replace("127.0.0.1:9011/v1/messages", "127.0.0.1:9011?x=1");
+    let exp = parse(Path::new("t.yaml"), file).unwrap();
+    assert_eq!(exp.streams[1].target.path_and_query, "/?x=1");
+}

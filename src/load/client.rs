@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use hyper::header::{
-    HeaderMap, HeaderValue, CONTENT_LENGTH, CONTENT_TYPE, HOST, TRANSFER_ENCODING,
+    HeaderMap, HeaderValue, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, HOST, TRANSFER_ENCODING,
 };
 use serde_json::json;
 
@@ -70,6 +70,9 @@ pub struct StreamPlan {
     pub stream: bool,
     /// The request line and headers, all but `content-length`, which each request adds.
     pub head: Vec<u8>,
+    /// Connections are kept for the next request, unless the stream's headers say
+    /// `connection: close`.
+    pub reuse: bool,
     /// The body when every request sends the same one.
     pub body: Bytes,
     /// Set when requests draw their prompts or lengths: each builds its own body from it.
@@ -182,6 +185,12 @@ impl StreamPlan {
             api: r.api,
             expect,
             head: request_head(&stream.target, r.api, &headers)?,
+            reuse: !headers.iter().any(|(name, value)| {
+                name == CONNECTION
+                    && value
+                        .to_str()
+                        .is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("close")))
+            }),
             stream: r.stream,
             body: Bytes::from(bytes),
             workload,
@@ -288,7 +297,7 @@ async fn exchange(
     rec: &mut RequestRecord,
 ) -> Outcome {
     let (request, expect) = plan.request(rec.seq);
-    let response = match client.send(&request).await {
+    let response = match client.send(&request, plan.reuse).await {
         Ok(r) => r,
         Err(super::h1::Error::Connect(e)) => {
             // A failed TLS handshake is a connect error too: no request was sent.

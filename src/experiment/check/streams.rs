@@ -152,10 +152,13 @@ fn parse_target(url: &str, resolve: bool) -> Result<Target, String> {
     if resolve {
         addr.resolve().map_err(|why| format!("`{url}`: {why}"))?;
     }
-    let path_and_query = uri
-        .path_and_query()
-        .map(|p| p.as_str().to_string())
-        .unwrap_or_else(|| "/".into());
+    // The request target as sent: `http://h:8000?x=1` has the query without its path, which
+    // is `/` then.
+    let path_and_query = match uri.path_and_query().map(|p| p.as_str()) {
+        Some(p) if p.starts_with('/') => p.to_string(),
+        Some(p) => format!("/{p}"),
+        None => "/".into(),
+    };
     Ok(Target {
         scheme,
         addr,

@@ -21,10 +21,10 @@ pub(super) enum Decoder {
 /// The chunked coding's states (RFC 9112, section 7.1).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Chunk {
-    /// The hex size, `digits` read so far.
+    /// The hex size; `digits`: at least one read.
     Size {
         size: u64,
-        digits: u8,
+        digits: bool,
     },
     /// A chunk extension, skipped.
     Extension {
@@ -62,7 +62,10 @@ impl Decoder {
         match framing {
             Framing::Empty | Framing::Length(0) => Decoder::Done,
             Framing::Length(n) => Decoder::Length(n),
-            Framing::Chunked => Decoder::Chunked(Chunk::Size { size: 0, digits: 0 }),
+            Framing::Chunked => Decoder::Chunked(Chunk::Size {
+                size: 0,
+                digits: false,
+            }),
             Framing::UntilClose => Decoder::UntilClose,
         }
     }
@@ -115,17 +118,15 @@ fn chunked(state: &mut Chunk, input: &[u8]) -> io::Result<(usize, Payload, bool)
             }
             Chunk::Size { size, digits } => match byte {
                 b'0'..=b'9' | b'a'..=b'f' | b'A'..=b'F' => {
-                    // 16 hex digits already fill a u64: one more would overflow.
-                    if digits >= 16 {
-                        return Err(malformed("chunk size too large"));
-                    }
                     let digit = (byte as char).to_digit(16).unwrap_or_default();
-                    Chunk::Size {
-                        size: size * 16 + u64::from(digit),
-                        digits: digits + 1,
-                    }
+                    // A multiple of 16 below u64::MAX has room for one more digit.
+                    let size = size
+                        .checked_mul(16)
+                        .map(|s| s + u64::from(digit))
+                        .ok_or_else(|| malformed("chunk size too large"))?;
+                    Chunk::Size { size, digits: true }
                 }
-                _ if digits == 0 => return Err(malformed("chunk size expected")),
+                _ if !digits => return Err(malformed("chunk size expected")),
                 b';' | b' ' | b'\t' => Chunk::Extension { size },
                 b'\r' => Chunk::SizeLf { size },
                 b'\n' => after_size(size),
@@ -142,11 +143,17 @@ fn chunked(state: &mut Chunk, input: &[u8]) -> io::Result<(usize, Payload, bool)
             },
             Chunk::DataCr => match byte {
                 b'\r' => Chunk::DataLf,
-                b'\n' => Chunk::Size { size: 0, digits: 0 },
+                b'\n' => Chunk::Size {
+                    size: 0,
+                    digits: false,
+                },
                 _ => return Err(malformed("CRLF expected after the chunk data")),
             },
             Chunk::DataLf => match byte {
-                b'\n' => Chunk::Size { size: 0, digits: 0 },
+                b'\n' => Chunk::Size {
+                    size: 0,
+                    digits: false,
+                },
                 _ => return Err(malformed("CRLF expected after the chunk data")),
             },
             Chunk::Trailer { empty } => match byte {
@@ -238,8 +245,8 @@ impl<'c> Body<'c> {
     /// Gives the connection back to the pool if it is fit for another request: the body ended by
     /// its framing, the server did not say `close`, and nothing came after the body.
     fn release(&mut self) {
-        if let Some(conn) = self.conn.take() {
-            if self.keep_alive && conn.pos == conn.buf.len() {
+        if let Some(mut conn) = self.conn.take() {
+            if self.keep_alive && conn.pos == conn.buf.len() && conn.io.nothing_buffered() {
                 self.pool.put(conn);
             }
         }

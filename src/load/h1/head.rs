@@ -73,9 +73,13 @@ fn framing(status: StatusCode, headers: &HeaderMap) -> io::Result<(Framing, bool
         return Ok((Framing::Empty, true));
     }
     if let Some(last) = tokens(headers, hyper::header::TRANSFER_ENCODING).last() {
-        // Only a final `chunked` delimits the body; any other coding runs until the close.
-        return Ok(if last.eq_ignore_ascii_case("chunked") {
-            (Framing::Chunked, true)
+        // Only a final `chunked` delimits the body; any other coding runs until the close. A
+        // length beside it is ignored, and the connection is not trusted with another request
+        // (RFC 9112, section 6.3).
+        let chunked = last.eq_ignore_ascii_case("chunked");
+        let with_length = headers.contains_key(hyper::header::CONTENT_LENGTH);
+        return Ok(if chunked {
+            (Framing::Chunked, !with_length)
         } else {
             (Framing::UntilClose, false)
         });
@@ -84,9 +88,11 @@ fn framing(status: StatusCode, headers: &HeaderMap) -> io::Result<(Framing, bool
     for value in headers.get_all(hyper::header::CONTENT_LENGTH) {
         for part in value.as_bytes().split(|b| *b == b',') {
             let text = std::str::from_utf8(part).unwrap_or_default().trim();
-            let n: u64 = text
-                .parse()
-                .map_err(|_| malformed(format!("invalid content-length {text:?}")))?;
+            // Digits only: `parse` would also take a sign.
+            let n: u64 = Some(text)
+                .filter(|t| !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()))
+                .and_then(|t| t.parse().ok())
+                .ok_or_else(|| malformed(format!("invalid content-length {text:?}")))?;
             if length.is_some_and(|seen| seen != n) {
                 return Err(malformed("conflicting content-length values"));
             }

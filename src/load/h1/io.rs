@@ -34,6 +34,18 @@ impl Io {
             Ok(_) => false,
         }
     }
+
+    /// Whether the TLS session holds nothing read from the socket and not yet taken: bytes
+    /// after a body's end that the socket check cannot see any more. Plain TCP holds nothing.
+    pub(super) fn nothing_buffered(&mut self) -> bool {
+        match self {
+            Io::Plain(_) => true,
+            Io::Tls(tls) => match tls.get_mut().1.process_new_packets() {
+                Ok(state) => state.plaintext_bytes_to_read() == 0 && !state.peer_has_closed(),
+                Err(_) => false,
+            },
+        }
+    }
 }
 
 impl AsyncRead for Io {

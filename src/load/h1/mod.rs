@@ -17,13 +17,16 @@ mod io;
 mod tests;
 
 use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use hyper::header::HeaderMap;
 use hyper::StatusCode;
 use rustls_pki_types::ServerName;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
 pub use body::Body;
@@ -117,34 +120,64 @@ impl Client {
     }
 
     /// Writes `request` (a whole HTTP/1.1 request, head and body) on an idle connection or a
-    /// new one, and reads the response head. Cancel-safe in the sense that matters here: a
-    /// dropped call closes its connection.
-    pub async fn send(&self, request: &[u8]) -> Result<Response<'_>, Error> {
+    /// new one, and reads the response head. `reuse`: the connection may carry another request
+    /// afterwards (false when the request itself said `connection: close`). A dropped call
+    /// closes its connection.
+    pub async fn send(&self, request: &[u8], reuse: bool) -> Result<Response<'_>, Error> {
         let mut conn = match self.inner.pool.take() {
             Some(conn) => conn,
             None => self.connect().await.map_err(Error::Connect)?,
         };
-        conn.io.write_all(request).await.map_err(Error::Lost)?;
-        conn.io.flush().await.map_err(Error::Lost)?;
+        let whole = write_request(&mut conn, request)
+            .await
+            .map_err(Error::Lost)?;
         let head = read_head(&mut conn).await.map_err(Error::Lost)?;
         Ok(Response {
             status: head.status,
             headers: head.headers,
-            body: Body::new(conn, head.framing, head.keep_alive, &self.inner.pool),
+            body: Body::new(
+                conn,
+                head.framing,
+                reuse && whole && head.keep_alive,
+                &self.inner.pool,
+            ),
         })
     }
 
+    /// A new connection. The host is resolved each time, as a real client resolves it, so a
+    /// backend that moves in DNS is followed; each address it resolves to gets its share of the
+    /// connect bound, so a silent first address cannot use it all (as hyper's connector does).
     async fn connect(&self) -> std::io::Result<Conn> {
         let t = &self.inner.target;
         let limit = self.inner.connect_timeout;
-        let tcp = tokio::time::timeout(limit, TcpStream::connect((t.host.as_str(), t.port)))
-            .await
-            .map_err(|_| {
-                std::io::Error::new(
-                    std::io::ErrorKind::TimedOut,
-                    format!("no answer within {}", crate::units::human_duration(limit)),
-                )
-            })??;
+        let silent = |within: Duration| {
+            std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("no answer within {}", crate::units::human_duration(within)),
+            )
+        };
+        let addrs: Vec<SocketAddr> =
+            tokio::time::timeout(limit, tokio::net::lookup_host((t.host.as_str(), t.port)))
+                .await
+                .map_err(|_| silent(limit))??
+                .collect();
+        let each = limit / u32::try_from(addrs.len()).unwrap_or(u32::MAX).max(1);
+        let mut failed = std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            format!("`{}` resolves to no address", t.host),
+        );
+        let mut open = None;
+        for addr in addrs {
+            match tokio::time::timeout(each, TcpStream::connect(addr)).await {
+                Ok(Ok(tcp)) => {
+                    open = Some(tcp);
+                    break;
+                }
+                Ok(Err(e)) => failed = e,
+                Err(_) => failed = silent(each),
+            }
+        }
+        let tcp = open.ok_or(failed)?;
         // Token streams are many small writes each way.
         tcp.set_nodelay(true)?;
         let io = match &t.tls {
@@ -161,24 +194,85 @@ impl Client {
     }
 }
 
+/// Writes `request` while watching for an answer: a server may answer before the request is
+/// whole (a 413 or 429 for a long prompt) and stop reading, which would block the write and
+/// lose the answer. An answer stops the writing and stays in the buffer for the head; the
+/// result says whether the whole request went out (else the connection is not reused).
+async fn write_request(conn: &mut Conn, request: &[u8]) -> std::io::Result<bool> {
+    conn.buf.clear();
+    conn.pos = 0;
+    let mut written = 0;
+    std::future::poll_fn(|cx| loop {
+        let wrote = if written < request.len() {
+            Pin::new(&mut conn.io).poll_write(cx, &request[written..])
+        } else {
+            Pin::new(&mut conn.io).poll_flush(cx).map_ok(|()| 0)
+        };
+        match wrote {
+            Poll::Ready(Ok(0)) if written < request.len() => {
+                return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into()))
+            }
+            Poll::Ready(Ok(0)) => return Poll::Ready(Ok(true)),
+            Poll::Ready(Ok(n)) => {
+                written += n;
+                continue;
+            }
+            Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+            Poll::Pending => {}
+        }
+        // The write waits for the server to read: see whether it has answered instead.
+        return match poll_fill(conn, cx) {
+            Poll::Ready(Ok(0)) => Poll::Ready(Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "the connection closed before the request was sent",
+            ))),
+            Poll::Ready(Ok(_)) => Poll::Ready(Ok(false)),
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => Poll::Pending,
+        };
+    })
+    .await
+}
+
+/// One read into the buffer's free room, as a poll. Only while a write waits, so zeroing the
+/// room first (which keeps this free of `unsafe`) costs nothing that matters.
+fn poll_fill(conn: &mut Conn, cx: &mut Context<'_>) -> Poll<std::io::Result<usize>> {
+    if conn.buf.len() == conn.buf.capacity() {
+        conn.buf.reserve(READ_BUFFER);
+    }
+    let len = conn.buf.len();
+    conn.buf.resize(conn.buf.capacity(), 0);
+    let mut room = ReadBuf::new(&mut conn.buf[len..]);
+    let polled = Pin::new(&mut conn.io).poll_read(cx, &mut room);
+    let n = room.filled().len();
+    conn.buf.truncate(len + n);
+    polled.map_ok(|()| n)
+}
+
+/// Most informational heads one answer may start with.
+const MAX_INFORMATIONAL: usize = 16;
+
 /// Reads until a final response head is whole (informational 1xx heads are skipped); the bytes
 /// after it stay in the buffer for the body.
 async fn read_head(conn: &mut Conn) -> std::io::Result<head::Head> {
-    conn.buf.clear();
-    conn.pos = 0;
+    let mut informational = 0;
     loop {
         if let Some((head, len)) = head::parse(&conn.buf[conn.pos..])? {
             conn.pos += len;
-            if head.status.is_informational() {
-                if head.status == StatusCode::SWITCHING_PROTOCOLS {
-                    return Err(std::io::Error::new(
-                        std::io::ErrorKind::InvalidData,
-                        "the server switched protocols, which no request asked for",
-                    ));
-                }
-                continue;
+            if !head.status.is_informational() {
+                return Ok(head);
             }
-            return Ok(head);
+            informational += 1;
+            if head.status == StatusCode::SWITCHING_PROTOCOLS || informational > MAX_INFORMATIONAL {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!("the server answered {} before any response", head.status),
+                ));
+            }
+            // What the skipped head took is not kept.
+            conn.buf.drain(..conn.pos);
+            conn.pos = 0;
+            continue;
         }
         if conn.buf.len() - conn.pos >= MAX_HEAD {
             return Err(std::io::Error::new(
@@ -235,7 +329,10 @@ impl Pool {
             {
                 idle.pop_front();
             }
-            if idle.len() < self.max_idle {
+            if idle.len() >= self.max_idle {
+                idle.pop_front();
+            }
+            if self.max_idle > 0 {
                 idle.push_back((conn, Instant::now()));
             }
         }

@@ -102,6 +102,9 @@ fn heads_say_how_their_bodies_end_and_whether_the_connection_stays() {
     // A final coding other than chunked runs until the close, whatever the length says.
     let h = parsed("HTTP/1.1 200 OK\r\ntransfer-encoding: gzip\r\ncontent-length: 3\r\n\r\n");
     assert_eq!((h.framing, h.keep_alive), (Framing::UntilClose, false));
+    // Chunked with a length beside it: the length is ignored, the connection not trusted.
+    let h = parsed("HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ncontent-length: 9\r\n\r\n");
+    assert_eq!((h.framing, h.keep_alive), (Framing::Chunked, false));
     let h = parsed("HTTP/1.1 200 OK\r\n\r\n");
     assert_eq!((h.framing, h.keep_alive), (Framing::UntilClose, false));
     let h = parsed("HTTP/1.1 204 No Content\r\n\r\n");
@@ -122,6 +125,7 @@ fn incomplete_heads_wait_and_broken_ones_are_errors() {
     for wire in [
         "HTTP/1.1 200 OK\r\ncontent-length: 5\r\ncontent-length: 6\r\n\r\n",
         "HTTP/1.1 200 OK\r\ncontent-length: five\r\n\r\n",
+        "HTTP/1.1 200 OK\r\ncontent-length: +5\r\n\r\n",
         "SSH-2.0-OpenSSH\r\n\r\n",
     ] {
         assert!(head::parse(wire.as_bytes()).is_err(), "{wire:?}");
@@ -184,7 +188,10 @@ fn client(addr: SocketAddr) -> Client {
 /// Sends one request and reads its whole body.
 async fn exchange(client: &Client) -> Result<(u16, Vec<u8>), String> {
     let run = async {
-        let mut response = client.send(REQUEST).await.map_err(|e| format!("{e:?}"))?;
+        let mut response = client
+            .send(REQUEST, true)
+            .await
+            .map_err(|e| format!("{e:?}"))?;
         let mut body = Vec::new();
         while let Some(data) = response.body.next().await.map_err(|e| e.to_string())? {
             body.extend_from_slice(data);
@@ -277,7 +284,7 @@ async fn informational_heads_are_skipped_and_long_heads_are_read_whole() {
     .into_bytes();
     let (addr, _) = server(move |_, _| Some(reply.clone())).await;
     let client = client(addr);
-    let mut response = tokio::time::timeout(DEADLINE, client.send(REQUEST))
+    let mut response = tokio::time::timeout(DEADLINE, client.send(REQUEST, true))
         .await
         .unwrap()
         .unwrap();
@@ -291,7 +298,7 @@ async fn informational_heads_are_skipped_and_long_heads_are_read_whole() {
 async fn an_answer_that_is_not_http_loses_the_request() {
     let (addr, _) = server(|_, _| Some(b"SSH-2.0-OpenSSH_9.2\r\n\r\n".to_vec())).await;
     let client = client(addr);
-    let sent = tokio::time::timeout(DEADLINE, client.send(REQUEST))
+    let sent = tokio::time::timeout(DEADLINE, client.send(REQUEST, true))
         .await
         .unwrap();
     assert!(matches!(sent, Err(Error::Lost(_))));
@@ -306,7 +313,7 @@ async fn no_listener_is_a_connect_error() {
         .local_addr()
         .unwrap();
     let client = client(addr);
-    let sent = tokio::time::timeout(DEADLINE, client.send(REQUEST))
+    let sent = tokio::time::timeout(DEADLINE, client.send(REQUEST, true))
         .await
         .unwrap();
     match sent {
@@ -319,11 +326,65 @@ async fn no_listener_is_a_connect_error() {
 async fn a_body_dropped_before_its_end_closes_its_connection() {
     let (addr, accepted) = server(|_, _| Some(CHUNKED.to_vec())).await;
     let client = client(addr);
-    let response = tokio::time::timeout(DEADLINE, client.send(REQUEST))
+    let response = tokio::time::timeout(DEADLINE, client.send(REQUEST, true))
         .await
         .unwrap()
         .unwrap();
     drop(response);
     assert_eq!(exchange(&client).await.unwrap().0, 200);
     assert_eq!(accepted.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn a_request_that_says_close_does_not_keep_its_connection() {
+    let (addr, accepted) = server(|_, _| Some(CHUNKED.to_vec())).await;
+    let client = client(addr);
+    for _ in 0..2 {
+        let mut response = tokio::time::timeout(DEADLINE, client.send(REQUEST, false))
+            .await
+            .unwrap()
+            .unwrap();
+        while response.body.next().await.unwrap().is_some() {}
+    }
+    assert_eq!(accepted.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn an_answer_before_the_request_is_whole_is_read_and_the_connection_not_kept() {
+    // A server that refuses a long request after its head and never reads the rest of it.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (mut socket, _) = listener.accept().await.unwrap();
+        let mut head = [0u8; 64];
+        socket.read_exact(&mut head).await.unwrap();
+        socket
+            .write_all(b"HTTP/1.1 413 Payload Too Large\r\ncontent-length: 0\r\n\r\n")
+            .await
+            .unwrap();
+        // Held open and unread until the test ends.
+        tokio::time::sleep(DEADLINE * 2).await;
+        drop(socket);
+    });
+    // Far more than loopback's socket buffers hold, so the write cannot finish.
+    let mut request = b"POST / HTTP/1.1\r\nhost: t\r\ncontent-length: 67108864\r\n\r\n".to_vec();
+    request.resize(request.len() + (64 << 20), b'x');
+    let client = client(addr);
+    let mut response = tokio::time::timeout(DEADLINE, client.send(&request, true))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(response.status, 413);
+    assert_eq!(response.body.next().await.unwrap(), None);
+    assert!(client.inner.pool.idle.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn endless_informational_heads_are_refused() {
+    let (addr, _) = server(|_, _| Some(b"HTTP/1.1 100 Continue\r\n\r\n".repeat(40))).await;
+    let client = client(addr);
+    let sent = tokio::time::timeout(DEADLINE, client.send(REQUEST, true))
+        .await
+        .unwrap();
+    assert!(matches!(sent, Err(Error::Lost(_))));
 }
