@@ -14,7 +14,7 @@ use super::sse::{DocumentReader, Expect, StreamReader};
 use super::workload::{length_field, Workload, DEFAULT_MAX_TOKENS};
 use crate::experiment::{Api, LoadStream, RequestSpec, Target};
 
-pub type HttpClient = super::h1::Client;
+pub type HttpClient = crate::net::h1::Client;
 
 /// A keep-alive pool shared by every request of a stream, as many idle connections as it can
 /// have requests in flight; `https://` targets use `tls`.
@@ -297,9 +297,16 @@ async fn exchange(
     rec: &mut RequestRecord,
 ) -> Outcome {
     let (request, expect) = plan.request(rec.seq);
-    let response = match client.send(&request, plan.reuse).await {
+    let response = match client
+        .send(crate::net::h1::Request {
+            wire: &request,
+            reuse: plan.reuse,
+            bodiless: false,
+        })
+        .await
+    {
         Ok(r) => r,
-        Err(super::h1::Error::Connect(e)) => {
+        Err(crate::net::h1::Error::Connect(e)) => {
             // A failed TLS handshake is a connect error too: no request was sent.
             let (host, port) = (plan.addr.host(), plan.addr.port());
             let why = plan.tls.explain(host, port, &e).unwrap_or_else(|| {
@@ -312,7 +319,7 @@ async fn exchange(
             plan.connect_errors.note(&plan.name, why);
             return Outcome::ConnectError;
         }
-        Err(super::h1::Error::Lost(_)) => return Outcome::Reset,
+        Err(crate::net::h1::Error::Lost(_)) => return Outcome::Reset,
     };
     rec.status = Some(response.status.as_u16());
     rec.served_by = response

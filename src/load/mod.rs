@@ -3,7 +3,6 @@
 
 pub mod client;
 mod event;
-mod h1;
 pub mod live;
 mod priority;
 pub mod rates;

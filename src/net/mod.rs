@@ -6,6 +6,7 @@
 pub mod client;
 pub mod endpoint;
 pub mod fd_table;
+pub mod h1;
 pub mod listener;
 pub mod signals;
 pub mod tls;

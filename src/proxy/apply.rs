@@ -8,8 +8,10 @@ use std::time::Duration;
 
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use hyper::header::{HeaderMap, HeaderName, HeaderValue, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE};
-use hyper::{Request, Response, Uri, Version};
+use hyper::header::{
+    HeaderMap, HeaderName, HeaderValue, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, EXPECT, HOST,
+};
+use hyper::{Method, Request, Response};
 use tokio::time::Instant;
 
 use super::body::{proxy_header, PerChunkDelay, ProxyBody, StreamError, Truncate};
@@ -21,7 +23,7 @@ use crate::fault::{
 };
 use crate::protocol::ending::{Dialect, Ending};
 
-pub(crate) type UpstreamClient = crate::net::HttpsClient<Incoming>;
+pub(crate) type UpstreamClient = crate::net::h1::Client;
 
 /// What every request of one proxy shares.
 pub(crate) struct Shared {
@@ -169,11 +171,17 @@ pub(crate) async fn handle(
     // A re-terminated stream is ended in the dialect its path names, unless its events say
     // otherwise; an injected stream error takes the shape the path names.
     let dialect = Dialect::from_path(request.uri().path());
-    let upstream_request = match to_upstream(&shared.upstream, shared.host.as_ref(), request) {
+    let bodiless = request.method() == Method::HEAD;
+    let wire = match to_upstream(&shared.upstream, shared.host.as_ref(), request).await {
         Ok(r) => r,
         Err(why) => return Ok(errors::bad_request(&shared.name, &why)),
     };
-    let response = match shared.client.request(upstream_request).await {
+    let sent = crate::net::h1::Request {
+        wire: &wire,
+        reuse: true,
+        bodiless,
+    };
+    let response = match shared.client.send(sent).await {
         Ok(r) => r,
         Err(e) if transparent => return fail_like_the_upstream(&shared, &conn, &e).await,
         Err(e) => {
@@ -206,21 +214,25 @@ pub(crate) async fn handle(
 async fn fail_like_the_upstream(
     shared: &Shared,
     conn: &ConnControl,
-    e: &hyper_util::client::legacy::Error,
+    e: &crate::net::h1::Error,
 ) -> Result<Response<ProxyBody>, Infallible> {
-    if e.is_connect() {
-        upstream_refused(shared, e);
-        conn.close_now(true);
-    } else if caused_by_reset(e) {
-        conn.close_now(true);
-    } else if closed_without_answer(e) {
-        conn.close_now(false);
-    } else {
-        return Ok(errors::bad_gateway(
-            &shared.name,
-            &shared.upstream.to_string(),
-            &why(shared, e),
-        ));
+    use crate::net::h1::Error;
+    match e {
+        Error::Connect(_) => {
+            upstream_refused(shared, e);
+            conn.close_now(true);
+        }
+        Error::Lost(io) if io.kind() == std::io::ErrorKind::ConnectionReset => {
+            conn.close_now(true);
+        }
+        Error::Lost(io) if closed_without_answer(io) => conn.close_now(false),
+        Error::Lost(_) => {
+            return Ok(errors::bad_gateway(
+                &shared.name,
+                &shared.upstream.to_string(),
+                &why(shared, e),
+            ));
+        }
     }
     // The connection task drops this as it closes the connection.
     std::future::pending().await
@@ -228,7 +240,7 @@ async fn fail_like_the_upstream(
 
 /// Closes the listener (once; concurrent failures do not log again). The server's upstream
 /// watch opens it again when a connect succeeds.
-fn upstream_refused(shared: &Shared, e: &hyper_util::client::legacy::Error) {
+fn upstream_refused(shared: &Shared, e: &crate::net::h1::Error) {
     let closed = shared
         .open
         .send_if_modified(|open| std::mem::replace(open, false));
@@ -245,7 +257,7 @@ fn upstream_refused(shared: &Shared, e: &hyper_util::client::legacy::Error) {
 
 /// Why a forward failed: a certificate problem explained (which host, which name, why), else
 /// the error's chain.
-fn why(shared: &Shared, e: &hyper_util::client::legacy::Error) -> String {
+fn why(shared: &Shared, e: &crate::net::h1::Error) -> String {
     let addr = shared.upstream.addr();
     shared
         .tls
@@ -268,20 +280,13 @@ fn caused_by_reset(e: &(dyn std::error::Error + 'static)) -> bool {
     false
 }
 
-/// Whether the upstream closed the connection before a whole answer (hyper's "incomplete
-/// message").
-fn closed_without_answer(e: &(dyn std::error::Error + 'static)) -> bool {
-    let mut cause = Some(e);
-    while let Some(err) = cause {
-        if err
-            .downcast_ref::<hyper::Error>()
-            .is_some_and(hyper::Error::is_incomplete_message)
-        {
-            return true;
-        }
-        cause = err.source();
-    }
-    false
+/// Whether the upstream closed the connection before a whole answer, without a reset: before
+/// the request was written or before the head of its answer.
+fn closed_without_answer(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::BrokenPipe
+    )
 }
 
 async fn pause(wait: Duration) {
@@ -290,32 +295,55 @@ async fn pause(wait: Duration) {
     }
 }
 
-/// The same request, addressed to the upstream, without the headers that belong to one hop, and
-/// with `host` as its `Host` when given.
-fn to_upstream(
+/// The same request as written to the upstream: without the headers that belong to one hop,
+/// with `host` as its `Host` when given (else the client's, else the upstream's authority), and
+/// its body read whole and sent with its length, so the request goes out in one write (as
+/// nginx buffers a request body by default).
+async fn to_upstream(
     upstream: &crate::net::Upstream,
     host: Option<&HeaderValue>,
     request: Request<Incoming>,
-) -> Result<Request<Incoming>, String> {
+) -> Result<Vec<u8>, String> {
     let (mut parts, body) = request.into_parts();
-    let path = parts
-        .uri
-        .path_and_query()
-        .map_or("/", |pq| pq.as_str())
-        .to_string();
-    parts.uri = Uri::builder()
-        .scheme(upstream.scheme().as_str())
-        .authority(upstream.addr().to_string())
-        .path_and_query(path)
-        .build()
-        .map_err(|e| format!("cannot address the upstream: {e}"))?;
-    // The upstream client speaks HTTP/1.1 whatever the client spoke.
-    parts.version = Version::HTTP_11;
+    let body = body
+        .collect()
+        .await
+        .map_err(|e| format!("cannot read the request's body: {e}"))?
+        .to_bytes();
     strip_hop_by_hop(&mut parts.headers);
+    // The body is here already: nothing to wait for, and the length is the proxy's to say.
+    parts.headers.remove(EXPECT);
+    parts.headers.remove(CONTENT_LENGTH);
     if let Some(host) = host {
-        parts.headers.insert(hyper::header::HOST, host.clone());
+        parts.headers.insert(HOST, host.clone());
+    } else if !parts.headers.contains_key(HOST) {
+        let authority = HeaderValue::from_str(&upstream.addr().to_string())
+            .map_err(|e| format!("cannot address the upstream: {e}"))?;
+        parts.headers.insert(HOST, authority);
     }
-    Ok(Request::from_parts(parts, body))
+    let path = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
+    // The upstream hop is HTTP/1.1 whatever the client spoke.
+    let mut wire = Vec::with_capacity(512 + body.len());
+    wire.extend_from_slice(parts.method.as_str().as_bytes());
+    wire.push(b' ');
+    wire.extend_from_slice(path.as_bytes());
+    wire.extend_from_slice(b" HTTP/1.1\r\n");
+    for (name, value) in &parts.headers {
+        wire.extend_from_slice(name.as_str().as_bytes());
+        wire.extend_from_slice(b": ");
+        wire.extend_from_slice(value.as_bytes());
+        wire.extend_from_slice(b"\r\n");
+    }
+    let takes_body = !matches!(
+        parts.method,
+        Method::GET | Method::HEAD | Method::DELETE | Method::OPTIONS | Method::TRACE
+    );
+    if takes_body || !body.is_empty() {
+        wire.extend_from_slice(format!("content-length: {}\r\n", body.len()).as_bytes());
+    }
+    wire.extend_from_slice(b"\r\n");
+    wire.extend_from_slice(&body);
+    Ok(wire)
 }
 
 fn shape_response(
@@ -323,10 +351,13 @@ fn shape_response(
     plan: &Plan,
     conn: &Arc<ConnControl>,
     dialect: Option<Dialect>,
-    response: Response<Incoming>,
+    response: crate::net::h1::Response,
     transparent: bool,
 ) -> Response<ProxyBody> {
-    let (mut parts, body) = response.into_parts();
+    let mut upstream = Response::new(response.body);
+    *upstream.status_mut() = response.status;
+    *upstream.headers_mut() = response.headers;
+    let (mut parts, body) = upstream.into_parts();
     strip_hop_by_hop(&mut parts.headers);
     if let Ok(value) = HeaderValue::from_str(proxy) {
         parts.headers.insert(proxy_header(), value);

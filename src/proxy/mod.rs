@@ -97,10 +97,17 @@ pub async fn start_with_tls(
     let listener = crate::net::Listener::bind(spec.listen.addr(), &format!("proxy `{name}`"))?;
     let addr = listener.local_addr();
 
-    let client = crate::net::https_client(
-        crate::net::ClientConfig::new(CONNECT_TIMEOUT).pool_idle_timeout(POOL_IDLE),
-        tls,
-    );
+    let upstream = spec.upstream.addr();
+    let https = (spec.upstream.scheme() == crate::net::Scheme::Https).then_some(tls);
+    let client = crate::net::h1::Client::new(
+        upstream.host(),
+        upstream.port(),
+        https,
+        CONNECT_TIMEOUT,
+        usize::MAX,
+        POOL_IDLE,
+    )
+    .map_err(|e| Failure::Environment(format!("proxy `{name}`: {e}")))?;
     let host = if spec.preserve_host {
         None
     } else {

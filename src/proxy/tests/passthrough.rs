@@ -135,3 +135,55 @@ async fn stop_releases_the_port() {
     assert_eq!(get(again.addr(), "/json").await.unwrap().status(), 200);
     again.stop().await;
 }
+
+#[tokio::test]
+async fn a_chunked_request_body_reaches_the_upstream_whole_and_sized() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let up = upstream().await;
+    let proxy = proxy_to(&up, 1).await;
+    let mut client = tokio::net::TcpStream::connect(proxy.addr()).await.unwrap();
+    client
+        .write_all(
+            b"POST /echo HTTP/1.1\r\nhost: t\r\nconnection: close\r\n\
+              transfer-encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n",
+        )
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), client.read_to_end(&mut answer))
+        .await
+        .unwrap()
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer).to_ascii_lowercase();
+    assert!(answer.starts_with("http/1.1 200"), "{answer}");
+    assert!(answer.contains("x-content-length: 11\r\n"), "{answer}");
+    assert!(answer.ends_with("hello world"), "{answer}");
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn a_head_is_answered_without_a_body_and_the_connection_goes_on() {
+    let up = upstream().await;
+    let proxy = proxy_to(&up, 1).await;
+    let mut conn = connect(proxy.addr()).await;
+    let limit = Duration::from_secs(5);
+    for _ in 0..2 {
+        let head = tokio::time::timeout(limit, conn.send("HEAD", "/json", ""))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(head.status(), 200);
+        assert_eq!(head.headers()["content-length"], "11");
+        let body = tokio::time::timeout(limit, head.into_body().collect())
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(body.to_bytes().is_empty());
+    }
+    let json = tokio::time::timeout(limit, conn.get("/json"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(read_all(json).await.text(), "{\"ok\":true}");
+    proxy.stop().await;
+}

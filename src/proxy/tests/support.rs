@@ -118,10 +118,14 @@ async fn route(req: Request<Incoming>) -> Result<Response<UpBody>, Infallible> {
             let path = req.uri().to_string();
             let method = req.method().to_string();
             let host = req.headers().get("host").cloned();
+            let length = req.headers().get("content-length").cloned();
             let body = req.into_body().collect().await.unwrap().to_bytes();
             let mut response = Response::builder();
             if let Some(host) = host {
                 response = response.header("x-host", host);
+            }
+            if let Some(length) = length {
+                response = response.header("x-content-length", length);
             }
             response
                 .header("x-path", path)

@@ -2,11 +2,15 @@
 //! lies in the connection's buffer, with the chunked framing taken out and nothing copied.
 
 use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
 
-use tokio::io::AsyncReadExt;
+use bytes::Bytes;
+use hyper::body::Frame;
 
 use super::head::Framing;
-use super::{Conn, Pool, READ_BUFFER};
+use super::{Conn, Inner};
 
 /// Where the body is in its framing.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -182,20 +186,20 @@ fn after_size(size: u64) -> Chunk {
 
 /// A response body being read on its connection. Reading it to its end gives the connection
 /// back to the pool when it can carry another request; dropping it earlier closes it.
-pub struct Body<'c> {
+pub struct Body {
     conn: Option<Conn>,
     decoder: Decoder,
     keep_alive: bool,
-    pool: &'c Pool,
+    client: Arc<Inner>,
 }
 
-impl<'c> Body<'c> {
-    pub(super) fn new(conn: Conn, framing: Framing, keep_alive: bool, pool: &'c Pool) -> Self {
+impl Body {
+    pub(super) fn new(conn: Conn, framing: Framing, keep_alive: bool, client: Arc<Inner>) -> Self {
         Body {
             conn: Some(conn),
             decoder: Decoder::new(framing),
             keep_alive,
-            pool,
+            client,
         }
     }
 
@@ -203,52 +207,86 @@ impl<'c> Body<'c> {
     /// failed or closed before the body's end, or broke its framing. Cancel-safe: a call dropped
     /// while it waits loses nothing.
     pub async fn next(&mut self) -> io::Result<Option<&[u8]>> {
-        // The payload's place in the buffer; the slice is taken after the loop, whose borrows
-        // of the connection must end first.
-        let (start, end) = loop {
+        let range = std::future::poll_fn(|cx| self.poll_range(cx)).await?;
+        Ok(range.and_then(|(start, end)| self.conn.as_ref().map(|c| c.buf.slice(start, end))))
+    }
+
+    /// Where the next payload lies in the connection's buffer, once it has arrived.
+    fn poll_range(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<Option<(usize, usize)>>> {
+        loop {
             let Some(conn) = self.conn.as_mut() else {
-                return Ok(None);
+                return Poll::Ready(Ok(None));
             };
             if self.decoder.is_done() {
                 self.release();
-                return Ok(None);
+                return Poll::Ready(Ok(None));
             }
-            if conn.pos < conn.buf.len() {
-                let at = conn.pos;
-                let (used, data) = self.decoder.decode(&conn.buf[at..])?;
-                conn.pos += used;
+            if !conn.buf.is_empty() {
+                let at = conn.buf.pos();
+                let (used, data) = self.decoder.decode(conn.buf.unread())?;
+                conn.buf.consume(used);
                 match data {
-                    Some((start, end)) if start < end => break (at + start, at + end),
+                    Some((start, end)) if start < end => {
+                        return Poll::Ready(Ok(Some((at + start, at + end))))
+                    }
                     _ => continue,
                 }
             }
             conn.buf.clear();
-            conn.pos = 0;
-            if conn.buf.capacity() > READ_BUFFER {
-                // A large head grew it; an open stream keeps only the small one.
-                conn.buf = Vec::with_capacity(READ_BUFFER);
-            }
-            if conn.io.read_buf(&mut conn.buf).await? == 0 {
+            if ready!(conn.buf.poll_fill(&mut conn.io, cx))? == 0 {
                 if self.decoder != Decoder::UntilClose {
-                    return Err(io::Error::new(
+                    return Poll::Ready(Err(io::Error::new(
                         io::ErrorKind::UnexpectedEof,
                         "the connection closed before the body's end",
-                    ));
+                    )));
                 }
                 self.keep_alive = false;
                 self.decoder = Decoder::Done;
             }
-        };
-        Ok(self.conn.as_ref().map(|c| &c.buf[start..end]))
+        }
     }
 
     /// Gives the connection back to the pool if it is fit for another request: the body ended by
     /// its framing, the server did not say `close`, and nothing came after the body.
     fn release(&mut self) {
         if let Some(mut conn) = self.conn.take() {
-            if self.keep_alive && conn.pos == conn.buf.len() && conn.io.nothing_buffered() {
-                self.pool.put(conn);
+            if self.keep_alive && conn.buf.is_empty() && conn.io.nothing_buffered() {
+                self.client.pool.put(conn);
             }
         }
+    }
+}
+
+/// As a hyper body, for a proxy that forwards it: each payload becomes one frame (copied out
+/// of the connection's buffer, which the next read reuses).
+impl hyper::body::Body for Body {
+    type Data = Bytes;
+    type Error = io::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+        let this = self.get_mut();
+        Poll::Ready(match ready!(this.poll_range(cx)) {
+            Ok(Some((start, end))) => {
+                let data = this
+                    .conn
+                    .as_ref()
+                    .map(|c| Bytes::copy_from_slice(c.buf.slice(start, end)));
+                // A server that has written all of an announced length drops the body without
+                // asking for its end: the connection goes back to the pool now, or never.
+                if this.decoder.is_done() {
+                    this.release();
+                }
+                data.map(|d| Ok(Frame::data(d)))
+            }
+            Ok(None) => None,
+            Err(e) => Some(Err(e)),
+        })
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.conn.is_none()
     }
 }

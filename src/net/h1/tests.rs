@@ -189,7 +189,7 @@ fn client(addr: SocketAddr) -> Client {
 async fn exchange(client: &Client) -> Result<(u16, Vec<u8>), String> {
     let run = async {
         let mut response = client
-            .send(REQUEST, true)
+            .send(Request::new(REQUEST))
             .await
             .map_err(|e| format!("{e:?}"))?;
         let mut body = Vec::new();
@@ -284,7 +284,7 @@ async fn informational_heads_are_skipped_and_long_heads_are_read_whole() {
     .into_bytes();
     let (addr, _) = server(move |_, _| Some(reply.clone())).await;
     let client = client(addr);
-    let mut response = tokio::time::timeout(DEADLINE, client.send(REQUEST, true))
+    let mut response = tokio::time::timeout(DEADLINE, client.send(Request::new(REQUEST)))
         .await
         .unwrap()
         .unwrap();
@@ -298,7 +298,7 @@ async fn informational_heads_are_skipped_and_long_heads_are_read_whole() {
 async fn an_answer_that_is_not_http_loses_the_request() {
     let (addr, _) = server(|_, _| Some(b"SSH-2.0-OpenSSH_9.2\r\n\r\n".to_vec())).await;
     let client = client(addr);
-    let sent = tokio::time::timeout(DEADLINE, client.send(REQUEST, true))
+    let sent = tokio::time::timeout(DEADLINE, client.send(Request::new(REQUEST)))
         .await
         .unwrap();
     assert!(matches!(sent, Err(Error::Lost(_))));
@@ -313,7 +313,7 @@ async fn no_listener_is_a_connect_error() {
         .local_addr()
         .unwrap();
     let client = client(addr);
-    let sent = tokio::time::timeout(DEADLINE, client.send(REQUEST, true))
+    let sent = tokio::time::timeout(DEADLINE, client.send(Request::new(REQUEST)))
         .await
         .unwrap();
     match sent {
@@ -326,7 +326,7 @@ async fn no_listener_is_a_connect_error() {
 async fn a_body_dropped_before_its_end_closes_its_connection() {
     let (addr, accepted) = server(|_, _| Some(CHUNKED.to_vec())).await;
     let client = client(addr);
-    let response = tokio::time::timeout(DEADLINE, client.send(REQUEST, true))
+    let response = tokio::time::timeout(DEADLINE, client.send(Request::new(REQUEST)))
         .await
         .unwrap()
         .unwrap();
@@ -340,10 +340,16 @@ async fn a_request_that_says_close_does_not_keep_its_connection() {
     let (addr, accepted) = server(|_, _| Some(CHUNKED.to_vec())).await;
     let client = client(addr);
     for _ in 0..2 {
-        let mut response = tokio::time::timeout(DEADLINE, client.send(REQUEST, false))
-            .await
-            .unwrap()
-            .unwrap();
+        let mut response = tokio::time::timeout(
+            DEADLINE,
+            client.send(Request {
+                reuse: false,
+                ..Request::new(REQUEST)
+            }),
+        )
+        .await
+        .unwrap()
+        .unwrap();
         while response.body.next().await.unwrap().is_some() {}
     }
     assert_eq!(accepted.load(Ordering::SeqCst), 2);
@@ -370,7 +376,7 @@ async fn an_answer_before_the_request_is_whole_is_read_and_the_connection_not_ke
     let mut request = b"POST / HTTP/1.1\r\nhost: t\r\ncontent-length: 67108864\r\n\r\n".to_vec();
     request.resize(request.len() + (64 << 20), b'x');
     let client = client(addr);
-    let mut response = tokio::time::timeout(DEADLINE, client.send(&request, true))
+    let mut response = tokio::time::timeout(DEADLINE, client.send(Request::new(&request)))
         .await
         .unwrap()
         .unwrap();
@@ -383,8 +389,27 @@ async fn an_answer_before_the_request_is_whole_is_read_and_the_connection_not_ke
 async fn endless_informational_heads_are_refused() {
     let (addr, _) = server(|_, _| Some(b"HTTP/1.1 100 Continue\r\n\r\n".repeat(40))).await;
     let client = client(addr);
-    let sent = tokio::time::timeout(DEADLINE, client.send(REQUEST, true))
+    let sent = tokio::time::timeout(DEADLINE, client.send(Request::new(REQUEST)))
         .await
         .unwrap();
     assert!(matches!(sent, Err(Error::Lost(_))));
+}
+
+#[tokio::test]
+async fn a_sized_body_read_as_a_hyper_body_frees_its_connection_with_its_last_bytes() {
+    use http_body_util::BodyExt;
+    let sized = b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\nbody".to_vec();
+    let (addr, accepted) = server(move |_, _| Some(sized.clone())).await;
+    let client = client(addr);
+    for _ in 0..3 {
+        let mut response = tokio::time::timeout(DEADLINE, client.send(Request::new(REQUEST)))
+            .await
+            .unwrap()
+            .unwrap();
+        // As a server forwarding it does: it stops asking once the announced length is written.
+        let frame = response.body.frame().await.unwrap().unwrap();
+        assert_eq!(frame.into_data().unwrap(), "body");
+        assert!(hyper::body::Body::is_end_stream(&response.body));
+    }
+    assert_eq!(accepted.load(Ordering::SeqCst), 1);
 }

@@ -1,16 +1,17 @@
-//! The load generator's HTTP/1.1 client. Each request's own task writes the request and reads
-//! the answer from the socket, so a token event costs one read and the parsing of its bytes
-//! where they lie: no connection task, no channel between it and the request, no wake-up of a
-//! second task per event, and an open stream holds one small read buffer. (With hyper's client
-//! an event crossed its dispatch channel from the connection's task to the request's, which
-//! cost about a third of the load generator's CPU per event and about half its memory per
-//! open stream.) `httparse` reads response heads; the framing of bodies is in [`body`].
+//! An HTTP/1.1 client in which the task that sends a request also reads its answer from the
+//! socket: a token event costs one read and the parsing of its bytes where they lie, with no
+//! connection task, no channel between it and the request, and no wake-up of a second task per
+//! event; an open stream holds one small read buffer. (With hyper's client an event crossed its
+//! dispatch channel from the connection's task to the request's, which cost the load generator
+//! about a fifth of its CPU per event and more than half its memory per open stream.)
+//! `httparse` reads response heads; the framing of bodies is in [`body`].
 //!
-//! Only what a load generator needs: one target per client, `POST`-style requests written in
-//! one piece, a keep-alive pool, TLS through rustls. The fault proxy, the gateway and the REST
-//! clients keep hyper's client, which they share with `crate::net`.
+//! What the load generator and the fault proxy's upstream need: one target per client, requests
+//! written in one piece, a keep-alive pool, TLS through rustls. The gateway and the REST and
+//! readiness clients keep hyper's client (`crate::net::client`).
 
 mod body;
+mod buffer;
 mod head;
 mod io;
 #[cfg(test)]
@@ -20,22 +21,18 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use hyper::header::HeaderMap;
 use hyper::StatusCode;
 use rustls_pki_types::ServerName;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
+use tokio::io::AsyncWrite;
 use tokio::net::TcpStream;
 
 pub use body::Body;
+use buffer::Buffer;
 use io::Io;
-
-/// What each connection reads into. A token event is a few hundred bytes and thousands of
-/// streams are open at once; a whole-document answer takes a few more reads instead. A head
-/// that does not fit grows it, up to [`MAX_HEAD`].
-pub(crate) const READ_BUFFER: usize = 2048;
 
 /// A response head longer than this is refused.
 const MAX_HEAD: usize = 64 * 1024;
@@ -50,11 +47,50 @@ pub enum Error {
     Lost(std::io::Error),
 }
 
+impl std::fmt::Display for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Error::Connect(_) => "connect error",
+            Error::Lost(_) => "connection error",
+        })
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Connect(e) | Error::Lost(e) => Some(e),
+        }
+    }
+}
+
+/// A request as it goes on the wire, head and body, and what its answer can be.
+#[derive(Clone, Copy, Debug)]
+pub struct Request<'a> {
+    pub wire: &'a [u8],
+    /// The connection may carry another request afterwards: false when the request itself
+    /// says `connection: close`.
+    pub reuse: bool,
+    /// The answer has no body whatever its head announces (the answer to a `HEAD`).
+    pub bodiless: bool,
+}
+
+impl<'a> Request<'a> {
+    /// A request whose answer has a body as its head says, on a connection that is kept.
+    pub fn new(wire: &'a [u8]) -> Request<'a> {
+        Request {
+            wire,
+            reuse: true,
+            bodiless: false,
+        }
+    }
+}
+
 /// A response whose head has arrived; its body is read from `body`.
-pub struct Response<'c> {
+pub struct Response {
     pub status: StatusCode,
     pub headers: HeaderMap,
-    pub body: Body<'c>,
+    pub body: Body,
 }
 
 /// Where a client connects.
@@ -119,27 +155,30 @@ impl Client {
         })
     }
 
-    /// Writes `request` (a whole HTTP/1.1 request, head and body) on an idle connection or a
-    /// new one, and reads the response head. `reuse`: the connection may carry another request
-    /// afterwards (false when the request itself said `connection: close`). A dropped call
-    /// closes its connection.
-    pub async fn send(&self, request: &[u8], reuse: bool) -> Result<Response<'_>, Error> {
+    /// Writes `request` on an idle connection or a new one and reads the response head. A
+    /// dropped call closes its connection.
+    pub async fn send(&self, request: Request<'_>) -> Result<Response, Error> {
         let mut conn = match self.inner.pool.take() {
             Some(conn) => conn,
             None => self.connect().await.map_err(Error::Connect)?,
         };
-        let whole = write_request(&mut conn, request)
+        let whole = write_request(&mut conn, request.wire)
             .await
             .map_err(Error::Lost)?;
         let head = read_head(&mut conn).await.map_err(Error::Lost)?;
+        let framing = if request.bodiless {
+            head::Framing::Empty
+        } else {
+            head.framing
+        };
         Ok(Response {
             status: head.status,
             headers: head.headers,
             body: Body::new(
                 conn,
-                head.framing,
-                reuse && whole && head.keep_alive,
-                &self.inner.pool,
+                framing,
+                request.reuse && whole && head.keep_alive,
+                Arc::clone(&self.inner),
             ),
         })
     }
@@ -188,8 +227,7 @@ impl Client {
         };
         Ok(Conn {
             io,
-            buf: Vec::with_capacity(READ_BUFFER),
-            pos: 0,
+            buf: Buffer::new(),
         })
     }
 }
@@ -200,7 +238,6 @@ impl Client {
 /// result says whether the whole request went out (else the connection is not reused).
 async fn write_request(conn: &mut Conn, request: &[u8]) -> std::io::Result<bool> {
     conn.buf.clear();
-    conn.pos = 0;
     let mut written = 0;
     std::future::poll_fn(|cx| loop {
         let wrote = if written < request.len() {
@@ -221,7 +258,7 @@ async fn write_request(conn: &mut Conn, request: &[u8]) -> std::io::Result<bool>
             Poll::Pending => {}
         }
         // The write waits for the server to read: see whether it has answered instead.
-        return match poll_fill(conn, cx) {
+        return match conn.buf.poll_fill(&mut conn.io, cx) {
             Poll::Ready(Ok(0)) => Poll::Ready(Err(std::io::Error::new(
                 std::io::ErrorKind::UnexpectedEof,
                 "the connection closed before the request was sent",
@@ -234,21 +271,6 @@ async fn write_request(conn: &mut Conn, request: &[u8]) -> std::io::Result<bool>
     .await
 }
 
-/// One read into the buffer's free room, as a poll. Only while a write waits, so zeroing the
-/// room first (which keeps this free of `unsafe`) costs nothing that matters.
-fn poll_fill(conn: &mut Conn, cx: &mut Context<'_>) -> Poll<std::io::Result<usize>> {
-    if conn.buf.len() == conn.buf.capacity() {
-        conn.buf.reserve(READ_BUFFER);
-    }
-    let len = conn.buf.len();
-    conn.buf.resize(conn.buf.capacity(), 0);
-    let mut room = ReadBuf::new(&mut conn.buf[len..]);
-    let polled = Pin::new(&mut conn.io).poll_read(cx, &mut room);
-    let n = room.filled().len();
-    conn.buf.truncate(len + n);
-    polled.map_ok(|()| n)
-}
-
 /// Most informational heads one answer may start with.
 const MAX_INFORMATIONAL: usize = 16;
 
@@ -257,8 +279,8 @@ const MAX_INFORMATIONAL: usize = 16;
 async fn read_head(conn: &mut Conn) -> std::io::Result<head::Head> {
     let mut informational = 0;
     loop {
-        if let Some((head, len)) = head::parse(&conn.buf[conn.pos..])? {
-            conn.pos += len;
+        if let Some((head, len)) = head::parse(conn.buf.unread())? {
+            conn.buf.consume(len);
             if !head.status.is_informational() {
                 return Ok(head);
             }
@@ -269,21 +291,16 @@ async fn read_head(conn: &mut Conn) -> std::io::Result<head::Head> {
                     format!("the server answered {} before any response", head.status),
                 ));
             }
-            // What the skipped head took is not kept.
-            conn.buf.drain(..conn.pos);
-            conn.pos = 0;
             continue;
         }
-        if conn.buf.len() - conn.pos >= MAX_HEAD {
+        if conn.buf.unread().len() >= MAX_HEAD {
             return Err(std::io::Error::new(
                 std::io::ErrorKind::InvalidData,
                 format!("response head longer than {MAX_HEAD} bytes"),
             ));
         }
-        if conn.buf.len() == conn.buf.capacity() {
-            conn.buf.reserve(conn.buf.capacity().max(READ_BUFFER));
-        }
-        if conn.io.read_buf(&mut conn.buf).await? == 0 {
+        let read = std::future::poll_fn(|cx| conn.buf.poll_fill(&mut conn.io, cx)).await?;
+        if read == 0 {
             return Err(std::io::Error::new(
                 std::io::ErrorKind::UnexpectedEof,
                 "the connection closed before a response",
@@ -292,11 +309,10 @@ async fn read_head(conn: &mut Conn) -> std::io::Result<head::Head> {
     }
 }
 
-/// An open connection and what has been read from it: `buf[pos..]` is not yet used.
+/// An open connection and what has been read from it.
 struct Conn {
     io: Io,
-    buf: Vec<u8>,
-    pos: usize,
+    buf: Buffer,
 }
 
 /// Idle keep-alive connections, the most recently used taken first.
