@@ -174,7 +174,14 @@ pub(crate) async fn handle(
     let bodiless = request.method() == Method::HEAD;
     let wire = match to_upstream(&shared.upstream, shared.host.as_ref(), request).await {
         Ok(r) => r,
-        Err(why) => return Ok(errors::bad_request(&shared.name, &why)),
+        Err(Unsent::TooLarge) => {
+            let why = format!(
+                "the request's body is over the {} the proxy reads before forwarding",
+                crate::units::Size(MAX_REQUEST_BODY as u64)
+            );
+            return Ok(errors::too_large(&shared.name, &why));
+        }
+        Err(Unsent::Bad(why)) => return Ok(errors::bad_request(&shared.name, &why)),
     };
     let sent = crate::net::h1::Request {
         wire: &wire,
@@ -295,6 +302,17 @@ async fn pause(wait: Duration) {
     }
 }
 
+/// The largest request body the proxy reads before forwarding: far above any LLM request (a
+/// long context with images is tens of MiB), and a bound on what one client can make the proxy
+/// hold (about twice this, with the copy written upstream).
+const MAX_REQUEST_BODY: usize = 256 << 20;
+
+/// Why a request was not forwarded.
+enum Unsent {
+    TooLarge,
+    Bad(String),
+}
+
 /// The same request as written to the upstream: without the headers that belong to one hop,
 /// with `host` as its `Host` when given (else the client's, else the upstream's authority), and
 /// its body read whole and sent with its length, so the request goes out in one write (as
@@ -303,13 +321,16 @@ async fn to_upstream(
     upstream: &crate::net::Upstream,
     host: Option<&HeaderValue>,
     request: Request<Incoming>,
-) -> Result<Vec<u8>, String> {
+) -> Result<Vec<u8>, Unsent> {
     let (mut parts, body) = request.into_parts();
-    let body = body
+    let body = match http_body_util::Limited::new(body, MAX_REQUEST_BODY)
         .collect()
         .await
-        .map_err(|e| format!("cannot read the request's body: {e}"))?
-        .to_bytes();
+    {
+        Ok(body) => body.to_bytes(),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => return Err(Unsent::TooLarge),
+        Err(e) => return Err(Unsent::Bad(format!("cannot read the request's body: {e}"))),
+    };
     strip_hop_by_hop(&mut parts.headers);
     // The body is here already: nothing to wait for, and the length is the proxy's to say.
     parts.headers.remove(EXPECT);
@@ -318,7 +339,7 @@ async fn to_upstream(
         parts.headers.insert(HOST, host.clone());
     } else if !parts.headers.contains_key(HOST) {
         let authority = HeaderValue::from_str(&upstream.addr().to_string())
-            .map_err(|e| format!("cannot address the upstream: {e}"))?;
+            .map_err(|e| Unsent::Bad(format!("cannot address the upstream: {e}")))?;
         parts.headers.insert(HOST, authority);
     }
     let path = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());

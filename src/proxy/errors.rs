@@ -41,8 +41,18 @@ pub(crate) fn bad_gateway(proxy: &str, upstream: &str, why: &str) -> Response<Pr
     json_response(StatusCode::BAD_GATEWAY, Some(&body), proxy)
 }
 
-/// The answer to a request the proxy cannot forward at all (a URI it cannot rebuild).
+/// The answer to a request the proxy cannot forward at all (a URI it cannot rebuild, a body
+/// it could not read).
 pub(crate) fn bad_request(proxy: &str, why: &str) -> Response<ProxyBody> {
+    refused(StatusCode::BAD_REQUEST, proxy, why)
+}
+
+/// The answer to a request whose body is larger than the proxy reads before forwarding.
+pub(crate) fn too_large(proxy: &str, why: &str) -> Response<ProxyBody> {
+    refused(StatusCode::PAYLOAD_TOO_LARGE, proxy, why)
+}
+
+fn refused(status: StatusCode, proxy: &str, why: &str) -> Response<ProxyBody> {
     let body = json!({
         "error": {
             "message": format!("faultline proxy `{proxy}`: {why}"),
@@ -51,7 +61,7 @@ pub(crate) fn bad_request(proxy: &str, why: &str) -> Response<ProxyBody> {
             "code": null,
         }
     });
-    json_response(StatusCode::BAD_REQUEST, Some(&body), proxy)
+    json_response(status, Some(&body), proxy)
 }
 
 fn json_response(status: StatusCode, body: Option<&Value>, proxy: &str) -> Response<ProxyBody> {

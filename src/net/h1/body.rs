@@ -195,12 +195,18 @@ pub struct Body {
 
 impl Body {
     pub(super) fn new(conn: Conn, framing: Framing, keep_alive: bool, client: Arc<Inner>) -> Self {
-        Body {
+        let mut body = Body {
             conn: Some(conn),
             decoder: Decoder::new(framing),
             keep_alive,
             client,
+        };
+        if body.decoder.is_done() {
+            // No body (a 204, an answer to a HEAD, a zero length): a server forwarding it never
+            // polls it, so the connection goes back to the pool now.
+            body.release();
         }
+        body
     }
 
     /// The next payload as it arrived, `None` at the body's end. An error means the connection
@@ -251,7 +257,7 @@ impl Body {
     fn release(&mut self) {
         if let Some(mut conn) = self.conn.take() {
             if self.keep_alive && conn.buf.is_empty() && conn.io.nothing_buffered() {
-                self.client.pool.put(conn);
+                super::pool(&self.client, conn);
             }
         }
     }

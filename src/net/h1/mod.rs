@@ -20,6 +20,7 @@ mod tests;
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::Poll;
 use std::time::{Duration, Instant};
@@ -34,8 +35,8 @@ pub use body::Body;
 use buffer::Buffer;
 use io::Io;
 
-/// A response head longer than this is refused.
-const MAX_HEAD: usize = 64 * 1024;
+/// A response head longer than this is refused (about hyper's limit).
+const MAX_HEAD: usize = 400 * 1024;
 
 /// Why a request got no answer.
 #[derive(Debug)]
@@ -150,6 +151,7 @@ impl Client {
                     idle: Mutex::new(VecDeque::new()),
                     max_idle,
                     idle_timeout,
+                    sweeping: AtomicBool::new(false),
                 },
             }),
         })
@@ -195,12 +197,15 @@ impl Client {
                 format!("no answer within {}", crate::units::human_duration(within)),
             )
         };
-        let addrs: Vec<SocketAddr> =
-            tokio::time::timeout(limit, tokio::net::lookup_host((t.host.as_str(), t.port)))
-                .await
-                .map_err(|_| silent(limit))??
-                .collect();
-        let each = limit / u32::try_from(addrs.len()).unwrap_or(u32::MAX).max(1);
+        // The bound covers the name's resolution too.
+        let deadline = tokio::time::Instant::now() + limit;
+        let lookup = tokio::net::lookup_host((t.host.as_str(), t.port));
+        let addrs: Vec<SocketAddr> = tokio::time::timeout_at(deadline, lookup)
+            .await
+            .map_err(|_| silent(limit))??
+            .collect();
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let each = left / u32::try_from(addrs.len()).unwrap_or(u32::MAX).max(1);
         let mut failed = std::io::Error::new(
             std::io::ErrorKind::NotFound,
             format!("`{}` resolves to no address", t.host),
@@ -263,12 +268,40 @@ async fn write_request(conn: &mut Conn, request: &[u8]) -> std::io::Result<bool>
                 std::io::ErrorKind::UnexpectedEof,
                 "the connection closed before the request was sent",
             ))),
-            Poll::Ready(Ok(_)) => Poll::Ready(Ok(false)),
+            Poll::Ready(Ok(_)) => match skip_informational(&mut conn.buf) {
+                // An interim answer (`100 Continue`, `103 Early Hints`) asks for the rest.
+                Answer::Interim => continue,
+                Answer::Final => Poll::Ready(Ok(false)),
+            },
             Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
             Poll::Pending => Poll::Pending,
         };
     })
     .await
+}
+
+/// What arrived while a request was being written.
+enum Answer {
+    /// Only interim heads, or not yet a whole head: the request goes on.
+    Interim,
+    /// A final head, or bytes that are not HTTP: the request stops, `read_head` reads it.
+    Final,
+}
+
+/// Consumes the whole interim (1xx, not 101) heads at the start of `buf`.
+fn skip_informational(buf: &mut Buffer) -> Answer {
+    loop {
+        match head::parse(buf.unread()) {
+            Ok(Some((head, len)))
+                if head.status.is_informational()
+                    && head.status != StatusCode::SWITCHING_PROTOCOLS =>
+            {
+                buf.consume(len);
+            }
+            Ok(None) if buf.unread().len() < MAX_HEAD => return Answer::Interim,
+            _ => return Answer::Final,
+        }
+    }
 }
 
 /// Most informational heads one answer may start with.
@@ -320,6 +353,8 @@ struct Pool {
     idle: Mutex<VecDeque<(Conn, Instant)>>,
     max_idle: usize,
     idle_timeout: Duration,
+    /// A task is closing expired connections.
+    sweeping: AtomicBool,
 }
 
 impl Pool {
@@ -335,16 +370,10 @@ impl Pool {
         None
     }
 
+    /// Keeps `conn` for the next request; a full pool lets its oldest go.
     fn put(&self, conn: Conn) {
         if let Ok(mut idle) = self.idle.lock() {
-            // The oldest are at the front, where taking never reaches while newer ones are
-            // idle: closed here, so they do not linger open past their timeout.
-            while idle
-                .front()
-                .is_some_and(|(_, since)| since.elapsed() >= self.idle_timeout)
-            {
-                idle.pop_front();
-            }
+            self.expire(&mut idle);
             if idle.len() >= self.max_idle {
                 idle.pop_front();
             }
@@ -353,4 +382,55 @@ impl Pool {
             }
         }
     }
+
+    /// Closes the connections idle for longer than the timeout (the oldest are at the front);
+    /// returns how long until the next one is due, `None` when the pool is empty.
+    fn expire(&self, idle: &mut VecDeque<(Conn, Instant)>) -> Option<Duration> {
+        while idle
+            .front()
+            .is_some_and(|(_, since)| since.elapsed() >= self.idle_timeout)
+        {
+            idle.pop_front();
+        }
+        idle.front()
+            .map(|(_, since)| self.idle_timeout.saturating_sub(since.elapsed()))
+    }
+}
+
+/// Gives `conn` back to `client`'s pool, and makes sure a sweeper closes it once it has been
+/// idle too long even if no request comes to look (the upstream may have closed it: it would
+/// hold a descriptor in CLOSE_WAIT until then).
+fn pool(client: &Arc<Inner>, conn: Conn) {
+    client.pool.put(conn);
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    if client.pool.sweeping.swap(true, Ordering::AcqRel) {
+        return;
+    }
+    // Weak: an idle pool must not keep its client alive.
+    let client = Arc::downgrade(client);
+    runtime.spawn(async move {
+        loop {
+            let Some(strong) = client.upgrade() else {
+                return;
+            };
+            let next = match strong.pool.idle.lock() {
+                Ok(mut idle) => strong.pool.expire(&mut idle),
+                Err(_) => None,
+            };
+            let Some(wait) = next else {
+                strong.pool.sweeping.store(false, Ordering::Release);
+                // A connection put back since the look above has no sweeper: take the job
+                // again, unless another task took it.
+                let refilled = strong.pool.idle.lock().is_ok_and(|idle| !idle.is_empty());
+                if refilled && !strong.pool.sweeping.swap(true, Ordering::AcqRel) {
+                    continue;
+                }
+                return;
+            };
+            drop(strong);
+            tokio::time::sleep(wait + Duration::from_millis(10)).await;
+        }
+    });
 }

@@ -413,3 +413,90 @@ async fn a_sized_body_read_as_a_hyper_body_frees_its_connection_with_its_last_by
     }
     assert_eq!(accepted.load(Ordering::SeqCst), 1);
 }
+
+#[tokio::test]
+async fn an_interim_answer_during_a_long_write_lets_the_request_finish() {
+    const LEN: usize = 64 << 20;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let head = format!("POST / HTTP/1.1\r\nhost: t\r\ncontent-length: {LEN}\r\n\r\n");
+    let head_len = head.len();
+    tokio::spawn(async move {
+        let (mut socket, _) = listener.accept().await.unwrap();
+        // An unasked `100 Continue`, then the whole request read, then the answer.
+        socket
+            .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
+            .await
+            .unwrap();
+        let mut left = head_len + LEN;
+        let mut piece = vec![0u8; 1 << 16];
+        while left > 0 {
+            let n = socket.read(&mut piece).await.unwrap();
+            assert!(n > 0, "the client stopped writing with {left} bytes to go");
+            left -= n.min(left);
+        }
+        socket
+            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+            .await
+            .unwrap();
+    });
+    let mut request = head.into_bytes();
+    request.resize(request.len() + LEN, b'x');
+    let client = client(addr);
+    let mut response = tokio::time::timeout(DEADLINE, client.send(Request::new(&request)))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(response.status, 200);
+    assert_eq!(response.body.next().await.unwrap(), Some(&b"ok"[..]));
+}
+
+#[tokio::test]
+async fn an_answer_without_a_body_frees_its_connection_at_once() {
+    let (addr, accepted) = server(|_, _| Some(b"HTTP/1.1 204 No Content\r\n\r\n".to_vec())).await;
+    let client = client(addr);
+    for _ in 0..3 {
+        // Never read: a server forwarding a 204 does not poll its body.
+        let response = tokio::time::timeout(DEADLINE, client.send(Request::new(REQUEST)))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(response.status, 204);
+        assert!(hyper::body::Body::is_end_stream(&response.body));
+    }
+    assert_eq!(accepted.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn idle_connections_are_closed_after_their_timeout_without_a_request() {
+    let (addr, _) = server(|_, _| Some(CHUNKED.to_vec())).await;
+    let client = Client::new(
+        "127.0.0.1",
+        addr.port(),
+        None,
+        DEADLINE,
+        4,
+        Duration::from_millis(100),
+    )
+    .unwrap();
+    exchange(&client).await.unwrap();
+    assert_eq!(client.inner.pool.idle.lock().unwrap().len(), 1);
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while !client.inner.pool.idle.lock().unwrap().is_empty() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "still idle in the pool"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The sweeper is done, and a connection put back later gets one again.
+    exchange(&client).await.unwrap();
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while !client.inner.pool.idle.lock().unwrap().is_empty() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the second one stayed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
