@@ -115,7 +115,7 @@ timeline:
 /// such at the teardown, with how it ended: "stopped" would hide that the drill judged a dead
 /// service. One taken down by a `kill` fault is not reported this way.
 #[test]
-fn a_service_that_died_mid_run_is_said_at_the_teardown() {
+fn a_service_that_died_mid_run_is_said_when_it_dies_at_the_teardown_and_in_the_report() {
     let dir = tempfile::tempdir().unwrap();
     let [host] = free_ports(1)[..] else {
         unreachable!()
@@ -135,13 +135,37 @@ timeline:
     );
     let ran = run_experiment(dir.path(), "dies.yaml", &yaml, &[]);
     assert_eq!(ran.code, Some(0), "{}", ran.stderr);
+    // In the timeline when it happens, about 1 s in, before the end at 2.5 s.
+    let said = ran
+        .stderr
+        .lines()
+        .find(|l| {
+            l.contains("service flaky exited on its own: it was killed by signal 9 (SIGKILL)")
+        })
+        .unwrap_or_else(|| panic!("no line when it died:\n{}", ran.stderr));
+    let at: f64 = said
+        .trim_start_matches('[')
+        .split('s')
+        .next()
+        .and_then(|t| t.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no time in {said:?}"));
+    assert!(at < 2.5, "{said}");
     assert!(
-        ran.stderr.contains(
-            "service flaky had exited on its own before the teardown: it was killed by signal 9 \
-             (SIGKILL)"
-        ),
+        ran.stderr
+            .contains("service flaky had exited on its own at "),
         "{}",
         ran.stderr
+    );
+    let json = report(&ran.out);
+    let warnings = json["evaluation"]["verdict"]["warnings"]
+        .as_array()
+        .unwrap();
+    assert!(
+        warnings.iter().any(|w| w
+            .as_str()
+            .unwrap()
+            .starts_with("service `flaky` exited on its own at ")),
+        "{warnings:?}"
     );
     assert!(
         ran.stderr.contains("service host stopped"),

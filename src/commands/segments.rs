@@ -69,6 +69,7 @@ pub(super) fn write_segment(
         leader: share.segment.is_leader().then(|| LeaderFacts {
             fault_windows: facts.windows.clone(),
             rate_changes: facts.rate_changes.clone(),
+            service_exits: facts.service_exits.clone(),
         }),
         exit_code: code as u8,
         ended_early,

@@ -84,6 +84,22 @@ pub fn count_client_marks(windows: &mut [FaultWindow], records: &[RequestRecord]
     }
 }
 
+/// A service process that exited on its own during the run (not through a fault or the
+/// teardown). Offsets are from the run's start.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceExit {
+    pub service: String,
+    #[serde(
+        rename = "at_ms",
+        serialize_with = "ms::serialize",
+        deserialize_with = "ms::deserialize"
+    )]
+    pub at: Duration,
+    /// How it ended: "was killed by signal 9 (SIGKILL)", "exited with status 1".
+    pub how: String,
+}
+
 /// What the orchestrator knows about the run, besides the records.
 #[derive(Clone, Debug, Default)]
 pub struct RunFacts {
@@ -96,6 +112,8 @@ pub struct RunFacts {
     pub cpu_saturated: Option<(Duration, Duration)>,
     /// The load streams' rate steps and ramps, for the report.
     pub rate_changes: Vec<crate::load::rates::RateMark>,
+    /// Services that died on their own during the run, in the order they did.
+    pub service_exits: Vec<ServiceExit>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -155,6 +173,15 @@ pub fn evaluate(
                 crate::units::human_duration(observed)
             ));
         }
+    }
+    for exit in &facts.service_exits {
+        verdict.warnings.push(format!(
+            "service `{}` exited on its own at {} (it {}): what was measured after that \
+             includes a dead service, whatever the budgets say",
+            exit.service,
+            crate::units::human_duration(exit.at),
+            exit.how
+        ));
     }
     for w in &facts.windows {
         if let Some(why) = &w.lift_error {

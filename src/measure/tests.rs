@@ -29,6 +29,7 @@ fn facts() -> RunFacts {
         windows: vec![window(10_000, 20_000)],
         streams: vec!["a".into(), "b".into()],
         cpu_saturated: None,
+        service_exits: Vec::new(),
     }
 }
 
@@ -263,6 +264,7 @@ fn without_faults_latency_budgets_judge_the_whole_run() {
         windows: vec![],
         streams: vec!["a".into()],
         cpu_saturated: None,
+        service_exits: Vec::new(),
     };
     let budgets = Budgets {
         max_p99_latency: dur("100ms"),
@@ -488,6 +490,7 @@ fn without_faults_error_budgets_judge_the_whole_run() {
         windows: vec![],
         streams: vec!["a".into()],
         cpu_saturated: None,
+        service_exits: Vec::new(),
     };
     let budgets = Budgets {
         max_error_rate: Some(Percent::from_fraction(0.01).unwrap()),
@@ -694,4 +697,29 @@ fn a_saturated_machine_is_said_in_the_verdict() {
         &MeasureSpec::default(),
     );
     assert!(e.verdict.warnings.is_empty(), "{:?}", e.verdict.warnings);
+}
+
+#[test]
+fn a_service_that_died_on_its_own_is_said_in_the_verdict() {
+    let records = stream("a", |r, _| r);
+    let mut facts = facts();
+    facts.service_exits = vec![crate::measure::ServiceExit {
+        service: "gateway".into(),
+        at: Duration::from_millis(12_500),
+        how: "was killed by signal 9 (SIGKILL)".into(),
+    }];
+    let e = evaluate(
+        &records,
+        &facts,
+        &Budgets::default(),
+        &MeasureSpec::default(),
+    );
+    assert_eq!(
+        e.verdict.warnings,
+        vec![
+            "service `gateway` exited on its own at 12.5s (it was killed by signal 9 (SIGKILL)): \
+             what was measured after that includes a dead service, whatever the budgets say"
+                .to_string()
+        ]
+    );
 }

@@ -174,6 +174,7 @@ mod tests {
             ],
             streams: vec!["model-a".into(), "model-b".into()],
             cpu_saturated: None,
+            service_exits: Vec::new(),
         };
         let pct = |s: &str| s.parse::<Percent>().unwrap();
         let mut served = IndexMap::new();

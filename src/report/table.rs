@@ -299,6 +299,7 @@ mod tests {
             }],
             streams: vec!["a".into(), "b".into()],
             cpu_saturated: None,
+            service_exits: Vec::new(),
         };
         let budgets = Budgets {
             failover_within: Some(Dur::from_secs(2)),

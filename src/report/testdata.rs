@@ -72,6 +72,7 @@ pub fn sample() -> Sample {
         ],
         streams: vec!["model-a".into(), NASTY_STREAM.into()],
         cpu_saturated: None,
+        service_exits: Vec::new(),
     };
     let pct = |s: &str| s.parse::<Percent>().unwrap();
     let mut served = IndexMap::new();

@@ -65,6 +65,7 @@ impl RunRecord {
                 windows: Vec::new(),
                 streams: exp.streams.iter().map(|s| s.name.clone()).collect(),
                 cpu_saturated: None,
+                service_exits: Vec::new(),
             },
             unfinished: 0,
             aborted: matches!(failure, Failure::Aborted(_)).then(|| failure.to_string()),
@@ -253,6 +254,8 @@ pub async fn execute(exp: &Experiment, opts: &RunOptions) -> RunRecord {
         }
     }
     let cpu = cpu.and_then(cpu::Sampler::finish);
+    stack.check_exits(origin.elapsed());
+    let service_exits = stack.service_exits();
     stack.teardown(&console).await;
 
     let duration = if aborted.is_some() { now } else { exp.end };
@@ -268,6 +271,7 @@ pub async fn execute(exp: &Experiment, opts: &RunOptions) -> RunRecord {
             .iter()
             .flat_map(|s| load::rates::marks(&s.name, s.spec.rate.as_per_second(), &s.rate_changes))
             .collect(),
+        service_exits,
     };
     RunRecord {
         started_at,

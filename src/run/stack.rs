@@ -2,6 +2,7 @@
 //! go through the fault engine's ledger.
 
 use std::path::Path;
+use std::time::Duration;
 
 use super::console::Console;
 pub use super::faults::Lifted;
@@ -10,6 +11,7 @@ use super::targets::{Agent, Started, Targets};
 use crate::agent::AgentClient;
 use crate::exit::Failure;
 use crate::experiment::{Experiment, Injection, ProxyDriver, ProxyMode, ServiceSpec};
+use crate::measure::ServiceExit;
 use crate::proxy::{self, tcp::TcpProxy};
 use crate::services;
 use crate::simulate;
@@ -20,6 +22,8 @@ use crate::toxiproxy::{NewProxy, ToxiproxyClient, ToxiproxyError};
 pub struct Stack {
     targets: Targets,
     ledger: Ledger,
+    /// Services that exited on their own, with their logs, as the run saw them.
+    exits: Vec<(ServiceExit, String)>,
 }
 
 impl Stack {
@@ -144,6 +148,56 @@ impl Stack {
             .await
     }
 
+    /// Resolves when a service's process exits on its own (not through a fault, which takes it
+    /// first), with the service's name, how it ended and its log; the service is down from then
+    /// on (a `restart` brings it back). Never resolves while no service process runs.
+    /// Cancel-safe.
+    pub async fn service_exit(&mut self) -> (String, String, String) {
+        let waits: Vec<_> = self
+            .targets
+            .services
+            .iter_mut()
+            .filter_map(|(name, started)| match started {
+                Started::Process(p) => Some(Box::pin(async move {
+                    let how = p.exited().await;
+                    (name.clone(), how, p.log_path().display().to_string())
+                })),
+                Started::InProcess(_) => None,
+            })
+            .collect();
+        if waits.is_empty() {
+            return std::future::pending().await;
+        }
+        futures_util::future::select_all(waits).await.0
+    }
+
+    /// Keeps what [`Stack::service_exit`] saw, `at` from the run's start, for the report and
+    /// the teardown.
+    pub fn record_exit(&mut self, service: String, at: Duration, how: String, log: String) {
+        self.exits.push((ServiceExit { service, at, how }, log));
+    }
+
+    /// Records the services that exited on their own since the timeline stopped watching
+    /// (while the last requests finished), at `at`.
+    pub fn check_exits(&mut self, at: Duration) {
+        let mut died = Vec::new();
+        for (name, started) in &mut self.targets.services {
+            if let Started::Process(p) = started {
+                if let Some(how) = p.exited_on_its_own() {
+                    died.push((name.clone(), how, p.log_path().display().to_string()));
+                }
+            }
+        }
+        for (name, how, log) in died {
+            self.record_exit(name, at, how, log);
+        }
+    }
+
+    /// The services that exited on their own, in the order they did.
+    pub fn service_exits(&self) -> Vec<ServiceExit> {
+        self.exits.iter().map(|(exit, _)| exit.clone()).collect()
+    }
+
     /// Lifts every fault, then stops services in reverse start order, then the proxies.
     pub async fn teardown(&mut self, console: &Console) {
         for lifted in self.roll_back().await {
@@ -156,25 +210,38 @@ impl Stack {
             }
         }
         while let Some((name, started)) = self.targets.services.pop() {
+            let seen = self
+                .exits
+                .iter()
+                .rev()
+                .find(|(exit, _)| exit.service == name)
+                .map(|(exit, log)| {
+                    (
+                        format!("at {}", super::fmt_at(exit.at)),
+                        exit.how.clone(),
+                        log.clone(),
+                    )
+                });
             let died = match started {
                 Started::InProcess(s) => {
                     s.stop().await;
                     None
                 }
                 Started::Process(mut p) => {
-                    let died = p
-                        .exited_on_its_own()
-                        .map(|how| (how, p.log_path().display().to_string()));
+                    let died = p.exited_on_its_own().map(|how| {
+                        let log = p.log_path().display().to_string();
+                        ("before the teardown".to_string(), how, log)
+                    });
                     p.stop().await;
-                    died
+                    // Seen mid-run, it is said with its time (even if a restart brought it back).
+                    seen.or(died)
                 }
             };
             match died {
                 // Said plainly: a drill whose gateway died mid-run judged a dead gateway,
                 // whatever its budgets say.
-                Some((how, log)) => console.say(format!(
-                    "service {name} had exited on its own before the teardown: it {how} \
-                     (its log: {log})"
+                Some((when, how, log)) => console.say(format!(
+                    "service {name} had exited on its own {when}: it {how} (its log: {log})"
                 )),
                 None => console.say(format!("service {name} stopped")),
             }

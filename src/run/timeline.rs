@@ -134,11 +134,23 @@ pub async fn follow(
 ) -> Ending {
     tokio::pin!(stop);
     for step in &exp.timeline {
-        tokio::select! {
-            () = wait_until(origin + step.at) => {}
-            reason = stop.as_mut() => {
-                console.say(format!("[{:>7}] {reason}", fmt_at(origin.elapsed())));
-                return Ending::Stopped(reason);
+        loop {
+            tokio::select! {
+                () = wait_until(origin + step.at) => break,
+                (service, how, log) = stack.service_exit() => {
+                    // Said when it happens: the failures that follow have their cause beside
+                    // them, and the report warns that a dead service was measured.
+                    let at = origin.elapsed();
+                    console.say(format!(
+                        "[{:>7}] service {service} exited on its own: it {how} (its log: {log})",
+                        fmt_at(at)
+                    ));
+                    stack.record_exit(service, at, how, log);
+                }
+                reason = stop.as_mut() => {
+                    console.say(format!("[{:>7}] {reason}", fmt_at(origin.elapsed())));
+                    return Ending::Stopped(reason);
+                }
             }
         }
         // Windows use the scheduled time: the injection lands within microseconds after it, and a

@@ -86,6 +86,10 @@ pub struct Cpu {
 pub struct LeaderFacts {
     pub fault_windows: Vec<FaultWindow>,
     pub rate_changes: Vec<RateMark>,
+    /// The leader's services that died on their own (absent in manifests from before it was
+    /// recorded, and when none did).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub service_exits: Vec<crate::measure::ServiceExit>,
 }
 
 impl Manifest {
@@ -99,6 +103,7 @@ impl Manifest {
             streams: self.streams.clone(),
             cpu_saturated: cpu.map(|c| (c.saturated, c.observed)),
             rate_changes: leader.map(|l| l.rate_changes.clone()).unwrap_or_default(),
+            service_exits: leader.map(|l| l.service_exits.clone()).unwrap_or_default(),
         }
     }
 }
@@ -192,6 +197,11 @@ mod tests {
                     to_per_second: 80.5,
                     over: Duration::from_millis(1250),
                 }],
+                service_exits: vec![crate::measure::ServiceExit {
+                    service: "gateway".into(),
+                    at: Duration::from_millis(4200),
+                    how: "was killed by signal 9 (SIGKILL)".into(),
+                }],
             }),
             exit_code: 0,
             ended_early: None,
@@ -204,6 +214,22 @@ mod tests {
         let m = sample();
         write(dir.path(), &m).unwrap();
         assert_eq!(read(dir.path()).unwrap(), m);
+    }
+
+    #[test]
+    fn the_leaders_service_exits_reach_the_merged_facts() {
+        let facts = sample().facts(None);
+        assert_eq!(facts.service_exits.len(), 1);
+        assert_eq!(facts.service_exits[0].service, "gateway");
+        // A manifest from before they were recorded still reads, with none.
+        let text = serde_json::to_string(&sample()).unwrap();
+        let mut json: serde_json::Value = serde_json::from_str(&text).unwrap();
+        json["leader"]
+            .as_object_mut()
+            .unwrap()
+            .remove("service_exits");
+        let old: Manifest = serde_json::from_value(json).unwrap();
+        assert!(old.facts(None).service_exits.is_empty());
     }
 
     #[test]

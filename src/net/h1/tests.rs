@@ -205,28 +205,26 @@ const CHUNKED: &[u8] =
     b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n\
       6\r\ndata: \r\n3\r\nhi\n\r\n0\r\n\r\n";
 
-#[tokio::test]
-async fn keep_alive_connections_carry_the_next_requests() {
-    let (addr, accepted) = server(|_, _| Some(CHUNKED.to_vec())).await;
+/// How many connections three whole exchanges took against a server answering `reply` (to the
+/// first request of each connection only, when `once`), every answer checked against `want`.
+async fn connections_for(reply: &'static [u8], once: bool, want: &[u8]) -> usize {
+    let (addr, accepted) = server(move |_, seq| (!once || seq == 0).then(|| reply.to_vec())).await;
     let client = client(addr);
     for _ in 0..3 {
-        assert_eq!(
-            exchange(&client).await.unwrap(),
-            (200, b"data: hi\n".to_vec())
-        );
+        assert_eq!(exchange(&client).await.unwrap(), (200, want.to_vec()));
     }
-    assert_eq!(accepted.load(Ordering::SeqCst), 1);
+    accepted.load(Ordering::SeqCst)
+}
+
+#[tokio::test]
+async fn keep_alive_connections_carry_the_next_requests() {
+    assert_eq!(connections_for(CHUNKED, false, b"data: hi\n").await, 1);
 }
 
 #[tokio::test]
 async fn a_connection_the_server_closes_is_not_used_again() {
-    let close = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok".to_vec();
-    let (addr, accepted) = server(move |_, _| Some(close.clone())).await;
-    let client = client(addr);
-    for _ in 0..3 {
-        assert_eq!(exchange(&client).await.unwrap(), (200, b"ok".to_vec()));
-    }
-    assert_eq!(accepted.load(Ordering::SeqCst), 3);
+    let close = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok";
+    assert_eq!(connections_for(close, false, b"ok").await, 3);
 }
 
 #[tokio::test]
@@ -260,18 +258,8 @@ async fn a_body_cut_before_its_end_is_an_error() {
 
 #[tokio::test]
 async fn a_body_until_the_close_ends_at_the_close() {
-    let reply = b"HTTP/1.1 200 OK\r\n\r\nall of it".to_vec();
-    let (addr, accepted) = server(move |_, seq| (seq == 0).then(|| reply.clone())).await;
-    let client = client(addr);
-    assert_eq!(
-        exchange(&client).await.unwrap(),
-        (200, b"all of it".to_vec())
-    );
-    assert_eq!(
-        exchange(&client).await.unwrap(),
-        (200, b"all of it".to_vec())
-    );
-    assert_eq!(accepted.load(Ordering::SeqCst), 2);
+    let reply = b"HTTP/1.1 200 OK\r\n\r\nall of it";
+    assert_eq!(connections_for(reply, true, b"all of it").await, 3);
 }
 
 #[tokio::test]

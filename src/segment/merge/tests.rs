@@ -65,6 +65,7 @@ fn manifest(segment: Segment, records: usize) -> Manifest {
                 }),
             }],
             rate_changes: Vec::new(),
+            service_exits: Vec::new(),
         }),
         exit_code: 0,
         ended_early: None,
