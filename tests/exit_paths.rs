@@ -173,3 +173,54 @@ timeline:
         ran.stderr
     );
 }
+
+#[test]
+fn a_killed_service_is_not_said_to_have_died_on_its_own_and_one_dying_after_the_end_is() {
+    let dir = tempfile::tempdir().unwrap();
+    let [host] = free_ports(1)[..] else {
+        unreachable!()
+    };
+    // `late` dies about 3 s in: after the end at 2.5 s, while the last 2-second streams finish.
+    let yaml = format!(
+        r#"version: 1
+name: kill-and-late
+services:
+  host: {{ simulate: {{ listen: "127.0.0.1:{host}", ttft: 10ms, tokens_per_second: 10, completion_tokens: 20 }} }}
+  victim:
+    command: [sleep, "600"]
+  late:
+    command: [sh, -c, "sleep 3; kill -KILL $$"]
+load:
+  s: {{ url: "http://127.0.0.1:{host}/v1/chat/completions", rate: 5/s, request: {{ api: openai-chat }} }}
+timeline:
+  - {{ at: 1s, inject: {{ service: victim, fault: {{ kill: {{}} }} }} }}
+  - {{ at: 2500ms, end: true }}
+"#
+    );
+    let ran = run_experiment(dir.path(), "late.yaml", &yaml, &[]);
+    assert_eq!(ran.code, Some(0), "{}", ran.stderr);
+    assert!(
+        !ran.stderr.contains("service victim exited on its own")
+            && !ran.stderr.contains("service victim had exited on its own"),
+        "{}",
+        ran.stderr
+    );
+    assert!(
+        ran.stderr
+            .contains("service late exited on its own: it was killed by signal 9"),
+        "{}",
+        ran.stderr
+    );
+    let json = report(&ran.out);
+    let warnings: Vec<&str> = json["evaluation"]["verdict"]["warnings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w.as_str().unwrap())
+        .collect();
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(
+        warnings[0].starts_with("service `late` exited on its own at "),
+        "{warnings:?}"
+    );
+}

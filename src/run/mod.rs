@@ -236,7 +236,18 @@ pub async fn execute(exp: &Experiment, opts: &RunOptions) -> RunRecord {
     } else {
         longest_timeout + Duration::from_secs(1)
     };
-    let (records, unfinished) = load.finish(grace).await;
+    let (records, unfinished) = {
+        // Services are still watched while the last requests finish.
+        let finish = load.finish(grace);
+        tokio::pin!(finish);
+        loop {
+            tokio::select! {
+                biased;
+                died = stack.service_exit() => stack.say_exit(died, origin, &console),
+                done = &mut finish => break done,
+            }
+        }
+    };
     if let Some(live) = &opts.live {
         live.finish();
     }
@@ -248,13 +259,18 @@ pub async fn execute(exp: &Experiment, opts: &RunOptions) -> RunRecord {
             "keeping the services up for the other segments' last requests (until {} after the end)",
             human_duration(grace)
         ));
-        tokio::select! {
-            () = tokio::time::sleep_until(tokio::time::Instant::from_std(done)) => {}
-            _ = &mut interrupt => {}
+        let until = tokio::time::sleep_until(tokio::time::Instant::from_std(done));
+        tokio::pin!(until);
+        loop {
+            tokio::select! {
+                biased;
+                died = stack.service_exit() => stack.say_exit(died, origin, &console),
+                () = &mut until => break,
+                _ = &mut interrupt => break,
+            }
         }
     }
     let cpu = cpu.and_then(cpu::Sampler::finish);
-    stack.check_exits(origin.elapsed());
     let service_exits = stack.service_exits();
     stack.teardown(&console).await;
 

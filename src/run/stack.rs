@@ -2,7 +2,6 @@
 //! go through the fault engine's ledger.
 
 use std::path::Path;
-use std::time::Duration;
 
 use super::console::Console;
 pub use super::faults::Lifted;
@@ -171,26 +170,22 @@ impl Stack {
         futures_util::future::select_all(waits).await.0
     }
 
-    /// Keeps what [`Stack::service_exit`] saw, `at` from the run's start, for the report and
-    /// the teardown.
-    pub fn record_exit(&mut self, service: String, at: Duration, how: String, log: String) {
+    /// Says what [`Stack::service_exit`] saw, in the timeline's format, and keeps it for the
+    /// report and the teardown. `origin`: the run's start.
+    pub fn say_exit(
+        &mut self,
+        (service, how, log): (String, String, String),
+        origin: std::time::Instant,
+        console: &Console,
+    ) {
+        // Said when it happens: the failures that follow have their cause beside them, and
+        // the report warns that a dead service was measured.
+        let at = origin.elapsed();
+        console.say(format!(
+            "[{:>7}] service {service} exited on its own: it {how} (its log: {log})",
+            super::fmt_at(at)
+        ));
         self.exits.push((ServiceExit { service, at, how }, log));
-    }
-
-    /// Records the services that exited on their own since the timeline stopped watching
-    /// (while the last requests finished), at `at`.
-    pub fn check_exits(&mut self, at: Duration) {
-        let mut died = Vec::new();
-        for (name, started) in &mut self.targets.services {
-            if let Started::Process(p) = started {
-                if let Some(how) = p.exited_on_its_own() {
-                    died.push((name.clone(), how, p.log_path().display().to_string()));
-                }
-            }
-        }
-        for (name, how, log) in died {
-            self.record_exit(name, at, how, log);
-        }
     }
 
     /// The services that exited on their own, in the order they did.

@@ -136,17 +136,11 @@ pub async fn follow(
     for step in &exp.timeline {
         loop {
             tokio::select! {
+                // An exit first: a step due at the same moment (a kill, a restart of that very
+                // service) must not take the dead process before its death is seen.
+                biased;
+                died = stack.service_exit() => stack.say_exit(died, origin, console),
                 () = wait_until(origin + step.at) => break,
-                (service, how, log) = stack.service_exit() => {
-                    // Said when it happens: the failures that follow have their cause beside
-                    // them, and the report warns that a dead service was measured.
-                    let at = origin.elapsed();
-                    console.say(format!(
-                        "[{:>7}] service {service} exited on its own: it {how} (its log: {log})",
-                        fmt_at(at)
-                    ));
-                    stack.record_exit(service, at, how, log);
-                }
                 reason = stop.as_mut() => {
                     console.say(format!("[{:>7}] {reason}", fmt_at(origin.elapsed())));
                     return Ending::Stopped(reason);
