@@ -93,28 +93,56 @@ fn parsed(wire: &str) -> head::Head {
 fn heads_say_how_their_bodies_end_and_whether_the_connection_stays() {
     let h = parsed("HTTP/1.1 200 OK\r\ncontent-length: 12\r\nx-a: b\r\n\r\n");
     assert_eq!(h.status, 200);
-    assert_eq!((h.framing, h.keep_alive), (Framing::Length(12), true));
     assert_eq!(h.headers["x-a"], "b");
-    let h = parsed("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n");
-    assert_eq!((h.framing, h.keep_alive), (Framing::Chunked, true));
-    let h = parsed("HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n");
-    assert_eq!((h.framing, h.keep_alive), (Framing::Chunked, false));
-    // A final coding other than chunked runs until the close, whatever the length says.
-    let h = parsed("HTTP/1.1 200 OK\r\ntransfer-encoding: gzip\r\ncontent-length: 3\r\n\r\n");
-    assert_eq!((h.framing, h.keep_alive), (Framing::UntilClose, false));
-    // Chunked with a length beside it: the length is ignored, the connection not trusted.
-    let h = parsed("HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ncontent-length: 9\r\n\r\n");
-    assert_eq!((h.framing, h.keep_alive), (Framing::Chunked, false));
-    let h = parsed("HTTP/1.1 200 OK\r\n\r\n");
-    assert_eq!((h.framing, h.keep_alive), (Framing::UntilClose, false));
-    let h = parsed("HTTP/1.1 204 No Content\r\n\r\n");
-    assert_eq!((h.framing, h.keep_alive), (Framing::Empty, true));
-    let h = parsed("HTTP/1.0 200 OK\r\ncontent-length: 1\r\n\r\n");
-    assert!(!h.keep_alive);
-    let h = parsed("HTTP/1.0 200 OK\r\ncontent-length: 1\r\nConnection: Keep-Alive\r\n\r\n");
-    assert!(h.keep_alive);
-    let h = parsed("HTTP/1.1 200 OK\r\ncontent-length: 5, 5\r\n\r\n");
-    assert_eq!(h.framing, Framing::Length(5));
+    for (wire, framing, keep_alive) in [
+        (
+            "HTTP/1.1 200 OK\r\ncontent-length: 12\r\n\r\n",
+            Framing::Length(12),
+            true,
+        ),
+        (
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+            Framing::Chunked,
+            true,
+        ),
+        (
+            "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n",
+            Framing::Chunked,
+            false,
+        ),
+        // A final coding other than chunked runs until the close, whatever the length says.
+        (
+            "HTTP/1.1 200 OK\r\ntransfer-encoding: gzip\r\ncontent-length: 3\r\n\r\n",
+            Framing::UntilClose,
+            false,
+        ),
+        // Chunked with a length beside it: the length is ignored, the connection not trusted.
+        (
+            "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ncontent-length: 9\r\n\r\n",
+            Framing::Chunked,
+            false,
+        ),
+        ("HTTP/1.1 200 OK\r\n\r\n", Framing::UntilClose, false),
+        ("HTTP/1.1 204 No Content\r\n\r\n", Framing::Empty, true),
+        (
+            "HTTP/1.0 200 OK\r\ncontent-length: 1\r\n\r\n",
+            Framing::Length(1),
+            false,
+        ),
+        (
+            "HTTP/1.0 200 OK\r\ncontent-length: 1\r\nConnection: Keep-Alive\r\n\r\n",
+            Framing::Length(1),
+            true,
+        ),
+        (
+            "HTTP/1.1 200 OK\r\ncontent-length: 5, 5\r\n\r\n",
+            Framing::Length(5),
+            true,
+        ),
+    ] {
+        let h = parsed(wire);
+        assert_eq!((h.framing, h.keep_alive), (framing, keep_alive), "{wire:?}");
+    }
 }
 
 #[test]
