@@ -1,23 +1,19 @@
-//! The one HTTP client builder: the load generator, the fault proxy's and the gateway's
-//! upstream clients, the REST clients (agent, Toxiproxy) and the readiness probe all get their
-//! hyper client here, with what differs between them (connect bound, pool) as parameters.
+//! The one builder of hyper clients: the gateway's upstream client, the REST clients (agent,
+//! Toxiproxy) and the readiness probe get theirs here, with what differs between them (connect
+//! bound, pool) as parameters. The load generator and the fault proxy's upstream hop use
+//! [`crate::net::h1`], which reads each answer in the request's own task.
 
 use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Body;
-use hyper_rustls::{FixedServerNameResolver, HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 /// A pooled HTTP/1 client over plain TCP.
 pub type HttpClient<B = Full<Bytes>> = Client<HttpConnector, B>;
-
-/// A pooled HTTP/1 client for `http://` and `https://` URIs alike (the load generator, the
-/// fault proxy's upstream). Hostnames are resolved at each new connection.
-pub type HttpsClient<B = Full<Bytes>> = Client<HttpsConnector<HttpConnector>, B>;
 
 /// What differs between faultline's clients.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -29,9 +25,6 @@ pub struct ClientConfig {
     /// Idle connections kept per host; `None`: no limit. Zero opens a fresh connection for
     /// every request.
     pub pool_max_idle_per_host: Option<usize>,
-    /// Each connection reads into a buffer of exactly this size; `None`: hyper's adaptive one,
-    /// which starts at 8 KiB and grows for big bodies.
-    pub read_buffer: Option<usize>,
 }
 
 impl ClientConfig {
@@ -41,20 +34,12 @@ impl ClientConfig {
             connect_timeout,
             pool_idle_timeout: None,
             pool_max_idle_per_host: None,
-            read_buffer: None,
         }
     }
 
     pub const fn pool_idle_timeout(self, idle: Duration) -> ClientConfig {
         ClientConfig {
             pool_idle_timeout: Some(idle),
-            ..self
-        }
-    }
-
-    pub const fn read_buffer(self, bytes: usize) -> ClientConfig {
-        ClientConfig {
-            read_buffer: Some(bytes),
             ..self
         }
     }
@@ -77,26 +62,6 @@ where
     builder(config).build(tcp_connector(config))
 }
 
-/// [`http_client`] that also speaks `https://` with `tls`. The connect bound covers the TCP
-/// connect; the handshake is bounded by the caller's request timeout.
-pub fn https_client<B>(config: ClientConfig, tls: &crate::net::Tls) -> HttpsClient<B>
-where
-    B: Body + Send,
-    B::Data: Send,
-{
-    let mut tcp = tcp_connector(config);
-    // The HTTPS connector hands `https://` URIs to the TCP connector, which must let them pass.
-    tcp.enforce_http(false);
-    let https = HttpsConnectorBuilder::new()
-        .with_tls_config((*tls.config).clone())
-        .https_or_http();
-    let https = match &tls.server_name {
-        Some(name) => https.with_server_name_resolver(FixedServerNameResolver::new(name.clone())),
-        None => https,
-    };
-    builder(config).build(https.enable_http1().wrap_connector(tcp))
-}
-
 fn tcp_connector(config: ClientConfig) -> HttpConnector {
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
@@ -114,9 +79,6 @@ fn builder(config: ClientConfig) -> hyper_util::client::legacy::Builder {
     }
     if let Some(max) = config.pool_max_idle_per_host {
         builder.pool_max_idle_per_host(max);
-    }
-    if let Some(bytes) = config.read_buffer {
-        builder.http1_read_buf_exact_size(bytes);
     }
     builder
 }
@@ -190,15 +152,13 @@ mod tests {
     fn the_builders_set_what_they_say() {
         let c = ClientConfig::new(Duration::from_secs(2))
             .pool_idle_timeout(Duration::from_secs(30))
-            .pool_max_idle_per_host(8)
-            .read_buffer(2048);
+            .pool_max_idle_per_host(8);
         assert_eq!(
             c,
             ClientConfig {
                 connect_timeout: Duration::from_secs(2),
                 pool_idle_timeout: Some(Duration::from_secs(30)),
                 pool_max_idle_per_host: Some(8),
-                read_buffer: Some(2048),
             }
         );
     }

@@ -12,7 +12,7 @@ pub mod signals;
 pub mod tls;
 pub mod url;
 
-pub use client::{http_client, https_client, ClientConfig, HttpClient, HttpsClient};
+pub use client::{http_client, ClientConfig, HttpClient};
 pub use endpoint::{HostPort, Listen, Scheme, Upstream};
 pub use listener::{BindError, Connection, Http1, Listener, Serve};
 pub use signals::{shutdown_signal, ShutdownSignals, Signal, SignalError};

@@ -166,8 +166,9 @@ fn find_rustls_error<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a
         if let Some(tls) = err.downcast_ref::<rustls::Error>() {
             return Some(tls);
         }
-        // tokio-rustls hands the handshake's error over inside an io::Error, and hyper-rustls
-        // wraps that in another: an io::Error's `source` skips its payload, so look inside.
+        // tokio-rustls hands the handshake's error over inside an io::Error (which `net::h1`
+        // and other callers may wrap again): an io::Error's `source` skips its payload, so
+        // look inside.
         cause = match err
             .downcast_ref::<std::io::Error>()
             .and_then(|io| io.get_ref())
@@ -269,7 +270,7 @@ mod tests {
             std::io::ErrorKind::InvalidData,
             rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer),
         );
-        // Nested as hyper-rustls nests it.
+        // Nested once more, as a caller may wrap it.
         let io = std::io::Error::other(io);
         let m = tls.explain("localhost", 8443, &io).unwrap();
         assert!(m.contains("localhost:8443"), "{m}");
