@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use hyper::header::{
-    HeaderMap, HeaderValue, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, HOST, TRANSFER_ENCODING,
+    HeaderMap, HeaderValue, CONTENT_LENGTH, CONTENT_TYPE, HOST, TRANSFER_ENCODING,
 };
 use serde_json::json;
 
@@ -13,8 +13,9 @@ use super::record::{Outcome, RequestRecord};
 use super::sse::{DocumentReader, Expect, StreamReader};
 use super::workload::{length_field, Workload, DEFAULT_MAX_TOKENS};
 use crate::experiment::{Api, LoadStream, RequestSpec, Target};
+use crate::net::h1;
 
-pub type HttpClient = crate::net::h1::Client;
+pub type HttpClient = h1::Client;
 
 /// A keep-alive pool shared by every request of a stream, as many idle connections as it can
 /// have requests in flight; `https://` targets use `tls`.
@@ -175,22 +176,18 @@ impl StreamPlan {
         } else {
             None
         };
-        let headers: Vec<_> = stream
+        let own: Vec<_> = stream
             .headers
             .iter()
             .map(|h| (h.name.clone(), h.value().clone()))
             .collect();
+        let headers = request_headers(&stream.target, r.api, &own)?;
         Ok(StreamPlan {
             name: Arc::from(stream.name.as_str()),
             api: r.api,
             expect,
-            head: request_head(&stream.target, r.api, &headers)?,
-            reuse: !headers.iter().any(|(name, value)| {
-                name == CONNECTION
-                    && value
-                        .to_str()
-                        .is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("close")))
-            }),
+            head: h1::request::head("POST", &stream.target.path_and_query, &headers),
+            reuse: !h1::request::says_close(&headers),
             stream: r.stream,
             body: Bytes::from(bytes),
             workload,
@@ -216,23 +213,19 @@ impl StreamPlan {
     /// Request `seq` as written on the connection, and what its whole answer must show.
     fn request(&self, seq: u64) -> (Vec<u8>, Expect) {
         let (body, expect) = self.body(seq);
-        let length = format!("content-length: {}\r\n\r\n", body.len());
-        let mut wire = Vec::with_capacity(self.head.len() + length.len() + body.len());
-        wire.extend_from_slice(&self.head);
-        wire.extend_from_slice(length.as_bytes());
-        wire.extend_from_slice(&body);
+        let wire = h1::request::finish(&self.head, &body, true);
         (wire, expect)
     }
 }
 
-/// A `POST` to `target` with the default headers and then the stream's own (which replace a
-/// default of the same name), up to where `content-length` goes. The framing is the client's:
-/// a `content-length` or `transfer-encoding` of the stream's is left out.
-fn request_head(
+/// The headers of a `POST` to `target`: the defaults, then the stream's own (which replace a
+/// default of the same name). The framing is the client's: a `content-length` or
+/// `transfer-encoding` of the stream's is left out.
+fn request_headers(
     target: &Target,
     api: Api,
     own: &[(hyper::header::HeaderName, HeaderValue)],
-) -> anyhow::Result<Vec<u8>> {
+) -> anyhow::Result<HeaderMap> {
     let mut headers = HeaderMap::new();
     headers.insert(HOST, HeaderValue::from_str(&target.authority)?);
     headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
@@ -244,14 +237,7 @@ fn request_head(
     }
     headers.remove(CONTENT_LENGTH);
     headers.remove(TRANSFER_ENCODING);
-    let mut head = format!("POST {} HTTP/1.1\r\n", target.path_and_query).into_bytes();
-    for (name, value) in &headers {
-        head.extend_from_slice(name.as_str().as_bytes());
-        head.extend_from_slice(b": ");
-        head.extend_from_slice(value.as_bytes());
-        head.extend_from_slice(b"\r\n");
-    }
-    Ok(head)
+    Ok(headers)
 }
 
 /// Sends one request and records how it went. `origin` is the run's start; `intended` is the
@@ -298,7 +284,7 @@ async fn exchange(
 ) -> Outcome {
     let (request, expect) = plan.request(rec.seq);
     let response = match client
-        .send(crate::net::h1::Request {
+        .send(h1::Request {
             wire: &request,
             reuse: plan.reuse,
             bodiless: false,
@@ -306,7 +292,7 @@ async fn exchange(
         .await
     {
         Ok(r) => r,
-        Err(crate::net::h1::Error::Connect(e)) => {
+        Err(h1::Error::Connect(e)) => {
             // A failed TLS handshake is a connect error too: no request was sent.
             let (host, port) = (plan.addr.host(), plan.addr.port());
             let why = plan.tls.explain(host, port, &e).unwrap_or_else(|| {
@@ -319,7 +305,7 @@ async fn exchange(
             plan.connect_errors.note(&plan.name, why);
             return Outcome::ConnectError;
         }
-        Err(crate::net::h1::Error::Lost(_)) => return Outcome::Reset,
+        Err(h1::Error::Lost(_)) => return Outcome::Reset,
     };
     rec.status = Some(response.status.as_u16());
     rec.served_by = response

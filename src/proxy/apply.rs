@@ -344,27 +344,16 @@ async fn to_upstream(
     }
     let path = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
     // The upstream hop is HTTP/1.1 whatever the client spoke.
-    let mut wire = Vec::with_capacity(512 + body.len());
-    wire.extend_from_slice(parts.method.as_str().as_bytes());
-    wire.push(b' ');
-    wire.extend_from_slice(path.as_bytes());
-    wire.extend_from_slice(b" HTTP/1.1\r\n");
-    for (name, value) in &parts.headers {
-        wire.extend_from_slice(name.as_str().as_bytes());
-        wire.extend_from_slice(b": ");
-        wire.extend_from_slice(value.as_bytes());
-        wire.extend_from_slice(b"\r\n");
-    }
+    let head = crate::net::h1::request::head(parts.method.as_str(), path, &parts.headers);
     let takes_body = !matches!(
         parts.method,
         Method::GET | Method::HEAD | Method::DELETE | Method::OPTIONS | Method::TRACE
     );
-    if takes_body || !body.is_empty() {
-        wire.extend_from_slice(format!("content-length: {}\r\n", body.len()).as_bytes());
-    }
-    wire.extend_from_slice(b"\r\n");
-    wire.extend_from_slice(&body);
-    Ok(wire)
+    Ok(crate::net::h1::request::finish(
+        &head,
+        &body,
+        takes_body || !body.is_empty(),
+    ))
 }
 
 fn shape_response(

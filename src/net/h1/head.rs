@@ -107,16 +107,15 @@ fn framing(status: StatusCode, headers: &HeaderMap) -> io::Result<(Framing, bool
 
 /// HTTP/1.1 keeps a connection unless told `close`; HTTP/1.0 only when told `keep-alive`.
 fn persistent(http11: bool, headers: &HeaderMap) -> bool {
-    let mut said = tokens(headers, hyper::header::CONNECTION);
     if http11 {
-        !said.any(|t| t.eq_ignore_ascii_case("close"))
+        !super::request::says_close(headers)
     } else {
-        said.any(|t| t.eq_ignore_ascii_case("keep-alive"))
+        tokens(headers, hyper::header::CONNECTION).any(|t| t.eq_ignore_ascii_case("keep-alive"))
     }
 }
 
 /// The comma-separated tokens of every `name` header, in order.
-fn tokens(headers: &HeaderMap, name: HeaderName) -> impl Iterator<Item = &str> {
+pub(super) fn tokens(headers: &HeaderMap, name: HeaderName) -> impl Iterator<Item = &str> {
     headers
         .get_all(name)
         .into_iter()

@@ -14,6 +14,7 @@ mod body;
 mod buffer;
 mod head;
 mod io;
+pub mod request;
 #[cfg(test)]
 mod tests;
 
