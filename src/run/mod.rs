@@ -238,15 +238,7 @@ pub async fn execute(exp: &Experiment, opts: &RunOptions) -> RunRecord {
     };
     let (records, unfinished) = {
         // Services are still watched while the last requests finish.
-        let finish = load.finish(grace);
-        tokio::pin!(finish);
-        loop {
-            tokio::select! {
-                biased;
-                died = stack.service_exit() => stack.say_exit(died, origin, &console),
-                done = &mut finish => break done,
-            }
-        }
+        stack.watching(load.finish(grace), origin, &console).await
     };
     if let Some(live) = &opts.live {
         live.finish();
@@ -259,16 +251,13 @@ pub async fn execute(exp: &Experiment, opts: &RunOptions) -> RunRecord {
             "keeping the services up for the other segments' last requests (until {} after the end)",
             human_duration(grace)
         ));
-        let until = tokio::time::sleep_until(tokio::time::Instant::from_std(done));
-        tokio::pin!(until);
-        loop {
+        let wait = async {
             tokio::select! {
-                biased;
-                died = stack.service_exit() => stack.say_exit(died, origin, &console),
-                () = &mut until => break,
-                _ = &mut interrupt => break,
+                () = tokio::time::sleep_until(tokio::time::Instant::from_std(done)) => {}
+                _ = &mut interrupt => {}
             }
-        }
+        };
+        stack.watching(wait, origin, &console).await;
     }
     let cpu = cpu.and_then(cpu::Sampler::finish);
     let service_exits = stack.service_exits();

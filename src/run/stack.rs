@@ -151,7 +151,7 @@ impl Stack {
     /// first), with the service's name, how it ended and its log; the service is down from then
     /// on (a `restart` brings it back). Never resolves while no service process runs.
     /// Cancel-safe.
-    pub async fn service_exit(&mut self) -> (String, String, String) {
+    async fn service_exit(&mut self) -> (String, String, String) {
         let waits: Vec<_> = self
             .targets
             .services
@@ -170,9 +170,29 @@ impl Stack {
         futures_util::future::select_all(waits).await.0
     }
 
+    /// Awaits `work` while watching the services: each that exits on its own meanwhile is said
+    /// and kept ([`Stack::say_exit`]). An exit is looked at first, so a step due at the same
+    /// moment (a kill, a restart of that very service) cannot take the dead process before its
+    /// death is seen.
+    pub async fn watching<T>(
+        &mut self,
+        work: impl std::future::Future<Output = T>,
+        origin: std::time::Instant,
+        console: &Console,
+    ) -> T {
+        tokio::pin!(work);
+        loop {
+            tokio::select! {
+                biased;
+                died = self.service_exit() => self.say_exit(died, origin, console),
+                done = &mut work => return done,
+            }
+        }
+    }
+
     /// Says what [`Stack::service_exit`] saw, in the timeline's format, and keeps it for the
     /// report and the teardown. `origin`: the run's start.
-    pub fn say_exit(
+    fn say_exit(
         &mut self,
         (service, how, log): (String, String, String),
         origin: std::time::Instant,

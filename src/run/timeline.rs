@@ -134,18 +134,15 @@ pub async fn follow(
 ) -> Ending {
     tokio::pin!(stop);
     for step in &exp.timeline {
-        loop {
+        let due = async {
             tokio::select! {
-                // An exit first: a step due at the same moment (a kill, a restart of that very
-                // service) must not take the dead process before its death is seen.
-                biased;
-                died = stack.service_exit() => stack.say_exit(died, origin, console),
-                () = wait_until(origin + step.at) => break,
-                reason = stop.as_mut() => {
-                    console.say(format!("[{:>7}] {reason}", fmt_at(origin.elapsed())));
-                    return Ending::Stopped(reason);
-                }
+                () = wait_until(origin + step.at) => None,
+                reason = stop.as_mut() => Some(reason),
             }
+        };
+        if let Some(reason) = stack.watching(due, origin, console).await {
+            console.say(format!("[{:>7}] {reason}", fmt_at(origin.elapsed())));
+            return Ending::Stopped(reason);
         }
         // Windows use the scheduled time: the injection lands within microseconds after it, and a
         // request the schedule meant to send at that very instant must count as faulted.
