@@ -213,6 +213,13 @@ fn client(addr: SocketAddr) -> Client {
     .unwrap()
 }
 
+/// Sends `wire` as a kept request, within the test's deadline.
+async fn send(client: &Client, wire: &[u8]) -> Result<Response, Error> {
+    tokio::time::timeout(DEADLINE, client.send(Request::new(wire)))
+        .await
+        .expect("an answer or an error within the deadline")
+}
+
 /// Sends one request and reads its whole body.
 async fn exchange(client: &Client) -> Result<(u16, Vec<u8>), String> {
     let run = async {
@@ -300,10 +307,7 @@ async fn informational_heads_are_skipped_and_long_heads_are_read_whole() {
     .into_bytes();
     let (addr, _) = server(move |_, _| Some(reply.clone())).await;
     let client = client(addr);
-    let mut response = tokio::time::timeout(DEADLINE, client.send(Request::new(REQUEST)))
-        .await
-        .unwrap()
-        .unwrap();
+    let mut response = send(&client, REQUEST).await.unwrap();
     assert_eq!(response.status, 503);
     assert_eq!(response.headers["x-long"].len(), 10_000);
     assert_eq!(response.body.next().await.unwrap(), Some(&b"busy"[..]));
@@ -314,9 +318,7 @@ async fn informational_heads_are_skipped_and_long_heads_are_read_whole() {
 async fn an_answer_that_is_not_http_loses_the_request() {
     let (addr, _) = server(|_, _| Some(b"SSH-2.0-OpenSSH_9.2\r\n\r\n".to_vec())).await;
     let client = client(addr);
-    let sent = tokio::time::timeout(DEADLINE, client.send(Request::new(REQUEST)))
-        .await
-        .unwrap();
+    let sent = send(&client, REQUEST).await;
     assert!(matches!(sent, Err(Error::Lost(_))));
 }
 
@@ -329,9 +331,7 @@ async fn no_listener_is_a_connect_error() {
         .local_addr()
         .unwrap();
     let client = client(addr);
-    let sent = tokio::time::timeout(DEADLINE, client.send(Request::new(REQUEST)))
-        .await
-        .unwrap();
+    let sent = send(&client, REQUEST).await;
     match sent {
         Err(Error::Connect(e)) => assert_eq!(e.kind(), std::io::ErrorKind::ConnectionRefused),
         other => panic!("{:?}", other.map(|r| r.status)),
@@ -342,10 +342,7 @@ async fn no_listener_is_a_connect_error() {
 async fn a_body_dropped_before_its_end_closes_its_connection() {
     let (addr, accepted) = server(|_, _| Some(CHUNKED.to_vec())).await;
     let client = client(addr);
-    let response = tokio::time::timeout(DEADLINE, client.send(Request::new(REQUEST)))
-        .await
-        .unwrap()
-        .unwrap();
+    let response = send(&client, REQUEST).await.unwrap();
     drop(response);
     assert_eq!(exchange(&client).await.unwrap().0, 200);
     assert_eq!(accepted.load(Ordering::SeqCst), 2);
@@ -392,10 +389,7 @@ async fn an_answer_before_the_request_is_whole_is_read_and_the_connection_not_ke
     let mut request = b"POST / HTTP/1.1\r\nhost: t\r\ncontent-length: 67108864\r\n\r\n".to_vec();
     request.resize(request.len() + (64 << 20), b'x');
     let client = client(addr);
-    let mut response = tokio::time::timeout(DEADLINE, client.send(Request::new(&request)))
-        .await
-        .unwrap()
-        .unwrap();
+    let mut response = send(&client, &request).await.unwrap();
     assert_eq!(response.status, 413);
     assert_eq!(response.body.next().await.unwrap(), None);
     assert!(client.inner.pool.idle.lock().unwrap().is_empty());
@@ -405,9 +399,7 @@ async fn an_answer_before_the_request_is_whole_is_read_and_the_connection_not_ke
 async fn endless_informational_heads_are_refused() {
     let (addr, _) = server(|_, _| Some(b"HTTP/1.1 100 Continue\r\n\r\n".repeat(40))).await;
     let client = client(addr);
-    let sent = tokio::time::timeout(DEADLINE, client.send(Request::new(REQUEST)))
-        .await
-        .unwrap();
+    let sent = send(&client, REQUEST).await;
     assert!(matches!(sent, Err(Error::Lost(_))));
 }
 
@@ -418,10 +410,7 @@ async fn a_sized_body_read_as_a_hyper_body_frees_its_connection_with_its_last_by
     let (addr, accepted) = server(move |_, _| Some(sized.clone())).await;
     let client = client(addr);
     for _ in 0..3 {
-        let mut response = tokio::time::timeout(DEADLINE, client.send(Request::new(REQUEST)))
-            .await
-            .unwrap()
-            .unwrap();
+        let mut response = send(&client, REQUEST).await.unwrap();
         // As a server forwarding it does: it stops asking once the announced length is written.
         let frame = response.body.frame().await.unwrap().unwrap();
         assert_eq!(frame.into_data().unwrap(), "body");
@@ -459,10 +448,7 @@ async fn an_interim_answer_during_a_long_write_lets_the_request_finish() {
     let mut request = head.into_bytes();
     request.resize(request.len() + LEN, b'x');
     let client = client(addr);
-    let mut response = tokio::time::timeout(DEADLINE, client.send(Request::new(&request)))
-        .await
-        .unwrap()
-        .unwrap();
+    let mut response = send(&client, &request).await.unwrap();
     assert_eq!(response.status, 200);
     assert_eq!(response.body.next().await.unwrap(), Some(&b"ok"[..]));
 }
@@ -473,10 +459,7 @@ async fn an_answer_without_a_body_frees_its_connection_at_once() {
     let client = client(addr);
     for _ in 0..3 {
         // Never read: a server forwarding a 204 does not poll its body.
-        let response = tokio::time::timeout(DEADLINE, client.send(Request::new(REQUEST)))
-            .await
-            .unwrap()
-            .unwrap();
+        let response = send(&client, REQUEST).await.unwrap();
         assert_eq!(response.status, 204);
         assert!(hyper::body::Body::is_end_stream(&response.body));
     }
