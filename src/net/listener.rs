@@ -10,14 +10,13 @@ use std::io;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use hyper::body::{Body, Incoming};
-use hyper::server::conn::http1;
-use hyper::service::HttpService;
-use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
+
+use super::connection::Socket;
+pub use super::connection::{Connection, Http1};
+use super::cores::Cores;
 
 /// Why a listener could not be set up. Every variant names who wanted it, so "port already
 /// taken" is never a mystery.
@@ -104,6 +103,8 @@ pub struct Listener {
     addr: SocketAddr,
     /// Who listens, for the log lines of a gated listener that stops and starts again.
     owner: String,
+    /// Where its connections run: on the runtime that accepts them, or each on one of these.
+    cores: Option<Cores>,
 }
 
 /// Between two attempts to bind again a gated listener's address: a port briefly taken (by a
@@ -124,7 +125,17 @@ impl Listener {
             tcp,
             addr,
             owner: owner.to_string(),
+            cores: None,
         })
+    }
+
+    /// Runs each connection on one of `cores` in turn instead of the runtime that accepts it
+    /// (`net::cores` says why). The cores stop when serving ends.
+    pub fn spread(self, cores: Cores) -> Listener {
+        Listener {
+            cores: Some(cores),
+            ..self
+        }
     }
 
     /// The address it listens on.
@@ -175,7 +186,12 @@ impl Listener {
         F: FnMut(Connection) -> Fut,
         Fut: Future<Output = ()> + Send + 'static,
     {
-        let Listener { tcp, addr, owner } = self;
+        let Listener {
+            tcp,
+            addr,
+            owner,
+            cores,
+        } = self;
         let mut tcp = Some(tcp);
         // Wanted open; differs from `tcp.is_some()` only while binding again.
         let mut wanted = true;
@@ -229,11 +245,23 @@ impl Listener {
                 accepted = accept(tcp.as_ref()) => match accepted {
                     Ok((stream, peer)) => {
                         let _ = stream.set_nodelay(true);
-                        connections.spawn(handle(Connection {
-                            stream,
-                            peer,
-                            draining: draining.clone(),
-                        }));
+                        let draining = draining.clone();
+                        match &cores {
+                            None => {
+                                let socket = Socket::Registered(stream);
+                                connections.spawn(handle(Connection::new(socket, peer, 0, draining)));
+                            }
+                            // Taken off this runtime's poller here and put on the core's when
+                            // its task first uses it. A socket that cannot be taken off is
+                            // dropped: its client sees the connection closed, as after any
+                            // failed accept.
+                            Some(cores) => if let Ok(std) = stream.into_std() {
+                                let (core, runtime) = cores.pick();
+                                let socket = Socket::Unregistered(std);
+                                let conn = Connection::new(socket, peer, core, draining);
+                                connections.spawn_on(handle(conn), runtime);
+                            },
+                        }
                     }
                     Err(_) => tokio::time::sleep(opts.backoff).await,
                 },
@@ -246,8 +274,10 @@ impl Listener {
             let all_done = async { while connections.join_next().await.is_some() {} };
             let _ = tokio::time::timeout(opts.grace, all_done).await;
         }
-        // Aborting a connection's task drops its socket: the peer sees the stream cut.
+        // Aborting a connection's task drops its socket: the peer sees the stream cut. The
+        // cores (dropped after this) have no task left.
         connections.shutdown().await;
+        drop(cores);
         stopped
     }
 }
@@ -271,129 +301,6 @@ async fn gate_changed(gate: &mut Option<watch::Receiver<bool>>) -> bool {
         Err(_) => {
             *gate = None;
             true
-        }
-    }
-}
-
-/// How a server speaks HTTP/1. The one place hyper's server builder is configured; what
-/// differs between servers is a field here.
-#[derive(Clone, Copy, Debug)]
-pub struct Http1 {
-    /// Serve several requests on one connection.
-    pub keep_alive: bool,
-    /// A client that has not sent a whole request head within this is disconnected, so a
-    /// trickling client cannot hold a connection (and its task) for ever. `None`: no limit.
-    pub header_read_timeout: Option<Duration>,
-}
-
-impl Http1 {
-    /// Keep-alive, no header read limit.
-    pub const fn new() -> Http1 {
-        Http1 {
-            keep_alive: true,
-            header_read_timeout: None,
-        }
-    }
-
-    pub const fn header_read_timeout(self, limit: Duration) -> Http1 {
-        Http1 {
-            header_read_timeout: Some(limit),
-            ..self
-        }
-    }
-
-    fn builder(&self) -> http1::Builder {
-        let mut b = http1::Builder::new();
-        // A timer is what makes hyper enforce the header read timeout at all.
-        b.timer(TokioTimer::new())
-            .keep_alive(self.keep_alive)
-            .header_read_timeout(self.header_read_timeout);
-        b
-    }
-}
-
-impl Default for Http1 {
-    fn default() -> Self {
-        Http1::new()
-    }
-}
-
-/// One accepted connection, handed to the server's handler.
-#[derive(Debug)]
-pub struct Connection {
-    stream: TcpStream,
-    peer: SocketAddr,
-    /// Turns true when the listener stops with a grace period.
-    draining: watch::Receiver<bool>,
-}
-
-impl Connection {
-    pub fn peer_addr(&self) -> SocketAddr {
-        self.peer
-    }
-
-    /// The address the client reached (what a legitimate Host header names).
-    pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.stream.local_addr()
-    }
-
-    /// The raw socket, for servers that do not speak HTTP (the TCP fault proxy). A grace
-    /// period does not reach it: it ends when its task is cut.
-    pub fn into_stream(self) -> TcpStream {
-        self.stream
-    }
-
-    /// Serves HTTP/1 with `service` until the client leaves or the listener stops.
-    pub async fn serve_http<S>(self, http: Http1, service: S)
-    where
-        S: HttpService<Incoming>,
-        S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-        S::ResBody: 'static,
-        <S::ResBody as Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-    {
-        self.serve_http_with(|s| s, http, service, std::future::pending())
-            .await;
-    }
-
-    /// [`Connection::serve_http`] on the socket as `wrap` makes it (the fault proxy's socket
-    /// that can end with a RST), ending early, with the socket dropped, when `cut` resolves.
-    pub async fn serve_http_with<I, W, S>(
-        self,
-        wrap: W,
-        http: Http1,
-        service: S,
-        cut: impl Future<Output = ()>,
-    ) where
-        W: FnOnce(TcpStream) -> I,
-        I: AsyncRead + AsyncWrite + Unpin,
-        S: HttpService<Incoming>,
-        S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-        S::ResBody: 'static,
-        <S::ResBody as Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-    {
-        let Connection {
-            stream,
-            mut draining,
-            ..
-        } = self;
-        let conn = http
-            .builder()
-            .serve_connection(TokioIo::new(wrap(stream)), service);
-        tokio::pin!(conn);
-        tokio::pin!(cut);
-        // Errors from the connection are the client going away or speaking bad HTTP; hyper has
-        // already answered what could be answered, and the connection is over either way.
-        tokio::select! {
-            _ = conn.as_mut() => return,
-            () = &mut cut => return,
-            // A closed channel means the listener is gone and this task about to be cut.
-            _ = draining.wait_for(|d| *d) => {}
-        }
-        // Answers the request in flight, then closes; an idle keep-alive connection closes now.
-        conn.as_mut().graceful_shutdown();
-        tokio::select! {
-            _ = conn => {}
-            () = cut => {}
         }
     }
 }
@@ -424,7 +331,19 @@ mod tests {
         opts: Serve,
         delay: Duration,
     ) -> (SocketAddr, oneshot::Sender<()>, tokio::task::JoinHandle<()>) {
-        let listener = Listener::bind(local(), "the test server").unwrap();
+        start_on(None, opts, delay)
+    }
+
+    /// [`start`], its connections run on `cores` when given.
+    fn start_on(
+        cores: Option<Cores>,
+        opts: Serve,
+        delay: Duration,
+    ) -> (SocketAddr, oneshot::Sender<()>, tokio::task::JoinHandle<()>) {
+        let mut listener = Listener::bind(local(), "the test server").unwrap();
+        if let Some(cores) = cores {
+            listener = listener.spread(cores);
+        }
         let addr = listener.local_addr();
         assert_ne!(addr.port(), 0, "the real port is reported");
         let (stop, stopped) = oneshot::channel::<()>();
@@ -546,6 +465,73 @@ mod tests {
             .await
             .expect("the connection was not cut");
         assert!(read.is_err() || answer.is_empty(), "answered: {answer:?}");
+        tokio::time::timeout(DEADLINE, task).await.unwrap().unwrap();
+    }
+
+    fn two_cores() -> Cores {
+        Cores::start("test-listen", std::num::NonZeroUsize::new(2).unwrap()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn connections_spread_over_cores_are_served_and_cut_by_a_stop() {
+        let (addr, stop, task) = start_on(Some(two_cores()), Serve::default(), Duration::ZERO);
+        // One connection per core (round robin), each kept alive across two requests.
+        let mut clients = Vec::new();
+        for _ in 0..2 {
+            let mut client = TcpStream::connect(addr).await.unwrap();
+            assert!(get(&mut client).await.starts_with("HTTP/1.1 200"));
+            assert!(get(&mut client).await.starts_with("HTTP/1.1 200"));
+            clients.push(client);
+        }
+        let mut busy = TcpStream::connect(addr).await.unwrap();
+        stop.send(()).unwrap();
+        tokio::time::timeout(DEADLINE, task)
+            .await
+            .expect("the server did not stop in time")
+            .unwrap();
+        for client in clients.iter_mut().chain([&mut busy]) {
+            assert!(closed(client, DEADLINE).await, "a connection stayed open");
+        }
+        assert!(TcpStream::connect(addr).await.is_err(), "still accepting");
+    }
+
+    #[tokio::test]
+    async fn a_connection_on_a_core_runs_on_that_cores_thread() {
+        let listener = Listener::bind(local(), "the test server")
+            .unwrap()
+            .spread(two_cores());
+        let addr = listener.local_addr();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let (seen, mut seen_rx) = tokio::sync::mpsc::unbounded_channel();
+        let task = tokio::spawn(listener.serve(
+            Serve::default(),
+            async {
+                let _ = stopped.await;
+            },
+            move |conn: Connection| {
+                let seen = seen.clone();
+                async move {
+                    let thread = std::thread::current().name().map(str::to_string);
+                    let _ = seen.send((conn.core(), thread));
+                    // Registered with the core's runtime: reading works there.
+                    let mut stream = conn.into_stream().unwrap();
+                    let _ = stream.read(&mut [0u8; 1]).await;
+                }
+            },
+        ));
+        let mut got = Vec::new();
+        let mut clients = Vec::new();
+        for _ in 0..3 {
+            clients.push(TcpStream::connect(addr).await.unwrap());
+            let one = tokio::time::timeout(DEADLINE, seen_rx.recv()).await;
+            got.push(one.expect("no connection handled in time").unwrap());
+        }
+        assert_eq!(
+            got,
+            [0, 1, 0].map(|i| (i, Some(format!("test-listen-{i}")))),
+            "each connection runs on the core it was given"
+        );
+        let _ = stop.send(());
         tokio::time::timeout(DEADLINE, task).await.unwrap().unwrap();
     }
 

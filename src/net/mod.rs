@@ -1,9 +1,12 @@
-//! The protocol plumbing every part of faultline shares, written once: the listener and its
-//! connections (`listener`), the HTTP client (`client`), the `http://` URLs a file names
+//! The protocol plumbing every part of faultline shares, written once: the listener
+//! (`listener`), its connections (`connection`), one runtime per core for the busiest server
+//! (`cores`), the HTTP client (`client`), the `http://` URLs a file names
 //! (`url`), proxy endpoints (`endpoint`), the fd table grown up front (`fd_table`), client TLS
 //! (`tls`) and the shutdown signals (`signals`).
 
 pub mod client;
+mod connection;
+pub mod cores;
 pub mod endpoint;
 pub mod fd_table;
 pub mod h1;

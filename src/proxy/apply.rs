@@ -34,7 +34,9 @@ pub(crate) struct Shared {
     pub(crate) host: Option<HeaderValue>,
     /// For messages about a failed handshake.
     pub(crate) tls: crate::net::Tls,
-    pub(crate) client: UpstreamClient,
+    /// One per core of the proxy's runtimes, so an upstream socket is polled by the runtime
+    /// of the client connection using it (`net::cores`).
+    pub(crate) clients: crate::net::cores::PerCore<UpstreamClient>,
     pub(crate) faults: FaultControl,
     /// Whether the proxy should be listening: false while the upstream refuses connections
     /// and no fault is in force (see `upstream_refused`).
@@ -131,9 +133,11 @@ impl Plan {
     }
 }
 
+/// `core`: the core the client's connection runs on.
 pub(crate) async fn handle(
     shared: Arc<Shared>,
     conn: Arc<ConnControl>,
+    core: usize,
     request: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, Infallible> {
     let index = shared.next_index.fetch_add(1, Ordering::Relaxed);
@@ -188,7 +192,7 @@ pub(crate) async fn handle(
         reuse: true,
         bodiless,
     };
-    let response = match shared.client.send(sent).await {
+    let response = match shared.clients.get(core).send(sent).await {
         Ok(r) => r,
         Err(e) if transparent => return fail_like_the_upstream(&shared, &conn, &e).await,
         Err(e) => {

@@ -94,20 +94,26 @@ pub async fn start_with_tls(
     tls: &crate::net::Tls,
     seed: u64,
 ) -> Result<RunningProxy, Failure> {
-    let listener = crate::net::Listener::bind(spec.listen.addr(), &format!("proxy `{name}`"))?;
-    let addr = listener.local_addr();
-
+    let cores = crate::net::cores::Cores::per_cpu("faultline-proxy").map_err(|e| {
+        Failure::Environment(format!("proxy `{name}`: cannot start its threads: {e}"))
+    })?;
     let upstream = spec.upstream.addr();
     let https = (spec.upstream.scheme() == crate::net::Scheme::Https).then_some(tls);
-    let client = crate::net::h1::Client::new(
-        upstream.host(),
-        upstream.port(),
-        https,
-        CONNECT_TIMEOUT,
-        usize::MAX,
-        POOL_IDLE,
-    )
+    let clients = crate::net::cores::PerCore::new(cores.len(), |_| {
+        crate::net::h1::Client::new(
+            upstream.host(),
+            upstream.port(),
+            https,
+            CONNECT_TIMEOUT,
+            usize::MAX,
+            POOL_IDLE,
+        )
+    })
     .map_err(|e| Failure::Environment(format!("proxy `{name}`: {e}")))?;
+    let listener =
+        crate::net::Listener::bind(spec.listen.addr(), &format!("proxy `{name}`"))?.spread(cores);
+    let addr = listener.local_addr();
+
     let host = if spec.preserve_host {
         None
     } else {
@@ -124,7 +130,7 @@ pub async fn start_with_tls(
         upstream: spec.upstream.clone(),
         host,
         tls: tls.clone(),
-        client,
+        clients,
         faults: faults.clone(),
         open,
         next_index: AtomicU64::new(0),

@@ -87,8 +87,9 @@ async fn reopen_when_upstream_accepts(upstream: HostPort, shared: Arc<Shared>) {
 async fn serve_connection(conn: Connection, shared: Arc<Shared>) {
     let control = Arc::new(ConnControl::default());
     let per_request = Arc::clone(&control);
+    let core = conn.core();
     let service = service_fn(move |request| {
-        apply::handle(Arc::clone(&shared), Arc::clone(&per_request), request)
+        apply::handle(Arc::clone(&shared), Arc::clone(&per_request), core, request)
     });
     // A client that leaves, a protocol error or a fault all end the connection the same way:
     // it is dropped, and the socket closes (with a RST if a fault asked for one).

@@ -338,7 +338,14 @@ async fn serve(
                 connection: next_index.fetch_add(1, Ordering::Relaxed),
                 ..keys.clone()
             };
-            link::handle(conn.into_stream(), upstream.clone(), toxics.clone(), keys)
+            let (upstream, toxics) = (upstream.clone(), toxics.clone());
+            async move {
+                // Its listener has no cores, so the socket is already registered: this fails
+                // only if it could not be, and then the connection closes like a failed accept.
+                if let Ok(stream) = conn.into_stream() {
+                    link::handle(stream, upstream, toxics, keys).await;
+                }
+            }
         })
         .await;
 }
