@@ -13,12 +13,14 @@
 use std::io;
 use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use tokio::runtime::Handle;
 use tokio::sync::oneshot;
 
-/// The cores' runtimes. Dropping it stops them: each thread drops its runtime, and with it
-/// every task still on it (their sockets close), without the dropper waiting.
+/// The cores' runtimes. Dropping the last handle to it stops them: each thread drops its
+/// runtime, and with it every task still on it (their sockets close), without the dropper
+/// waiting.
 #[derive(Debug)]
 pub struct Cores {
     cores: Vec<Core>,
@@ -32,11 +34,23 @@ struct Core {
     _stop: oneshot::Sender<()>,
 }
 
+/// The process's one set, shared by every server that spreads its connections: proxies come
+/// and go (the admin API creates and deletes them), their threads need not.
+static SHARED: Mutex<Option<Arc<Cores>>> = Mutex::new(None);
+
 impl Cores {
-    /// As many cores as this process may run on (its CPU affinity and cgroup quota count).
-    pub fn per_cpu(name: &str) -> io::Result<Cores> {
+    /// The process's cores, started on first use: as many as this process may run on (its CPU
+    /// affinity and cgroup quota count). A failure to start them is returned, and the next
+    /// call tries again.
+    pub fn shared() -> io::Result<Arc<Cores>> {
+        let mut shared = SHARED.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(cores) = shared.as_ref() {
+            return Ok(Arc::clone(cores));
+        }
         let count = std::thread::available_parallelism().unwrap_or(NonZeroUsize::MIN);
-        Cores::start(name, count)
+        let cores = Arc::new(Cores::start("faultline-core", count)?);
+        *shared = Some(Arc::clone(&cores));
+        Ok(cores)
     }
 
     /// `count` threads named `{name}-{i}`, each running a current-thread runtime with I/O and
@@ -44,21 +58,39 @@ impl Cores {
     pub fn start(name: &str, count: NonZeroUsize) -> io::Result<Cores> {
         let mut cores = Vec::with_capacity(count.get());
         for i in 0..count.get() {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
-            let handle = runtime.handle().clone();
             let (stop, stopped) = oneshot::channel::<()>();
+            let (ready, handle) = std::sync::mpsc::sync_channel(1);
+            // The runtime is built on its own thread and never leaves it: were it built here
+            // and the spawn failed, it would be dropped here, inside the caller's runtime,
+            // which tokio refuses with a panic.
             std::thread::Builder::new()
                 .name(format!("{name}-{i}"))
                 .spawn(move || {
+                    let runtime = match tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                    {
+                        Ok(runtime) => runtime,
+                        Err(e) => {
+                            let _ = ready.send(Err(e));
+                            return;
+                        }
+                    };
+                    if ready.send(Ok(runtime.handle().clone())).is_err() {
+                        return;
+                    }
                     // Ends when the sender is dropped; the runtime is dropped outside any async
                     // context, as tokio requires.
                     let _ = runtime.block_on(stopped);
                     drop(runtime);
-                })?;
+                })
+                .map_err(|e| with_count(e, count))?;
+            let runtime = handle
+                .recv()
+                .map_err(|_| io::Error::other("a core's thread ended before its runtime was up"))?
+                .map_err(|e| with_count(e, count))?;
             cores.push(Core {
-                runtime: handle,
+                runtime,
                 _stop: stop,
             });
         }
@@ -80,6 +112,17 @@ impl Cores {
         let i = self.next.fetch_add(1, Ordering::Relaxed) % self.cores.len();
         (i, &self.cores[i].runtime)
     }
+}
+
+/// What a failed start says: how many threads were asked for and what usually limits them.
+fn with_count(e: io::Error, count: NonZeroUsize) -> io::Error {
+    io::Error::new(
+        e.kind(),
+        format!(
+            "cannot start {count} runtime threads ({e}); the process may be at its thread limit \
+             (`ulimit -u`, or the container's pids.max)"
+        ),
+    )
 }
 
 /// One `T` per core, so that what a connection uses (a connection pool, whose idle sockets are
@@ -115,9 +158,10 @@ mod tests {
         let mut names = Vec::new();
         for _ in 0..4 {
             let (i, runtime) = cores.pick();
-            let name = runtime
-                .spawn(async { std::thread::current().name().map(str::to_string) })
+            let task = runtime.spawn(async { std::thread::current().name().map(str::to_string) });
+            let name = tokio::time::timeout(Duration::from_secs(5), task)
                 .await
+                .expect("the core never ran the task")
                 .unwrap();
             names.push((i, name));
         }
@@ -138,6 +182,15 @@ mod tests {
             matches!(closed, Ok(Err(_))),
             "the task outlived its cores: {closed:?}"
         );
+    }
+
+    #[tokio::test]
+    async fn the_shared_cores_are_one_set_for_the_process() {
+        let a = Cores::shared().unwrap();
+        let b = Cores::shared().unwrap();
+        assert!(Arc::ptr_eq(&a, &b));
+        let expected = std::thread::available_parallelism().unwrap_or(NonZeroUsize::MIN);
+        assert_eq!(a.len(), expected);
     }
 
     #[test]

@@ -8,6 +8,7 @@
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
@@ -104,7 +105,7 @@ pub struct Listener {
     /// Who listens, for the log lines of a gated listener that stops and starts again.
     owner: String,
     /// Where its connections run: on the runtime that accepts them, or each on one of these.
-    cores: Option<Cores>,
+    cores: Option<Arc<Cores>>,
 }
 
 /// Between two attempts to bind again a gated listener's address: a port briefly taken (by a
@@ -130,8 +131,9 @@ impl Listener {
     }
 
     /// Runs each connection on one of `cores` in turn instead of the runtime that accepts it
-    /// (`net::cores` says why). The cores stop when serving ends.
-    pub fn spread(self, cores: Cores) -> Listener {
+    /// (`net::cores` says why). A stop still ends every connection: they are this listener's
+    /// tasks wherever they run.
+    pub fn spread(self, cores: Arc<Cores>) -> Listener {
         Listener {
             cores: Some(cores),
             ..self
@@ -274,10 +276,9 @@ impl Listener {
             let all_done = async { while connections.join_next().await.is_some() {} };
             let _ = tokio::time::timeout(opts.grace, all_done).await;
         }
-        // Aborting a connection's task drops its socket: the peer sees the stream cut. The
-        // cores (dropped after this) have no task left.
+        // Aborting a connection's task drops its socket: the peer sees the stream cut, on
+        // whichever core it ran.
         connections.shutdown().await;
-        drop(cores);
         stopped
     }
 }
@@ -336,7 +337,7 @@ mod tests {
 
     /// [`start`], its connections run on `cores` when given.
     fn start_on(
-        cores: Option<Cores>,
+        cores: Option<Arc<Cores>>,
         opts: Serve,
         delay: Duration,
     ) -> (SocketAddr, oneshot::Sender<()>, tokio::task::JoinHandle<()>) {
@@ -414,11 +415,20 @@ mod tests {
 
     #[tokio::test]
     async fn a_grace_period_answers_the_request_in_flight_and_closes_idle_ones_at_once() {
+        grace_answers_in_flight(None).await;
+    }
+
+    #[tokio::test]
+    async fn a_grace_period_works_on_cores_too() {
+        grace_answers_in_flight(Some(two_cores())).await;
+    }
+
+    async fn grace_answers_in_flight(cores: Option<Arc<Cores>>) {
         let opts = Serve {
             grace: Duration::from_secs(30),
             ..Serve::default()
         };
-        let (addr, stop, task) = start(opts, Duration::from_millis(300));
+        let (addr, stop, task) = start_on(cores, opts, Duration::from_millis(300));
         let mut idle = TcpStream::connect(addr).await.unwrap();
         assert!(get(&mut idle).await.starts_with("HTTP/1.1 200"));
         let mut busy = TcpStream::connect(addr).await.unwrap();
@@ -453,48 +463,45 @@ mod tests {
 
     #[tokio::test]
     async fn a_stop_without_grace_cuts_the_request_in_flight() {
-        let (addr, stop, task) = start(Serve::default(), Duration::from_secs(60));
-        let mut busy = TcpStream::connect(addr).await.unwrap();
-        busy.write_all(b"GET / HTTP/1.1\r\nHost: test\r\n\r\n")
-            .await
-            .unwrap();
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        stop.send(()).unwrap();
-        let mut answer = Vec::new();
-        let read = tokio::time::timeout(DEADLINE, busy.read_to_end(&mut answer))
-            .await
-            .expect("the connection was not cut");
-        assert!(read.is_err() || answer.is_empty(), "answered: {answer:?}");
-        tokio::time::timeout(DEADLINE, task).await.unwrap().unwrap();
-    }
-
-    fn two_cores() -> Cores {
-        Cores::start("test-listen", std::num::NonZeroUsize::new(2).unwrap()).unwrap()
+        stop_cuts_in_flight(None).await;
     }
 
     #[tokio::test]
-    async fn connections_spread_over_cores_are_served_and_cut_by_a_stop() {
-        let (addr, stop, task) = start_on(Some(two_cores()), Serve::default(), Duration::ZERO);
-        // One connection per core (round robin), each kept alive across two requests.
-        let mut clients = Vec::new();
-        for _ in 0..2 {
-            let mut client = TcpStream::connect(addr).await.unwrap();
-            assert!(get(&mut client).await.starts_with("HTTP/1.1 200"));
-            assert!(get(&mut client).await.starts_with("HTTP/1.1 200"));
-            clients.push(client);
-        }
-        let mut busy = TcpStream::connect(addr).await.unwrap();
-        stop.send(()).unwrap();
-        tokio::time::timeout(DEADLINE, task)
-            .await
-            .expect("the server did not stop in time")
-            .unwrap();
-        for client in clients.iter_mut().chain([&mut busy]) {
-            assert!(closed(client, DEADLINE).await, "a connection stayed open");
-        }
-        assert!(TcpStream::connect(addr).await.is_err(), "still accepting");
+    async fn a_stop_without_grace_cuts_requests_in_flight_on_every_core() {
+        stop_cuts_in_flight(Some(two_cores())).await;
     }
 
+    /// Two requests held by the server (one per core when there are two), both cut by a stop.
+    async fn stop_cuts_in_flight(cores: Option<Arc<Cores>>) {
+        let (addr, stop, task) = start_on(cores, Serve::default(), Duration::from_secs(60));
+        let mut held = Vec::new();
+        for _ in 0..2 {
+            let mut busy = TcpStream::connect(addr).await.unwrap();
+            busy.write_all(b"GET / HTTP/1.1\r\nHost: test\r\n\r\n")
+                .await
+                .unwrap();
+            held.push(busy);
+        }
+        // Let the requests reach the handler before stopping.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        stop.send(()).unwrap();
+        for busy in &mut held {
+            let mut answer = Vec::new();
+            let read = tokio::time::timeout(DEADLINE, busy.read_to_end(&mut answer))
+                .await
+                .expect("the connection was not cut");
+            assert!(read.is_err() || answer.is_empty(), "answered: {answer:?}");
+        }
+        tokio::time::timeout(DEADLINE, task).await.unwrap().unwrap();
+    }
+
+    fn two_cores() -> Arc<Cores> {
+        let cores = Cores::start("test-listen", std::num::NonZeroUsize::new(2).unwrap());
+        Arc::new(cores.unwrap())
+    }
+
+    /// Each connection runs on the core it was given, on that core's thread, with its socket
+    /// registered there (it reads and writes), and a stop closes them all.
     #[tokio::test]
     async fn a_connection_on_a_core_runs_on_that_cores_thread() {
         let listener = Listener::bind(local(), "the test server")
@@ -502,37 +509,59 @@ mod tests {
             .spread(two_cores());
         let addr = listener.local_addr();
         let (stop, stopped) = oneshot::channel::<()>();
-        let (seen, mut seen_rx) = tokio::sync::mpsc::unbounded_channel();
         let task = tokio::spawn(listener.serve(
             Serve::default(),
             async {
                 let _ = stopped.await;
             },
-            move |conn: Connection| {
-                let seen = seen.clone();
-                async move {
-                    let thread = std::thread::current().name().map(str::to_string);
-                    let _ = seen.send((conn.core(), thread));
-                    // Registered with the core's runtime: reading works there.
-                    let mut stream = conn.into_stream().unwrap();
-                    let _ = stream.read(&mut [0u8; 1]).await;
+            |conn: Connection| async move {
+                let core = conn.core();
+                let Ok(mut stream) = conn.into_stream() else {
+                    return;
+                };
+                let mut byte = [0u8; 1];
+                if stream.read_exact(&mut byte).await.is_err() {
+                    return;
                 }
+                let thread = std::thread::current().name().unwrap_or("").to_string();
+                let answer = format!("{} {core} {thread}\n", byte[0] as char);
+                let _ = stream.write_all(answer.as_bytes()).await;
+                // Held open until the stop cuts it.
+                let _ = stream.read(&mut byte).await;
             },
         ));
-        let mut got = Vec::new();
+        let mut answers = Vec::new();
         let mut clients = Vec::new();
-        for _ in 0..3 {
-            clients.push(TcpStream::connect(addr).await.unwrap());
-            let one = tokio::time::timeout(DEADLINE, seen_rx.recv()).await;
-            got.push(one.expect("no connection handled in time").unwrap());
+        for letter in ["a", "b", "c"] {
+            let mut client = TcpStream::connect(addr).await.unwrap();
+            client.write_all(letter.as_bytes()).await.unwrap();
+            let mut got = Vec::new();
+            let mut buf = [0u8; 64];
+            while !got.ends_with(b"\n") {
+                let n = tokio::time::timeout(DEADLINE, client.read(&mut buf))
+                    .await
+                    .expect("no echo in time")
+                    .unwrap();
+                assert_ne!(n, 0, "closed before echoing");
+                got.extend_from_slice(&buf[..n]);
+            }
+            answers.push(String::from_utf8(got).unwrap());
+            clients.push(client);
         }
         assert_eq!(
-            got,
-            [0, 1, 0].map(|i| (i, Some(format!("test-listen-{i}")))),
-            "each connection runs on the core it was given"
+            answers,
+            [
+                "a 0 test-listen-0\n",
+                "b 1 test-listen-1\n",
+                "c 0 test-listen-0\n"
+            ],
+            "round robin, each connection served on its core's thread"
         );
-        let _ = stop.send(());
+        stop.send(()).unwrap();
         tokio::time::timeout(DEADLINE, task).await.unwrap().unwrap();
+        for client in &mut clients {
+            assert!(closed(client, DEADLINE).await, "a connection stayed open");
+        }
     }
 
     #[tokio::test]

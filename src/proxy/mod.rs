@@ -94,9 +94,10 @@ pub async fn start_with_tls(
     tls: &crate::net::Tls,
     seed: u64,
 ) -> Result<RunningProxy, Failure> {
-    let cores = crate::net::cores::Cores::per_cpu("faultline-proxy").map_err(|e| {
-        Failure::Environment(format!("proxy `{name}`: cannot start its threads: {e}"))
-    })?;
+    let listener = crate::net::Listener::bind(spec.listen.addr(), &format!("proxy `{name}`"))?;
+    let addr = listener.local_addr();
+    let cores = crate::net::cores::Cores::shared()
+        .map_err(|e| Failure::Environment(format!("proxy `{name}`: {e}")))?;
     let upstream = spec.upstream.addr();
     let https = (spec.upstream.scheme() == crate::net::Scheme::Https).then_some(tls);
     let clients = crate::net::cores::PerCore::new(cores.len(), |_| {
@@ -110,9 +111,7 @@ pub async fn start_with_tls(
         )
     })
     .map_err(|e| Failure::Environment(format!("proxy `{name}`: {e}")))?;
-    let listener =
-        crate::net::Listener::bind(spec.listen.addr(), &format!("proxy `{name}`"))?.spread(cores);
-    let addr = listener.local_addr();
+    let listener = listener.spread(cores);
 
     let host = if spec.preserve_host {
         None
