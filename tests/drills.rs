@@ -34,10 +34,20 @@ fn quickstart_meets_its_budgets() {
         .arg(&out)
         .assert()
         .code(0)
-        .stdout(predicate::str::contains("PASS"));
+        .stdout(predicate::str::contains("PASS"))
+        .stdout(predicate::str::contains("load scheduling: pacer "));
     let report = report(&out);
     assert_matches_schema(&report);
     assert_eq!(report["evaluation"]["verdict"]["passed"], true);
+    // What the load's threads got is recorded, whatever this machine allows.
+    let scheduling = &report["evaluation"]["load_scheduling"];
+    for thread in ["pacer", "workers"] {
+        let got = scheduling[thread].as_str().unwrap_or_default();
+        assert!(
+            ["normal", "short_slice", "realtime"].contains(&got),
+            "{thread}: {scheduling}"
+        );
+    }
     assert_eq!(report["exit_code"], 0);
     assert_eq!(report["experiment"]["seed"], 42);
     assert!(report["experiment"]["source"]

@@ -66,6 +66,7 @@ pub(super) fn write_segment(
             saturated,
             observed,
         }),
+        load_scheduling: facts.load_scheduling,
         leader: share.segment.is_leader().then(|| LeaderFacts {
             fault_windows: facts.windows.clone(),
             rate_changes: facts.rate_changes.clone(),

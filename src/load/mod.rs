@@ -5,6 +5,7 @@ pub mod client;
 mod event;
 pub mod live;
 mod priority;
+pub use priority::{Granted, Scheduling};
 pub mod rates;
 pub mod record;
 mod schedule;
@@ -30,6 +31,18 @@ pub struct LoadRun {
     outstanding: Arc<AtomicUsize>,
     records: mpsc::UnboundedReceiver<RequestRecord>,
     tally: Arc<live::Tally>,
+    grants: Arc<priority::Grants>,
+}
+
+/// What a finished load delivered.
+#[derive(Debug)]
+pub struct Finished {
+    /// Every record, sorted by intended time.
+    pub records: Vec<RequestRecord>,
+    /// Requests still in flight after the grace, left out of `records`.
+    pub unfinished: usize,
+    /// What the kernel granted the load's threads; `None` where no pacer ran.
+    pub scheduling: Option<Scheduling>,
 }
 
 /// Starts `segment`'s share of every stream's schedule at `origin` (which may be ahead); sends
@@ -45,10 +58,12 @@ pub fn start(
     until: Duration,
     observer: Option<Arc<dyn live::Observer>>,
 ) -> anyhow::Result<LoadRun> {
+    let grants = Arc::new(priority::Grants::default());
     let own = tokio::runtime::Builder::new_multi_thread()
         .thread_name("faultline-load")
-        .on_thread_start(|| {
-            priority::worker();
+        .on_thread_start({
+            let grants = Arc::clone(&grants);
+            move || grants.worker()
         })
         .enable_all()
         .build()?;
@@ -77,6 +92,7 @@ pub fn start(
             outstanding: outstanding.clone(),
             records: sink.clone(),
             runtime: runtime.clone(),
+            grants: Arc::clone(&grants),
         };
         let handle = std::thread::Builder::new()
             .name(format!("pacer-{}", stream.name))
@@ -90,6 +106,7 @@ pub fn start(
         outstanding,
         records: rx,
         tally,
+        grants,
     })
 }
 
@@ -116,8 +133,8 @@ impl LoadRun {
 
     /// Waits for the schedules to end and for requests in flight, at most `grace` after the
     /// schedules end, and returns every record sorted by intended time. Requests still in flight
-    /// after `grace` are left out and counted in the second value.
-    pub async fn finish(mut self, grace: Duration) -> (Vec<RequestRecord>, usize) {
+    /// after `grace` are left out and counted.
+    pub async fn finish(mut self, grace: Duration) -> Finished {
         let pacers = std::mem::take(&mut self.pacers);
         let _ =
             tokio::task::spawn_blocking(move || pacers.into_iter().for_each(|p| drop(p.join())))
@@ -136,6 +153,11 @@ impl LoadRun {
                 .cmp(&b.intended)
                 .then_with(|| a.stream.cmp(&b.stream))
         });
-        (records, unfinished)
+        Finished {
+            records,
+            unfinished,
+            // After the pacers are joined, so a pacer that gave real time up at the end is in.
+            scheduling: self.grants.scheduling(),
+        }
     }
 }

@@ -15,7 +15,10 @@
 //!   behind its schedule would run without sleeping, so it gives the priority up then
 //!   ([`Pacing::behind`]): real time is for being punctual, never for catching up.
 
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
 
 /// The slice asked for; the kernel accepts 0.1 ms to 100 ms.
 const SLICE_NS: u64 = 100_000;
@@ -23,51 +26,152 @@ const SLICE_NS: u64 = 100_000;
 /// How far behind its schedule a real-time pacer may fall before it gives the priority up.
 pub(crate) const BEHIND: Duration = Duration::from_millis(5);
 
-/// What the kernel granted a thread, as it reports it afterwards.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Granted {
-    /// `SCHED_FIFO` priority 1.
-    Realtime,
+/// What the kernel granted a thread, as it reports it afterwards. Ordered from least to most.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Granted {
+    /// Neither of the others: the thread runs as it was (or as a normal thread, after
+    /// `behind`).
+    Normal,
     /// A normal thread with the short slice.
     ShortSlice,
-    /// Neither: the thread runs as it was (or as a normal thread, after `behind`).
-    Nothing,
+    /// `SCHED_FIFO` priority 1.
+    Realtime,
+}
+
+impl Granted {
+    /// In words, for the reports.
+    pub fn text(self) -> &'static str {
+        match self {
+            Granted::Normal => "normal scheduling",
+            Granted::ShortSlice => "a 0.1 ms slice",
+            Granted::Realtime => "real-time priority (SCHED_FIFO 1)",
+        }
+    }
+}
+
+/// What the load's threads got from the kernel during a run, the least any of them got: send
+/// lag measured by a real-time pacer is a stronger claim than one measured without.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scheduling {
+    /// The pacers' (which sleep until each send time).
+    pub pacer: Granted,
+    /// A real-time pacer fell more than 5 ms behind its schedule and gave real time up for
+    /// the rest of the run.
+    pub pacer_gave_up_realtime: bool,
+    /// The load runtime's threads' (which send and read).
+    pub workers: Granted,
+}
+
+impl Scheduling {
+    /// The least of two (two processes' loads, as in a merge of segments).
+    pub fn least(self, other: Scheduling) -> Scheduling {
+        Scheduling {
+            pacer: self.pacer.min(other.pacer),
+            pacer_gave_up_realtime: self.pacer_gave_up_realtime || other.pacer_gave_up_realtime,
+            workers: self.workers.min(other.workers),
+        }
+    }
+
+    /// One line for the human reports.
+    pub fn text(&self) -> String {
+        let gave_up = if self.pacer_gave_up_realtime {
+            "; a real-time pacer gave it up, having fallen 5 ms behind its schedule"
+        } else {
+            ""
+        };
+        format!(
+            "load scheduling: pacer {}, load threads {}{gave_up}",
+            self.pacer.text(),
+            self.workers.text()
+        )
+    }
+}
+
+/// Where the load's threads say what they were granted, from any thread.
+#[derive(Debug)]
+pub(crate) struct Grants {
+    /// The least granted so far, as `Granted as u8`; `UNSET` before the first.
+    pacer: AtomicU8,
+    workers: AtomicU8,
+    gave_up: AtomicBool,
+}
+
+const UNSET: u8 = u8::MAX;
+
+impl Default for Grants {
+    fn default() -> Self {
+        Grants {
+            pacer: AtomicU8::new(UNSET),
+            workers: AtomicU8::new(UNSET),
+            gave_up: AtomicBool::new(false),
+        }
+    }
+}
+
+impl Grants {
+    /// For a load worker: asks for a short slice and records what it got.
+    pub(crate) fn worker(&self) {
+        self.workers.fetch_min(worker() as u8, Ordering::Relaxed);
+    }
+
+    /// What was recorded: `None` until a pacer and a worker have said.
+    pub(crate) fn scheduling(&self) -> Option<Scheduling> {
+        Some(Scheduling {
+            pacer: decode(self.pacer.load(Ordering::Relaxed))?,
+            pacer_gave_up_realtime: self.gave_up.load(Ordering::Relaxed),
+            workers: decode(self.workers.load(Ordering::Relaxed))?,
+        })
+    }
+}
+
+fn decode(code: u8) -> Option<Granted> {
+    [Granted::Normal, Granted::ShortSlice, Granted::Realtime]
+        .into_iter()
+        .find(|g| *g as u8 == code)
 }
 
 /// For a load worker: a short slice.
-pub(crate) fn worker() -> Granted {
+fn worker() -> Granted {
     if set(libc::SCHED_OTHER, 0, SLICE_NS) {
         Granted::ShortSlice
     } else {
-        Granted::Nothing
+        Granted::Normal
     }
 }
 
 /// A pacer thread's scheduling, which it gives up when it falls behind.
 #[derive(Debug)]
-pub(crate) struct Pacing(Granted);
+pub(crate) struct Pacing<'a> {
+    granted: Granted,
+    grants: &'a Grants,
+}
 
-impl Pacing {
-    /// For a pacer: real-time priority where allowed, else a short slice.
-    pub(crate) fn start() -> Pacing {
-        if set(libc::SCHED_FIFO, 1, 0) {
-            Pacing(Granted::Realtime)
+impl Pacing<'_> {
+    /// For a pacer: real-time priority where allowed, else a short slice; recorded in `grants`.
+    pub(crate) fn start(grants: &Grants) -> Pacing<'_> {
+        let granted = if set(libc::SCHED_FIFO, 1, 0) {
+            Granted::Realtime
         } else {
-            Pacing(worker())
-        }
+            worker()
+        };
+        grants.pacer.fetch_min(granted as u8, Ordering::Relaxed);
+        Pacing { granted, grants }
     }
 
     /// The pacer is `late` behind a send time: past [`BEHIND`], a real-time pacer becomes a
     /// normal thread again (with the short slice) for the rest of the run.
     pub(crate) fn behind(&mut self, late: Duration) {
-        if self.0 == Granted::Realtime && late > BEHIND {
-            self.0 = worker();
+        if self.granted == Granted::Realtime && late > BEHIND {
+            self.granted = worker();
+            self.grants.gave_up.store(true, Ordering::Relaxed);
         }
     }
 
     #[cfg(test)]
     fn granted(&self) -> Granted {
-        self.0
+        self.granted
     }
 }
 
@@ -164,7 +268,7 @@ mod tests {
             assert_eq!(now.sched_policy, libc::SCHED_OTHER as u32);
             match granted {
                 Granted::ShortSlice => assert_eq!(now.sched_runtime, SLICE_NS),
-                Granted::Nothing => {
+                Granted::Normal => {
                     eprintln!("this kernel keeps no custom slice (before Linux 6.12)");
                     assert_ne!(now.sched_runtime, SLICE_NS);
                 }
@@ -175,7 +279,8 @@ mod tests {
         .join()
         .unwrap();
         std::thread::spawn(|| {
-            let pacing = Pacing::start();
+            let grants = Grants::default();
+            let pacing = Pacing::start(&grants);
             let now = current().expect("sched_getattr");
             match pacing.granted() {
                 Granted::Realtime => {
@@ -194,7 +299,8 @@ mod tests {
     #[test]
     fn a_pacer_that_falls_behind_gives_real_time_up() {
         std::thread::spawn(|| {
-            let mut pacing = Pacing::start();
+            let grants = Grants::default();
+            let mut pacing = Pacing::start(&grants);
             if pacing.granted() != Granted::Realtime {
                 eprintln!("real-time priority not allowed here; nothing to give up");
                 return;
@@ -202,11 +308,60 @@ mod tests {
             pacing.behind(Duration::from_millis(1));
             assert_eq!(pacing.granted(), Granted::Realtime);
             assert_eq!(current().unwrap().sched_policy, libc::SCHED_FIFO as u32);
+            assert!(!grants.gave_up.load(Ordering::Relaxed));
             pacing.behind(BEHIND + Duration::from_millis(1));
             assert_ne!(pacing.granted(), Granted::Realtime);
             assert_eq!(current().unwrap().sched_policy, libc::SCHED_OTHER as u32);
+            assert!(grants.gave_up.load(Ordering::Relaxed), "the report is told");
         })
         .join()
         .unwrap();
+    }
+
+    /// The record keeps the least any thread got, and says nothing until a pacer and a worker
+    /// have both said.
+    #[test]
+    fn grants_keep_the_least_and_need_both_kinds() {
+        let grants = Grants::default();
+        assert_eq!(grants.scheduling(), None);
+        grants
+            .pacer
+            .fetch_min(Granted::Realtime as u8, Ordering::Relaxed);
+        assert_eq!(grants.scheduling(), None, "no worker said yet");
+        grants
+            .workers
+            .fetch_min(Granted::ShortSlice as u8, Ordering::Relaxed);
+        grants
+            .workers
+            .fetch_min(Granted::Normal as u8, Ordering::Relaxed);
+        grants
+            .workers
+            .fetch_min(Granted::ShortSlice as u8, Ordering::Relaxed);
+        assert_eq!(
+            grants.scheduling(),
+            Some(Scheduling {
+                pacer: Granted::Realtime,
+                pacer_gave_up_realtime: false,
+                workers: Granted::Normal,
+            })
+        );
+        let other = Scheduling {
+            pacer: Granted::ShortSlice,
+            pacer_gave_up_realtime: true,
+            workers: Granted::ShortSlice,
+        };
+        assert_eq!(
+            grants.scheduling().unwrap().least(other),
+            Scheduling {
+                pacer: Granted::ShortSlice,
+                pacer_gave_up_realtime: true,
+                workers: Granted::Normal,
+            }
+        );
+        assert_eq!(
+            other.text(),
+            "load scheduling: pacer a 0.1 ms slice, load threads a 0.1 ms slice; a real-time \
+             pacer gave it up, having fallen 5 ms behind its schedule"
+        );
     }
 }

@@ -34,12 +34,14 @@ pub struct Pacer {
     pub outstanding: Arc<AtomicUsize>,
     pub(crate) records: Sink,
     pub runtime: tokio::runtime::Handle,
+    /// Where it says what scheduling it got.
+    pub(crate) grants: Arc<super::priority::Grants>,
 }
 
 impl Pacer {
     /// Runs the schedule to its end (or until `stop`); meant for a dedicated thread.
     pub fn run(self) {
-        let mut pacing = super::priority::Pacing::start();
+        let mut pacing = super::priority::Pacing::start(&self.grants);
         let in_flight = Arc::new(Semaphore::new(self.max_in_flight));
         for (seq, intended) in share(&self.rates, self.until, self.segment) {
             let Some(late) = self.wait_until(self.origin + intended) else {

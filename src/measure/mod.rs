@@ -114,6 +114,9 @@ pub struct RunFacts {
     pub rate_changes: Vec<crate::load::rates::RateMark>,
     /// Services that died on their own during the run, in the order they did.
     pub service_exits: Vec<ServiceExit>,
+    /// What the kernel granted the load's threads (the least of all segments' after a merge);
+    /// `None` where it is not known.
+    pub load_scheduling: Option<crate::load::Scheduling>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -121,6 +124,10 @@ pub struct Evaluation {
     pub overall: Metrics,
     pub streams: IndexMap<String, Metrics>,
     pub verdict: Verdict,
+    /// Carried from the run's facts, for the reports: how far the send lag can be trusted
+    /// depends on it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub load_scheduling: Option<crate::load::Scheduling>,
 }
 
 /// Computes the metrics of the whole run and of each stream, and judges the budgets.
@@ -196,6 +203,7 @@ pub fn evaluate(
         overall,
         streams,
         verdict,
+        load_scheduling: facts.load_scheduling,
     }
 }
 

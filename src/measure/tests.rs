@@ -29,6 +29,7 @@ fn facts() -> RunFacts {
         windows: vec![window(10_000, 20_000)],
         streams: vec!["a".into(), "b".into()],
         cpu_saturated: None,
+        load_scheduling: None,
         service_exits: Vec::new(),
     }
 }
@@ -264,6 +265,7 @@ fn without_faults_latency_budgets_judge_the_whole_run() {
         windows: vec![],
         streams: vec!["a".into()],
         cpu_saturated: None,
+        load_scheduling: None,
         service_exits: Vec::new(),
     };
     let budgets = Budgets {
@@ -490,6 +492,7 @@ fn without_faults_error_budgets_judge_the_whole_run() {
         windows: vec![],
         streams: vec!["a".into()],
         cpu_saturated: None,
+        load_scheduling: None,
         service_exits: Vec::new(),
     };
     let budgets = Budgets {

@@ -16,7 +16,7 @@ use crate::ExitCode;
 /// Bumped on any change a reader could trip over: a field removed, renamed or retyped. Adding a
 /// field is not such a change only where the schema allows extra properties, which it does
 /// nowhere, so any change bumps it.
-pub const SCHEMA_VERSION: u32 = 3;
+pub const SCHEMA_VERSION: u32 = 4;
 
 #[derive(Debug, Serialize)]
 pub struct JsonReport<'a> {
@@ -174,6 +174,7 @@ mod tests {
             ],
             streams: vec!["model-a".into(), "model-b".into()],
             cpu_saturated: None,
+            load_scheduling: None,
             service_exits: Vec::new(),
         };
         let pct = |s: &str| s.parse::<Percent>().unwrap();

@@ -83,6 +83,9 @@ pub fn render(experiment_name: &str, eval: &Evaluation, aborted: Option<&str>) -
             text(&classes)
         ));
     }
+    if let Some(scheduling) = &eval.load_scheduling {
+        out.push_str(&format!("\n{}\n", text(&scheduling.text())));
+    }
     out
 }
 
@@ -170,6 +173,8 @@ mod tests {
             "- **baseline**: 110 requests, 0 errors, p99 100ms\n",
             "- **fault**: 110 requests, 10 errors (5 http\\_error: 5 × 529; 3 truncated; 1 timeout; 1 dropped), p99 400.13ms\n",
             "- **recovery**: 110 requests, 0 errors, p99 100ms\n",
+            "\nload scheduling: pacer real-time priority (SCHED\\_FIFO 1), load threads a 0.1 ms \
+             slice\n",
         ] {
             assert!(md.contains(expected), "missing {expected:?} in\n{md}");
         }

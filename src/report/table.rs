@@ -58,6 +58,10 @@ pub fn render(eval: &Evaluation) -> String {
     }
     out.push_str(&summary_line(&eval.overall));
     out.push('\n');
+    if let Some(scheduling) = &eval.load_scheduling {
+        out.push_str(&scheduling.text());
+        out.push('\n');
+    }
     if eval.streams.len() > 1 {
         out.push('\n');
         out.push_str(&stream_table(eval).to_string());
@@ -299,6 +303,7 @@ mod tests {
             }],
             streams: vec!["a".into(), "b".into()],
             cpu_saturated: None,
+            load_scheduling: None,
             service_exits: Vec::new(),
         };
         let budgets = Budgets {
@@ -337,6 +342,27 @@ mod tests {
         }
         // Not a terminal in tests: no colour codes.
         assert!(!text.contains('\u{1b}'), "{text}");
+        assert!(
+            !text.contains("load scheduling"),
+            "not known, not said: {text}"
+        );
+    }
+
+    #[test]
+    fn the_load_scheduling_is_said_under_the_numbers() {
+        let mut e = eval();
+        e.load_scheduling = Some(crate::load::Scheduling {
+            pacer: crate::load::Granted::ShortSlice,
+            pacer_gave_up_realtime: false,
+            workers: crate::load::Granted::Normal,
+        });
+        let text = render(&e);
+        let summary = text.find("steady state").expect("the summary line");
+        let line = "load scheduling: pacer a 0.1 ms slice, load threads normal scheduling\n";
+        let at = text
+            .find(line)
+            .unwrap_or_else(|| panic!("missing in\n{text}"));
+        assert!(at > summary, "under the summary line:\n{text}");
     }
 
     #[test]

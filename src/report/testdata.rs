@@ -72,6 +72,11 @@ pub fn sample() -> Sample {
         ],
         streams: vec!["model-a".into(), NASTY_STREAM.into()],
         cpu_saturated: None,
+        load_scheduling: Some(crate::load::Scheduling {
+            pacer: crate::load::Granted::Realtime,
+            pacer_gave_up_realtime: false,
+            workers: crate::load::Granted::ShortSlice,
+        }),
         service_exits: Vec::new(),
     };
     let pct = |s: &str| s.parse::<Percent>().unwrap();

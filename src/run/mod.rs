@@ -66,6 +66,7 @@ impl RunRecord {
                 streams: exp.streams.iter().map(|s| s.name.clone()).collect(),
                 cpu_saturated: None,
                 service_exits: Vec::new(),
+                load_scheduling: None,
             },
             unfinished: 0,
             aborted: matches!(failure, Failure::Aborted(_)).then(|| failure.to_string()),
@@ -236,10 +237,12 @@ pub async fn execute(exp: &Experiment, opts: &RunOptions) -> RunRecord {
     } else {
         longest_timeout + Duration::from_secs(1)
     };
-    let (records, unfinished) = {
-        // Services are still watched while the last requests finish.
-        stack.watching(load.finish(grace), origin, &console).await
-    };
+    // Services are still watched while the last requests finish.
+    let load::Finished {
+        records,
+        unfinished,
+        scheduling,
+    } = stack.watching(load.finish(grace), origin, &console).await;
     if let Some(live) = &opts.live {
         live.finish();
     }
@@ -277,6 +280,7 @@ pub async fn execute(exp: &Experiment, opts: &RunOptions) -> RunRecord {
             .flat_map(|s| load::rates::marks(&s.name, s.spec.rate.as_per_second(), &s.rate_changes))
             .collect(),
         service_exits,
+        load_scheduling: scheduling,
     };
     RunRecord {
         started_at,

@@ -46,6 +46,10 @@ pub struct Manifest {
     pub unfinished: usize,
     /// How long this segment's machine had every CPU busy, of how long it was watched.
     pub cpu: Option<Cpu>,
+    /// What the kernel granted this segment's load threads (absent in manifests from before
+    /// it was recorded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load_scheduling: Option<crate::load::Scheduling>,
     /// The leader's facts; `None` on the other segments, which follow no timeline.
     pub leader: Option<LeaderFacts>,
     /// This segment's own exit code (see docs/segments.md: not the drill's verdict).
@@ -94,8 +98,12 @@ pub struct LeaderFacts {
 
 impl Manifest {
     /// The run's facts as the leader had them (its windows, rate changes and CPU), with
-    /// `cpu` standing for the whole drill's machines.
-    pub fn facts(&self, cpu: Option<Cpu>) -> RunFacts {
+    /// `cpu` and `load_scheduling` standing for the whole drill's machines.
+    pub fn facts(
+        &self,
+        cpu: Option<Cpu>,
+        load_scheduling: Option<crate::load::Scheduling>,
+    ) -> RunFacts {
         let leader = self.leader.as_ref();
         RunFacts {
             duration: self.duration,
@@ -104,6 +112,7 @@ impl Manifest {
             cpu_saturated: cpu.map(|c| (c.saturated, c.observed)),
             rate_changes: leader.map(|l| l.rate_changes.clone()).unwrap_or_default(),
             service_exits: leader.map(|l| l.service_exits.clone()).unwrap_or_default(),
+            load_scheduling,
         }
     }
 }
@@ -177,6 +186,11 @@ mod tests {
                 saturated: Duration::from_millis(250),
                 observed: Duration::new(8, 1),
             }),
+            load_scheduling: Some(crate::load::Scheduling {
+                pacer: crate::load::Granted::Realtime,
+                pacer_gave_up_realtime: true,
+                workers: crate::load::Granted::ShortSlice,
+            }),
             leader: Some(LeaderFacts {
                 fault_windows: vec![FaultWindow {
                     id: "kill".into(),
@@ -218,7 +232,7 @@ mod tests {
 
     #[test]
     fn the_leaders_service_exits_reach_the_merged_facts() {
-        let facts = sample().facts(None);
+        let facts = sample().facts(None, None);
         assert_eq!(facts.service_exits.len(), 1);
         assert_eq!(facts.service_exits[0].service, "gateway");
         // A manifest from before they were recorded still reads, with none.
@@ -228,8 +242,10 @@ mod tests {
             .as_object_mut()
             .unwrap()
             .remove("service_exits");
+        json.as_object_mut().unwrap().remove("load_scheduling");
         let old: Manifest = serde_json::from_value(json).unwrap();
-        assert!(old.facts(None).service_exits.is_empty());
+        assert!(old.facts(None, None).service_exits.is_empty());
+        assert_eq!(old.load_scheduling, None, "and no scheduling record");
     }
 
     #[test]

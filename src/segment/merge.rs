@@ -100,7 +100,7 @@ pub fn merge(dirs: &[PathBuf]) -> Result<Merged, MergeError> {
     // One order whatever order the directories were named in; within a stream no two
     // records share a sequence number, so this is total.
     all.sort_by(|a, b| (a.intended, &a.stream, a.seq).cmp(&(b.intended, &b.stream, b.seq)));
-    let mut facts = leader.facts(busiest(&read));
+    let mut facts = leader.facts(busiest(&read), least_scheduling(&read));
     // The leader counted only its own share's marked responses; every share saw the faults.
     crate::measure::count_client_marks(&mut facts.windows, &all);
     Ok(Merged {
@@ -255,6 +255,14 @@ fn busiest(read: &[SegmentDir]) -> Option<Cpu> {
     read.iter()
         .filter_map(|s| s.manifest.cpu)
         .max_by(|a, b| share(a).total_cmp(&share(b)))
+}
+
+/// The least any segment's load threads were granted: a drill's send lag is as trustworthy
+/// as its worst-scheduled segment's. Unknown if any segment did not record it.
+fn least_scheduling(read: &[SegmentDir]) -> Option<crate::load::Scheduling> {
+    let mut each = read.iter().map(|s| s.manifest.load_scheduling);
+    let first = each.next()??;
+    each.try_fold(first, |least, s| Some(least.least(s?)))
 }
 
 fn short(hash: &str) -> &str {

@@ -51,6 +51,7 @@ fn manifest(segment: Segment, records: usize) -> Manifest {
         records,
         unfinished: 0,
         cpu: None,
+        load_scheduling: None,
         leader: segment.is_leader().then(|| LeaderFacts {
             fault_windows: vec![FaultWindow {
                 id: "burst".into(),
@@ -276,4 +277,43 @@ fn records_of_another_share_are_refused() {
         err.contains("request 1 of stream `chat` is not segment 3/4's to send"),
         "{err}"
     );
+}
+
+/// The merged report carries the least any segment's load got, and nothing when a segment (an
+/// older faultline's) did not say.
+#[test]
+fn the_merged_load_scheduling_is_the_least_of_the_segments() {
+    use crate::load::{Granted, Scheduling};
+    let got = |pacer, gave_up, workers| Scheduling {
+        pacer,
+        pacer_gave_up_realtime: gave_up,
+        workers,
+    };
+    let each = [
+        Some(got(Granted::Realtime, false, Granted::ShortSlice)),
+        Some(got(Granted::Realtime, true, Granted::ShortSlice)),
+        Some(got(Granted::ShortSlice, false, Granted::ShortSlice)),
+        Some(got(Granted::Realtime, false, Granted::Normal)),
+    ];
+    let root = tempfile::tempdir().unwrap();
+    let dirs: Vec<PathBuf> = (1..=4)
+        .map(|k| {
+            segment_dir(root.path(), &format!("s{k}"), k, 4, |m| {
+                m.load_scheduling = each[k as usize - 1];
+            })
+        })
+        .collect();
+    assert_eq!(
+        merge(&dirs).unwrap().facts.load_scheduling,
+        Some(got(Granted::ShortSlice, true, Granted::Normal))
+    );
+    let old = tempfile::tempdir().unwrap();
+    let dirs: Vec<PathBuf> = (1..=4)
+        .map(|k| {
+            segment_dir(old.path(), &format!("s{k}"), k, 4, |m| {
+                m.load_scheduling = each[k as usize - 1].filter(|_| k != 3);
+            })
+        })
+        .collect();
+    assert_eq!(merge(&dirs).unwrap().facts.load_scheduling, None);
 }
