@@ -77,7 +77,7 @@ impl Scheduling {
     /// One line for the human reports.
     pub fn text(&self) -> String {
         let gave_up = if self.pacer_gave_up_realtime {
-            "; a real-time pacer gave it up, having fallen 5 ms behind its schedule"
+            "; a real-time pacer gave real-time priority up, having fallen 5 ms behind its schedule"
         } else {
             ""
         };
@@ -165,6 +165,10 @@ impl Pacing<'_> {
     pub(crate) fn behind(&mut self, late: Duration) {
         if self.granted == Granted::Realtime && late > BEHIND {
             self.granted = worker();
+            // What it runs with now counts too: the record is the least it got.
+            self.grants
+                .pacer
+                .fetch_min(self.granted as u8, Ordering::Relaxed);
             self.grants.gave_up.store(true, Ordering::Relaxed);
         }
     }
@@ -313,6 +317,11 @@ mod tests {
             assert_ne!(pacing.granted(), Granted::Realtime);
             assert_eq!(current().unwrap().sched_policy, libc::SCHED_OTHER as u32);
             assert!(grants.gave_up.load(Ordering::Relaxed), "the report is told");
+            assert_eq!(
+                grants.pacer.load(Ordering::Relaxed),
+                pacing.granted() as u8,
+                "and records what it runs with now"
+            );
         })
         .join()
         .unwrap();
@@ -361,7 +370,7 @@ mod tests {
         assert_eq!(
             other.text(),
             "load scheduling: pacer a 0.1 ms slice, load threads a 0.1 ms slice; a real-time \
-             pacer gave it up, having fallen 5 ms behind its schedule"
+             pacer gave real-time priority up, having fallen 5 ms behind its schedule"
         );
     }
 }

@@ -174,7 +174,11 @@ mod tests {
             ],
             streams: vec!["model-a".into(), "model-b".into()],
             cpu_saturated: None,
-            load_scheduling: None,
+            load_scheduling: Some(crate::load::Scheduling {
+                pacer: crate::load::Granted::Realtime,
+                pacer_gave_up_realtime: true,
+                workers: crate::load::Granted::ShortSlice,
+            }),
             service_exits: Vec::new(),
         };
         let pct = |s: &str| s.parse::<Percent>().unwrap();
@@ -237,6 +241,10 @@ mod tests {
         assert_eq!(eval["overall"]["failover"]["reached"], true);
         assert!(eval["streams"]["model-b"].is_object());
         assert_eq!(value["rate_changes"][0]["over_ms"], 2_000.0);
+        let scheduling = &eval["load_scheduling"];
+        assert_eq!(scheduling["pacer"], "realtime");
+        assert_eq!(scheduling["pacer_gave_up_realtime"], true);
+        assert_eq!(scheduling["workers"], "short_slice");
         assert_eq!(value["rate_changes"][0]["to_per_second"], 40.0);
         // Intended before 500 ms: 10 of model-a (every 50 ms) and 5 of model-b (every 100 ms).
         assert_eq!(eval["overall"]["warmup"]["requests"], 15);
@@ -270,6 +278,9 @@ mod tests {
         let mut value = report_value(ExitCode::Success);
         value["evaluation"]["overall"]["surprise"] = serde_json::json!(1);
         let schema: serde_json::Value = serde_json::from_str(SCHEMA).unwrap();
+        assert!(!jsonschema::draft202012::is_valid(&schema, &value));
+        let mut value = report_value(ExitCode::Success);
+        value["evaluation"]["load_scheduling"]["pacer"] = serde_json::json!("real-time");
         assert!(!jsonschema::draft202012::is_valid(&schema, &value));
     }
 

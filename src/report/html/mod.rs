@@ -193,9 +193,13 @@ fn phases_section(page: &mut String, eval: &Evaluation) {
     }
     let _ = writeln!(
         page,
-        "<p class=\"note\">{}</p>\n</section>",
+        "<p class=\"note\">{}</p>",
         escape(&summary_line(&eval.overall))
     );
+    if let Some(scheduling) = &eval.load_scheduling {
+        let _ = writeln!(page, "<p class=\"note\">{}</p>", escape(&scheduling.text()));
+    }
+    page.push_str("</section>\n");
 }
 
 fn faults_section(page: &mut String, facts: &RunFacts) {

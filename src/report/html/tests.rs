@@ -65,6 +65,8 @@ fn the_page_has_every_section_and_is_well_formed() {
         // The phase table and the failure detail.
         "<td>fault</td><td class=\"num\">110</td>",
         "3 truncated responses reached clients",
+        "<p class=\"note\">load scheduling: pacer real-time priority (SCHED_FIFO 1), load \
+         threads a 0.1 ms slice</p>\n</section>",
     ] {
         assert!(page.contains(expected), "missing {expected:?}");
     }

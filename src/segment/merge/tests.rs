@@ -307,13 +307,16 @@ fn the_merged_load_scheduling_is_the_least_of_the_segments() {
         merge(&dirs).unwrap().facts.load_scheduling,
         Some(got(Granted::ShortSlice, true, Granted::Normal))
     );
-    let old = tempfile::tempdir().unwrap();
-    let dirs: Vec<PathBuf> = (1..=4)
-        .map(|k| {
-            segment_dir(old.path(), &format!("s{k}"), k, 4, |m| {
-                m.load_scheduling = each[k as usize - 1].filter(|_| k != 3);
+    for missing in [1, 3] {
+        let old = tempfile::tempdir().unwrap();
+        let dirs: Vec<PathBuf> = (1..=4)
+            .map(|k| {
+                segment_dir(old.path(), &format!("s{k}"), k, 4, |m| {
+                    m.load_scheduling = each[k as usize - 1].filter(|_| k != missing);
+                })
             })
-        })
-        .collect();
-    assert_eq!(merge(&dirs).unwrap().facts.load_scheduling, None);
+            .collect();
+        let merged = merge(&dirs).unwrap().facts.load_scheduling;
+        assert_eq!(merged, None, "segment {missing} did not say");
+    }
 }
