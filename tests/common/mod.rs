@@ -117,9 +117,7 @@ impl Watchdog {
             {
                 flag.store(true, Ordering::SeqCst);
                 eprintln!("*** watchdog: pid {pid} still running after {within:?}; SIGKILL ***");
-                // SAFETY: kill(2) takes integers only; the pid is checked to be our unreaped
-                // child just above, so it cannot have been reused by another process.
-                unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+                kill_group(pid);
             }
         });
         Watchdog {
@@ -159,10 +157,14 @@ pub fn spawn(cmd: &mut std::process::Command) -> Proc {
     spawn_within(cmd, RUN_TIMEOUT)
 }
 
-/// Starts `cmd`; the watchdog kills it after `within`.
+/// Starts `cmd` in a process group of its own; the watchdog kills the group after `within`.
+/// A group, because a child may start its own (nginx's workers outlive a killed master and
+/// keep their listening sockets): ending the test's child ends them too.
 pub fn spawn_within(cmd: &mut std::process::Command, within: Duration) -> Proc {
+    use std::os::unix::process::CommandExt;
     let what = format!("{cmd:?}");
     let child = cmd
+        .process_group(0)
         .spawn()
         .unwrap_or_else(|e| panic!("cannot start {what}: {e}"));
     Proc {
@@ -230,12 +232,21 @@ impl DerefMut for Proc {
 
 impl Drop for Proc {
     fn drop(&mut self) {
-        // Reaped already (exited and waited): kill and wait are no-ops.
+        // Reaped already (exited and waited): nothing to kill, and the wait is a no-op.
         if let Some(child) = self.child.as_mut() {
-            let _ = child.kill();
+            if still_our_child(child.id()) {
+                kill_group(child.id());
+            }
             let _ = child.wait();
         }
     }
+}
+
+/// SIGKILL to the process group led by `pid`, which must be our unreaped child (running or a
+/// zombie): its pid, and so its group's id, cannot have been reused by another process.
+fn kill_group(pid: u32) {
+    // SAFETY: kill(2) takes integers only; a negative pid names the group.
+    unsafe { libc::kill(-(pid as i32), libc::SIGKILL) };
 }
 
 /// Runs `cmd` to the end like `Command::output` (stdin null, stdout and stderr captured), under
