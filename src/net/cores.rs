@@ -1,6 +1,6 @@
 //! One single-threaded runtime per CPU, for a server whose connections do little work per
 //! wake-up: the HTTP fault proxy, where a token event is one read upstream and one write to
-//! the client. On tokio's multi-threaded runtime such a wake-up often unparks an idle worker to
+//! the client, and the simulated host, where most of a plain request's cost was wake-ups. On tokio's multi-threaded runtime such a wake-up often unparks an idle worker to
 //! steal work that is not there, and that wake-up is most of what the proxy's added latency
 //! had beyond nginx's (docs/benchmarks.md). Here a connection lives on one core's runtime from
 //! accept to close, with the sockets it opens upstream registered on that same runtime, so an

@@ -55,7 +55,8 @@ use crate::experiment::schema::{GatewaySpec, SimulateSpec};
 pub async fn start_host(name: &str, spec: &SimulateSpec) -> Result<RunningServer, Failure> {
     let crash = server::Crash::new();
     let (handler, memory) = host::handler(name, spec, crash.clone())?;
-    let server = server::serve(spec.listen, &format!("service `{name}`"), handler, crash).await?;
+    let owner = format!("service `{name}`");
+    let server = server::serve(spec.listen, &owner, handler, crash, server::Runs::OnCores).await?;
     Ok(server.with_memory(memory))
 }
 
@@ -64,5 +65,13 @@ pub async fn start_gateway(name: &str, spec: &GatewaySpec) -> Result<RunningServ
     let handler = gateway::handler(name, spec)?;
     // A gateway never crashes on its own: its signal is never triggered.
     let crash = server::Crash::new();
-    server::serve(spec.listen, &format!("service `{name}`"), handler, crash).await
+    let owner = format!("service `{name}`");
+    server::serve(
+        spec.listen,
+        &owner,
+        handler,
+        crash,
+        server::Runs::WhereAccepted,
+    )
+    .await
 }

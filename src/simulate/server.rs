@@ -156,14 +156,31 @@ impl RunningServer {
 /// hold a connection for ever.
 const HTTP: Http1 = Http1::new().header_read_timeout(Duration::from_secs(30));
 
+/// Where a server's connections run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Runs {
+    /// On the process's per-CPU runtimes (`net::cores`): a simulated host, whose requests
+    /// then cost about a quarter less CPU (docs/benchmarks.md).
+    OnCores,
+    /// On the runtime that accepts them: the gateway, whose one upstream pool serves every
+    /// connection and would otherwise hand sockets between threads.
+    WhereAccepted,
+}
+
 /// Binds `listen` and serves `handler` on it until stopped, or until `crash` is triggered.
 pub(crate) async fn serve(
     listen: SocketAddr,
     owner: &str,
     handler: Handler,
     crash: Crash,
+    runs: Runs,
 ) -> Result<RunningServer, Failure> {
-    let listener = Listener::bind(listen, owner)?;
+    let mut listener = Listener::bind(listen, owner)?;
+    if runs == Runs::OnCores {
+        let cores = crate::net::cores::Cores::shared()
+            .map_err(|e| Failure::Environment(format!("{owner}: {e}")))?;
+        listener = listener.spread(cores);
+    }
     let addr = listener.local_addr();
     let (stop, stopped) = oneshot::channel();
     let task = tokio::spawn(accept_loop(listener, handler, stopped, crash.clone()));

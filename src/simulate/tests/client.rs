@@ -218,9 +218,16 @@ where
         let respond = respond.clone();
         Box::pin(async move { respond() })
     });
-    let server = server::serve(any_port(), "stub", handler, server::Crash::new())
-        .await
-        .unwrap();
+    let crash = server::Crash::new();
+    let server = server::serve(
+        any_port(),
+        "stub",
+        handler,
+        crash,
+        server::Runs::WhereAccepted,
+    )
+    .await
+    .unwrap();
     (server, hits)
 }
 
