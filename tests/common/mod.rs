@@ -163,6 +163,21 @@ pub fn spawn(cmd: &mut std::process::Command) -> Proc {
 pub fn spawn_within(cmd: &mut std::process::Command, within: Duration) -> Proc {
     use std::os::unix::process::CommandExt;
     let what = format!("{cmd:?}");
+    // SAFETY: the closure runs in the forked child before exec and calls only prctl(2) and
+    // signal(2), both async-signal-safe, touching no memory of the parent.
+    unsafe {
+        cmd.pre_exec(|| {
+            // Out of the terminal's group, a Ctrl-C on the tests no longer reaches it: it dies
+            // with the test thread that started it instead (each test starts its own).
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // A background group that touches the terminal gets an error, not a stop.
+            libc::signal(libc::SIGTTIN, libc::SIG_IGN);
+            libc::signal(libc::SIGTTOU, libc::SIG_IGN);
+            Ok(())
+        });
+    }
     let child = cmd
         .process_group(0)
         .spawn()
