@@ -66,15 +66,16 @@ timeline:
     );
     let file = write(dir.path(), "slow.yaml", &yaml);
     let out = dir.path().join("out");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_faultline"))
-        .arg("run")
-        .arg(&file)
-        .arg("--out")
-        .arg(&out)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    // Through the harness: a deadline, and nothing left behind if an assertion fails first.
+    let mut child = common::spawn(
+        Command::new(env!("CARGO_BIN_EXE_faultline"))
+            .arg("run")
+            .arg(&file)
+            .arg("--out")
+            .arg(&out)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped()),
+    );
     // The service's log appears once faultline has started it: the run is in start-up then.
     let deadline = Instant::now() + Duration::from_secs(30);
     while !std::fs::read_dir(&out)
