@@ -1,14 +1,17 @@
 //! One single-threaded runtime per CPU, for a server whose connections do little work per
 //! wake-up: the HTTP fault proxy, where a token event is one read upstream and one write to
-//! the client, and the simulated host, where most of a plain request's cost was wake-ups. On tokio's multi-threaded runtime such a wake-up often unparks an idle worker to
-//! steal work that is not there, and that wake-up is most of what the proxy's added latency
-//! had beyond nginx's (docs/benchmarks.md). Here a connection lives on one core's runtime from
-//! accept to close, with the sockets it opens upstream registered on that same runtime, so an
-//! event is handled by the thread that epoll woke and no other thread hears of it.
+//! the client, and the simulated host, where most of a plain request's cost was wake-ups. On
+//! tokio's multi-threaded runtime such a wake-up often unparks an idle worker to steal work
+//! that is not there, and that wake-up was most of what the proxy's added latency had beyond
+//! nginx's (docs/benchmarks.md). Here a connection lives on one core's runtime from accept to
+//! close, with the sockets it opens upstream registered on that same runtime, so an event is
+//! handled by the thread that epoll woke and no other thread hears of it.
 //!
 //! The listener accepts on its own runtime and hands each connection to a core in turn
 //! (`Listener::spread`); a server that keeps per-connection resources keeps one set per core
-//! ([`PerCore`]), indexed by [`Connection::core`](super::Connection::core).
+//! ([`PerCore`]), indexed by [`Connection::core`](super::Connection::core). The process has
+//! one set of cores ([`Cores::shared`]), however many servers come and go; a stop ends a
+//! listener's connections because they are its tasks, not by stopping the cores.
 
 use std::io;
 use std::num::NonZeroUsize;
