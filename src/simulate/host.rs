@@ -242,7 +242,10 @@ async fn complete(host: &Host, api: Api, req: Request<Incoming>) -> Response<Bod
             Admission::Crashed => return dead().await,
         },
     };
-    let held = (slot, cache);
+    // A tuple drops in order: the cache is given back before the slot, as a server frees a
+    // finished request's cache before it admits the next. The other order let a queued
+    // request on another thread take the slot while the memory was still held, and crash.
+    let held = (cache, slot);
     let reply = host.reply(api, &ask, total, finish);
     if ask.stream {
         let events = match api {
