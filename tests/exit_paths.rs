@@ -68,7 +68,7 @@ timeline:
     let out = dir.path().join("out");
     // Through the harness: a deadline, and nothing left behind if an assertion fails first.
     let mut child = common::spawn(
-        Command::new(env!("CARGO_BIN_EXE_faultline"))
+        common::faultline_std()
             .arg("run")
             .arg(&file)
             .arg("--out")
