@@ -149,6 +149,17 @@ pub struct ServedShare {
     pub ok: u64,
     /// Share of the phase's successful requests.
     pub share: f64,
+    /// Of `ok`, in the fault phase: how many began to answer (first byte) only after the fault
+    /// episode they were sent in had ended. A queue in front of the backends (a saturated
+    /// gateway) carries requests past a window's edge; these were served by whatever was up
+    /// then, so a backend that "served during the fault" may only have served after it. Not
+    /// written when 0.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub answered_after_lift: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// The success rate the fault and recovery windows are held to.
@@ -223,12 +234,14 @@ struct PhaseAcc {
     itl: Recorder,
     tpot: Recorder,
     unverified: u64,
-    served: BTreeMap<String, u64>,
+    /// Per backend: successes, and of them those answered after their fault episode ended.
+    served: BTreeMap<String, (u64, u64)>,
     statuses: BTreeMap<u16, u64>,
 }
 
 impl PhaseAcc {
-    fn add(&mut self, r: &RequestRecord) {
+    /// `episode_end`: for a request sent inside a fault episode, when that episode ended.
+    fn add(&mut self, r: &RequestRecord, episode_end: Option<Duration>) {
         self.requests += 1;
         if let Some(i) = Outcome::ALL.iter().position(|o| *o == r.outcome) {
             self.by_class[i] += 1;
@@ -255,7 +268,12 @@ impl PhaseAcc {
             }
             self.ok += 1;
             let by = r.served_by.as_deref().unwrap_or("unknown");
-            *self.served.entry(by.to_string()).or_default() += 1;
+            let served = self.served.entry(by.to_string()).or_default();
+            served.0 += 1;
+            let after_lift = episode_end
+                .zip(r.ttfb)
+                .is_some_and(|(end, ttfb)| r.intended + ttfb >= end);
+            served.1 += u64::from(after_lift);
         }
         // A dropped request never left, so it has no latency to speak of; every sent one
         // counts, failures included, or a slow failure would hide from the percentiles.
@@ -275,14 +293,21 @@ impl PhaseAcc {
             .filter(|(o, n)| !o.is_ok() && *n > 0)
             .map(|(o, n)| (o.as_str().to_string(), n))
             .collect();
-        let mut served: Vec<(String, u64)> = self.served.into_iter().collect();
+        let mut served: Vec<(String, (u64, u64))> = self.served.into_iter().collect();
         // Most first; the BTreeMap already ordered ties by name.
-        served.sort_by_key(|s| std::cmp::Reverse(s.1));
+        served.sort_by_key(|s| std::cmp::Reverse(s.1 .0));
         let served_by = served
             .into_iter()
-            .map(|(name, ok)| {
+            .map(|(name, (ok, answered_after_lift))| {
                 let share = ok as f64 / self.ok as f64;
-                (name, ServedShare { ok, share })
+                (
+                    name,
+                    ServedShare {
+                        ok,
+                        share,
+                        answered_after_lift,
+                    },
+                )
             })
             .collect();
         let mut statuses: Vec<(u16, u64)> = self.statuses.into_iter().collect();
@@ -331,7 +356,7 @@ pub fn compute(records: &[&RequestRecord], timeline: &Timeline, spec: &MeasureSp
             None => {
                 // Warm-up: its own counts and nothing else, so no budget sees a cold start.
                 if let Some(w) = warmup.as_mut() {
-                    w.add(r);
+                    w.add(r, None);
                 }
                 continue;
             }
@@ -339,8 +364,9 @@ pub fn compute(records: &[&RequestRecord], timeline: &Timeline, spec: &MeasureSp
             Some(Phase::Fault) => 1,
             Some(Phase::Recovery) => 2,
         };
-        whole.add(r);
-        phases[i].add(r);
+        let episode_end = timeline.episode_end(r.intended);
+        whole.add(r, episode_end);
+        phases[i].add(r, episode_end);
         if let Some(l) = r.send_lag() {
             lag.record(l);
             if l > LATE_AFTER {

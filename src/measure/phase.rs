@@ -108,6 +108,14 @@ impl Timeline {
         }
     }
 
+    /// When the fault episode holding `t` ended; `None` when `t` is in none.
+    pub fn episode_end(&self, t: Duration) -> Option<Duration> {
+        self.episodes
+            .iter()
+            .find(|e| e.start <= t && t < e.end)
+            .map(|e| e.end)
+    }
+
     pub fn has_faults(&self) -> bool {
         self.first_start.is_some()
     }

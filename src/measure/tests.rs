@@ -321,6 +321,57 @@ fn served_by_shares_in_the_fault_phase() {
 }
 
 #[test]
+fn served_by_says_which_successes_began_only_after_the_lift() {
+    // A gateway that queues for a second: what it sent in the fault's last second reached the
+    // primary after the fault ended (first byte at or past 20 s); one primary answer at 15 s
+    // began inside the fault, as did every fallback answer.
+    let records = stream("a", |r, t| match t {
+        19_000..=19_900 => r.served(Some("primary")).ttfb_ms(20_000 - t + 50),
+        18_900 => r.served(Some("primary")).ttfb_ms(20_000 - t - 1),
+        15_000 => r,
+        10_000..=19_999 => r.served(Some("fallback")),
+        _ => r,
+    });
+    let mut mins = indexmap::IndexMap::new();
+    mins.insert("fallback".to_string(), "90%".parse().unwrap());
+    let budgets = Budgets {
+        min_served_by: Some(mins),
+        ..Budgets::default()
+    };
+    let e = evaluate(&records, &facts(), &budgets, &MeasureSpec::default());
+    let served = &e.overall.phases.fault.served_by;
+    assert_eq!(served["primary"].ok, 12);
+    assert_eq!(served["primary"].answered_after_lift, 10);
+    assert_eq!(served["fallback"].answered_after_lift, 0);
+    assert_eq!(
+        e.overall.phases.recovery.served_by["primary"].answered_after_lift,
+        0
+    );
+    let fb = row(&e, "all", "min_served_by.fallback");
+    assert!(
+        !fb.passed,
+        "the verdict is by send time, as for every budget"
+    );
+    assert!(
+        fb.detail.contains(
+            "(fallback 88, primary 12); answered only after their fault was lifted: primary 10 of 12"
+        ),
+        "{}",
+        fb.detail
+    );
+
+    // Without the queue the note is absent.
+    let on_time = stream("a", |r, t| match t {
+        10_000..=19_999 => r.served(Some("fallback")),
+        _ => r,
+    });
+    let e = evaluate(&on_time, &facts(), &budgets, &MeasureSpec::default());
+    let fb = row(&e, "all", "min_served_by.fallback");
+    assert!(fb.passed);
+    assert!(!fb.detail.contains("lifted"), "{}", fb.detail);
+}
+
+#[test]
 fn stream_budgets_judge_only_their_stream() {
     // Stream a fails throughout the fault; stream b, on another model, is untouched.
     let mut records = stream("a", |r, t| {

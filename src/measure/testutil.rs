@@ -47,6 +47,7 @@ pub trait RecordExt: Sized {
     fn latency_ms(self, ms: u64) -> Self;
     fn served(self, by: Option<&str>) -> Self;
     fn lag_ms(self, ms: u64) -> Self;
+    fn ttfb_ms(self, ms: u64) -> Self;
 }
 
 impl RecordExt for RequestRecord {
@@ -84,6 +85,11 @@ impl RecordExt for RequestRecord {
     }
     fn lag_ms(mut self, ms: u64) -> Self {
         self.sent = Some(self.intended + Duration::from_millis(ms));
+        self
+    }
+    fn ttfb_ms(mut self, ms: u64) -> Self {
+        self.ttfb = Some(Duration::from_millis(ms));
+        self.latency = self.latency.max(Duration::from_millis(ms));
         self
     }
 }

@@ -329,10 +329,11 @@ fn scope_rows(scope: &str, per_stream: bool, m: &Metrics, b: &Budgets, rows: &mu
                 format!("no request succeeded {during}")
             } else {
                 format!(
-                    "{backend} served {} of {} successful requests {during} ({})",
+                    "{backend} served {} of {} successful requests {during} ({}){}",
                     served.map_or(0, |s| s.ok),
                     phase.ok,
-                    served_list(phase)
+                    served_list(phase),
+                    after_lift_note(phase)
                 )
             };
             push(
@@ -416,6 +417,25 @@ fn served_list(p: &PhaseMetrics) -> String {
         .map(|(name, s)| format!("{name} {}", s.ok))
         .collect();
     list.join(", ")
+}
+
+/// "; answered only after their fault was lifted: primary 25 of 25 (...)", or "" when every
+/// success began to answer inside its fault episode.
+fn after_lift_note(p: &PhaseMetrics) -> String {
+    let late: Vec<String> = p
+        .served_by
+        .iter()
+        .filter(|(_, s)| s.answered_after_lift > 0)
+        .map(|(name, s)| format!("{name} {} of {}", s.answered_after_lift, s.ok))
+        .collect();
+    if late.is_empty() {
+        return String::new();
+    }
+    format!(
+        "; answered only after their fault was lifted: {} (a queue before the backends, such \
+         as a saturated gateway, carried them past the window's edge)",
+        late.join(", ")
+    )
 }
 
 fn threshold_text(s: &SteadyState) -> String {

@@ -137,7 +137,9 @@ mod tests {
                 50..52 => r.truncated(),
                 52 => r.dropped(),
                 53 => r.outcome(Outcome::Timeout).latency_ms(10_000),
-                60..80 => r.served(Some("fallback")),
+                60..78 => r.served(Some("fallback")),
+                // Sent in the fault's last 100 ms, answered by the primary after the lift.
+                78..80 => r.ttfb_ms(300),
                 80 => r.served(None),
                 _ => r,
             }
@@ -240,6 +242,9 @@ mod tests {
         assert!(eval["overall"]["episodes"][1]["recovery"].is_null());
         assert_eq!(eval["overall"]["failover"]["reached"], true);
         assert!(eval["streams"]["model-b"].is_object());
+        let served = &eval["overall"]["phases"]["fault"]["served_by"];
+        assert_eq!(served["primary"]["answered_after_lift"], 2, "{served}");
+        assert!(served["fallback"].get("answered_after_lift").is_none());
         assert_eq!(value["rate_changes"][0]["over_ms"], 2_000.0);
         let scheduling = &eval["load_scheduling"];
         assert_eq!(scheduling["pacer"], "realtime");

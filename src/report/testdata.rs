@@ -25,7 +25,8 @@ pub struct Sample {
 }
 
 /// 30 s at 10 requests a second on `model-a`: errors and truncations early in the first fault,
-/// traffic moving to `fallback` (and to a backend with a nasty name) while it lasts.
+/// traffic moving to `fallback` (and to a backend with a nasty name) while it lasts, the last
+/// few sent in it answered by `primary` only after the lift.
 pub fn sample() -> Sample {
     let mut records = records_at(0..300, |i| {
         let r = rec("model-a", i * 100);
@@ -36,7 +37,9 @@ pub fn sample() -> Sample {
             109 => r.outcome(Outcome::Timeout).latency_ms(3_000),
             110..150 => r.served(Some("fallback")).latency_ms(400),
             150..160 => r.served(Some("<b>evil</b>")),
-            160..200 => r.served(None),
+            160..197 => r.served(None),
+            // Held past the lift by a queue: `answered_after_lift` in the JSON.
+            197..200 => r.ttfb_ms(400),
             _ => r,
         }
     });
