@@ -19,13 +19,16 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
 use crate::experiment::LoadStream;
+use crate::net::cores::{Cores, PerCore};
 pub use record::{Outcome, RequestRecord};
 
 /// Load running in the background.
 pub struct LoadRun {
-    /// The load generator's own runtime: its requests and their timing never queue behind the
-    /// in-process services (simulated hosts, proxies, gateway) they measure.
-    runtime: Option<tokio::runtime::Runtime>,
+    /// The load generator's own runtimes, one per CPU: its requests and their timing never
+    /// queue behind the in-process services (simulated hosts, proxies, gateway) they measure,
+    /// and a request lives on one thread from send to record (no wake-up of another worker
+    /// per event, as on a work-stealing runtime). Dropping them stops them without waiting.
+    _cores: Arc<Cores>,
     pacers: Vec<std::thread::JoinHandle<()>>,
     stop: Arc<AtomicBool>,
     outstanding: Arc<AtomicUsize>,
@@ -59,15 +62,11 @@ pub fn start(
     observer: Option<Arc<dyn live::Observer>>,
 ) -> anyhow::Result<LoadRun> {
     let grants = Arc::new(priority::Grants::default());
-    let own = tokio::runtime::Builder::new_multi_thread()
-        .thread_name("faultline-load")
-        .on_thread_start({
-            let grants = Arc::clone(&grants);
-            move || grants.worker()
-        })
-        .enable_all()
-        .build()?;
-    let runtime = own.handle().clone();
+    let count = std::thread::available_parallelism().unwrap_or(std::num::NonZeroUsize::MIN);
+    let cores = Arc::new(Cores::start_with("faultline-load", count, {
+        let grants = Arc::clone(&grants);
+        Arc::new(move || grants.worker())
+    })?);
     let stop = Arc::new(AtomicBool::new(false));
     let outstanding = Arc::new(AtomicUsize::new(0));
     let (tx, rx) = mpsc::unbounded_channel();
@@ -82,7 +81,10 @@ pub fn start(
         let max_in_flight = stream.spec.max_in_flight as usize;
         let pacer = schedule::Pacer {
             plan: Arc::new(client::StreamPlan::new(stream, seed)?),
-            client: client::http_client(&stream.target, max_in_flight, &stream.tls)?,
+            // One pool per core: a kept-alive socket is registered with the core that opened it.
+            clients: PerCore::new(cores.len(), |_| {
+                client::http_client(&stream.target, max_in_flight, &stream.tls)
+            })?,
             rates: rates::RateProfile::new(stream.spec.rate.as_per_second(), &stream.rate_changes),
             segment,
             max_in_flight,
@@ -91,7 +93,7 @@ pub fn start(
             stop: stop.clone(),
             outstanding: outstanding.clone(),
             records: sink.clone(),
-            runtime: runtime.clone(),
+            cores: Arc::clone(&cores),
             grants: Arc::clone(&grants),
         };
         let handle = std::thread::Builder::new()
@@ -100,7 +102,7 @@ pub fn start(
         pacers.push(handle);
     }
     Ok(LoadRun {
-        runtime: Some(own),
+        _cores: cores,
         pacers,
         stop,
         outstanding,
@@ -108,16 +110,6 @@ pub fn start(
         tally,
         grants,
     })
-}
-
-impl Drop for LoadRun {
-    fn drop(&mut self) {
-        // Dropping a runtime blocks, which an async caller must not do: its threads are told to
-        // stop and left to finish on their own.
-        if let Some(rt) = self.runtime.take() {
-            rt.shutdown_background();
-        }
-    }
 }
 
 impl LoadRun {

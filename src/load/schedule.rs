@@ -14,6 +14,7 @@ use tokio::sync::Semaphore;
 use super::client::{self, HttpClient, StreamPlan};
 use super::live::Sink;
 use super::record::{Outcome, RequestRecord};
+use crate::net::cores::{Cores, PerCore};
 use crate::segment::Segment;
 
 /// Longest single sleep, so a stop request is noticed quickly even at very low rates.
@@ -21,7 +22,7 @@ const MAX_NAP: Duration = Duration::from_millis(20);
 
 pub struct Pacer {
     pub plan: Arc<StreamPlan>,
-    pub client: HttpClient,
+    pub clients: PerCore<HttpClient>,
     pub rates: super::rates::RateProfile,
     /// The share of the schedule this process sends.
     pub segment: Segment,
@@ -33,7 +34,8 @@ pub struct Pacer {
     /// Requests sent and not yet recorded.
     pub outstanding: Arc<AtomicUsize>,
     pub(crate) records: Sink,
-    pub runtime: tokio::runtime::Handle,
+    /// The load's runtimes; each request runs on the next in turn, with that core's client.
+    pub cores: Arc<Cores>,
     /// Where it says what scheduling it got.
     pub(crate) grants: Arc<super::priority::Grants>,
 }
@@ -50,8 +52,9 @@ impl Pacer {
             pacing.behind(late);
             match in_flight.clone().try_acquire_owned() {
                 Ok(permit) => {
+                    let (core, runtime) = self.cores.pick();
                     let (client, plan, tx, origin) = (
-                        self.client.clone(),
+                        self.clients.get(core).clone(),
                         self.plan.clone(),
                         self.records.clone(),
                         self.origin,
@@ -59,7 +62,7 @@ impl Pacer {
                     let outstanding = self.outstanding.clone();
                     outstanding.fetch_add(1, Ordering::Relaxed);
                     self.records.sent(&self.plan.name);
-                    self.runtime.spawn(async move {
+                    runtime.spawn(async move {
                         let record = client::execute(&client, &plan, origin, seq, intended).await;
                         drop(permit);
                         tx.push(record);

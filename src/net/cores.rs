@@ -59,8 +59,19 @@ impl Cores {
     /// `count` threads named `{name}-{i}`, each running a current-thread runtime with I/O and
     /// timers.
     pub fn start(name: &str, count: NonZeroUsize) -> io::Result<Cores> {
+        Cores::start_with(name, count, Arc::new(|| {}))
+    }
+
+    /// [`Cores::start`], with `on_start` run first on each core's thread (to ask the kernel
+    /// for its scheduling, say).
+    pub fn start_with(
+        name: &str,
+        count: NonZeroUsize,
+        on_start: Arc<dyn Fn() + Send + Sync>,
+    ) -> io::Result<Cores> {
         let mut cores = Vec::with_capacity(count.get());
         for i in 0..count.get() {
+            let on_start = Arc::clone(&on_start);
             let (stop, stopped) = oneshot::channel::<()>();
             let (ready, handle) = std::sync::mpsc::sync_channel(1);
             // The runtime is built on its own thread and never leaves it: were it built here
@@ -69,6 +80,7 @@ impl Cores {
             std::thread::Builder::new()
                 .name(format!("{name}-{i}"))
                 .spawn(move || {
+                    on_start();
                     let runtime = match tokio::runtime::Builder::new_current_thread()
                         .enable_all()
                         .build()
