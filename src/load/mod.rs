@@ -27,7 +27,8 @@ pub struct LoadRun {
     /// The load generator's own runtimes, one per CPU: its requests and their timing never
     /// queue behind the in-process services (simulated hosts, proxies, gateway) they measure,
     /// and a request lives on one thread from send to record (no wake-up of another worker
-    /// per event, as on a work-stealing runtime). Dropping them stops them without waiting.
+    /// per event, as on a work-stealing runtime). Dropped with the last pacer's handle, they
+    /// stop without waiting.
     _cores: Arc<Cores>,
     pacers: Vec<std::thread::JoinHandle<()>>,
     stop: Arc<AtomicBool>,
@@ -82,8 +83,10 @@ pub fn start(
         let pacer = schedule::Pacer {
             plan: Arc::new(client::StreamPlan::new(stream, seed)?),
             // One pool per core: a kept-alive socket is registered with the core that opened it.
+            // Each pool keeps at most its share of the stream's connections idle.
             clients: PerCore::new(cores.len(), |_| {
-                client::http_client(&stream.target, max_in_flight, &stream.tls)
+                let pool_size = max_in_flight.div_ceil(cores.len().get());
+                client::http_client(&stream.target, pool_size, &stream.tls)
             })?,
             rates: rates::RateProfile::new(stream.spec.rate.as_per_second(), &stream.rate_changes),
             segment,
@@ -110,6 +113,14 @@ pub fn start(
         tally,
         grants,
     })
+}
+
+impl Drop for LoadRun {
+    /// A load dropped before `finish` (an early return, an unwind) sends nothing more: the
+    /// pacers see `stop` within a nap and end, and with the last of them the cores stop.
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
 }
 
 impl LoadRun {

@@ -149,11 +149,11 @@ pub struct ServedShare {
     pub ok: u64,
     /// Share of the phase's successful requests.
     pub share: f64,
-    /// Of `ok`, in the fault phase: how many began to answer (first byte) only after the fault
-    /// episode they were sent in had ended. A queue in front of the backends (a saturated
-    /// gateway) carries requests past a window's edge; these were served by whatever was up
-    /// then, so a backend that "served during the fault" may only have served after it. Not
-    /// written when 0.
+    /// Of `ok`, in the fault phase: how many began to answer (first body byte) only after the
+    /// fault episode they were sent in had been lifted. A queue in front of the backends (a
+    /// saturated gateway) carries requests past a window's edge, to whatever is up then, so a
+    /// backend that "served during the fault" may only have served after it; a slow first
+    /// token does the same. Not written when 0.
     #[serde(skip_serializing_if = "is_zero")]
     pub answered_after_lift: u64,
 }
@@ -240,8 +240,8 @@ struct PhaseAcc {
 }
 
 impl PhaseAcc {
-    /// `episode_end`: for a request sent inside a fault episode, when that episode ended.
-    fn add(&mut self, r: &RequestRecord, episode_end: Option<Duration>) {
+    /// `lifted_at`: for a request sent inside a fault episode, when that episode was lifted.
+    fn add(&mut self, r: &RequestRecord, lifted_at: Option<Duration>) {
         self.requests += 1;
         if let Some(i) = Outcome::ALL.iter().position(|o| *o == r.outcome) {
             self.by_class[i] += 1;
@@ -270,7 +270,7 @@ impl PhaseAcc {
             let by = r.served_by.as_deref().unwrap_or("unknown");
             let served = self.served.entry(by.to_string()).or_default();
             served.0 += 1;
-            let after_lift = episode_end
+            let after_lift = lifted_at
                 .zip(r.ttfb)
                 .is_some_and(|(end, ttfb)| r.intended + ttfb >= end);
             served.1 += u64::from(after_lift);
@@ -364,9 +364,9 @@ pub fn compute(records: &[&RequestRecord], timeline: &Timeline, spec: &MeasureSp
             Some(Phase::Fault) => 1,
             Some(Phase::Recovery) => 2,
         };
-        let episode_end = timeline.episode_end(r.intended);
-        whole.add(r, episode_end);
-        phases[i].add(r, episode_end);
+        // Only the fault phase counts answers after a lift (the schema says so).
+        whole.add(r, None);
+        phases[i].add(r, timeline.lifted_at(r.intended));
         if let Some(l) = r.send_lag() {
             lag.record(l);
             if l > LATE_AFTER {

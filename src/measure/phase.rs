@@ -51,6 +51,9 @@ pub struct Timeline {
     pub run_end: Duration,
     /// `measure.warmup`: what is intended before it belongs to no phase.
     warmup: Duration,
+    /// Per episode: whether its end is a lift. A window whose lift failed is closed at the
+    /// run's end, which is no lift at all.
+    lifted: Vec<bool>,
 }
 
 impl Timeline {
@@ -76,11 +79,20 @@ impl Timeline {
                 _ => episodes.push(s),
             }
         }
+        let lifted = episodes
+            .iter()
+            .map(|e| {
+                !windows
+                    .iter()
+                    .any(|w| w.lift_error.is_some() && w.start < e.end && e.start < w.end)
+            })
+            .collect();
         Timeline {
             first_start,
             episodes,
             run_end,
             warmup: Duration::ZERO,
+            lifted,
         }
     }
 
@@ -108,12 +120,14 @@ impl Timeline {
         }
     }
 
-    /// When the fault episode holding `t` ended; `None` when `t` is in none.
-    pub fn episode_end(&self, t: Duration) -> Option<Duration> {
+    /// When the fault episode holding `t` was lifted; `None` when `t` is in none, or in one
+    /// that was never lifted.
+    pub fn lifted_at(&self, t: Duration) -> Option<Duration> {
         self.episodes
             .iter()
-            .find(|e| e.start <= t && t < e.end)
-            .map(|e| e.end)
+            .zip(&self.lifted)
+            .find(|(e, _)| e.start <= t && t < e.end)
+            .and_then(|(e, lifted)| lifted.then_some(e.end))
     }
 
     pub fn has_faults(&self) -> bool {

@@ -347,6 +347,10 @@ fn served_by_says_which_successes_began_only_after_the_lift() {
         e.overall.phases.recovery.served_by["primary"].answered_after_lift,
         0
     );
+    assert_eq!(
+        e.overall.whole_run.served_by["primary"].answered_after_lift,
+        0
+    );
     let fb = row(&e, "all", "min_served_by.fallback");
     assert!(
         !fb.passed,
@@ -354,11 +358,23 @@ fn served_by_says_which_successes_began_only_after_the_lift() {
     );
     assert!(
         fb.detail.contains(
-            "(fallback 88, primary 12); answered only after their fault was lifted: primary 10 of 12"
+            "(fallback 88, primary 12); first byte only after their fault was lifted: primary 10 of 12"
         ),
         "{}",
         fb.detail
     );
+
+    // A fault whose lift failed stayed in force to the run's end: nothing came after a lift.
+    let mut unlifted = facts();
+    unlifted.windows[0].lift_error = Some("the proxy did not answer".into());
+    let e = evaluate(&records, &unlifted, &budgets, &MeasureSpec::default());
+    assert_eq!(
+        e.overall.phases.fault.served_by["primary"].answered_after_lift,
+        0
+    );
+    assert!(!row(&e, "all", "min_served_by.fallback")
+        .detail
+        .contains("lifted"));
 
     // Without the queue the note is absent.
     let on_time = stream("a", |r, t| match t {

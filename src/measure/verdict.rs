@@ -419,7 +419,7 @@ fn served_list(p: &PhaseMetrics) -> String {
     list.join(", ")
 }
 
-/// "; answered only after their fault was lifted: primary 25 of 25 (...)", or "" when every
+/// "; first byte only after their fault was lifted: primary 25 of 25 (...)", or "" when every
 /// success began to answer inside its fault episode.
 fn after_lift_note(p: &PhaseMetrics) -> String {
     let late: Vec<String> = p
@@ -432,8 +432,8 @@ fn after_lift_note(p: &PhaseMetrics) -> String {
         return String::new();
     }
     format!(
-        "; answered only after their fault was lifted: {} (a queue before the backends, such \
-         as a saturated gateway, carried them past the window's edge)",
+        "; first byte only after their fault was lifted: {} (held past the window's edge: by a \
+         queue before the backends, such as a saturated gateway, or by a slow first token)",
         late.join(", ")
     )
 }

@@ -9,9 +9,11 @@
 //!
 //! The listener accepts on its own runtime and hands each connection to a core in turn
 //! (`Listener::spread`); a server that keeps per-connection resources keeps one set per core
-//! ([`PerCore`]), indexed by [`Connection::core`](super::Connection::core). The process has
-//! one set of cores ([`Cores::shared`]), however many servers come and go; a stop ends a
-//! listener's connections because they are its tasks, not by stopping the cores.
+//! ([`PerCore`]), indexed by [`Connection::core`](super::Connection::core). The servers share
+//! one set of cores ([`Cores::shared`]), however many come and go; a stop ends a listener's
+//! connections because they are its tasks, not by stopping the cores. The load generator
+//! starts a set of its own ([`Cores::start_with`]), so that what it measures never queues
+//! behind the services it measures.
 
 use std::io;
 use std::num::NonZeroUsize;
