@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::{free_ports, report, run_experiment, write};
@@ -67,15 +67,7 @@ timeline:
     let file = write(dir.path(), "slow.yaml", &yaml);
     let out = dir.path().join("out");
     // Through the harness: a deadline, and nothing left behind if an assertion fails first.
-    let mut child = common::spawn(
-        common::faultline_std()
-            .arg("run")
-            .arg(&file)
-            .arg("--out")
-            .arg(&out)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped()),
-    );
+    let mut child = common::spawn_run(&file, &out);
     // The service's log appears once faultline has started it: the run is in start-up then.
     let deadline = Instant::now() + Duration::from_secs(30);
     while !std::fs::read_dir(&out)

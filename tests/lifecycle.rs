@@ -4,7 +4,7 @@
 mod common;
 
 use std::net::TcpListener;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::{free_ports, write, Lines, START_TIMEOUT};
@@ -35,15 +35,7 @@ fn interrupt_mid_fault(signal: &str) {
     let ports = free_ports(2);
     let file = write(dir.path(), "long.yaml", &long_drill(&ports));
     let out = dir.path().join("out");
-    let mut child = common::spawn(
-        common::faultline_std()
-            .arg("run")
-            .arg(&file)
-            .arg("--out")
-            .arg(&out)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped()),
-    );
+    let mut child = common::spawn_run(&file, &out);
     let mut stderr = Lines::new(child.stderr.take().unwrap(), "the run's stderr");
     // Mid-fault means after the run says the fault is in force (it prints the line once the
     // inject has been applied), however long start-up took on this machine.

@@ -157,6 +157,20 @@ pub fn spawn(cmd: &mut std::process::Command) -> Proc {
     spawn_within(cmd, RUN_TIMEOUT)
 }
 
+/// `faultline run FILE --out OUT` started through [`spawn`], its stderr piped for the test to
+/// read and its stdout discarded: for tests that act on a run while it runs (signals).
+pub fn spawn_run(file: &Path, out: &Path) -> Proc {
+    spawn(
+        faultline_std()
+            .arg("run")
+            .arg(file)
+            .arg("--out")
+            .arg(out)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped()),
+    )
+}
+
 /// Starts `cmd` in a process group of its own; the watchdog kills the group after `within`.
 /// A group, because a child may start its own (nginx's workers outlive a killed master and
 /// keep their listening sockets): ending the test's child ends them too.
