@@ -63,8 +63,7 @@ pub fn start(
     observer: Option<Arc<dyn live::Observer>>,
 ) -> anyhow::Result<LoadRun> {
     let grants = Arc::new(priority::Grants::default());
-    let count = std::thread::available_parallelism().unwrap_or(std::num::NonZeroUsize::MIN);
-    let cores = Arc::new(Cores::start_with("faultline-load", count, {
+    let cores = Arc::new(Cores::start_with("faultline-load", Cores::per_cpu(), {
         let grants = Arc::clone(&grants);
         Arc::new(move || grants.worker())
     })?);

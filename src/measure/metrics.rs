@@ -234,9 +234,16 @@ struct PhaseAcc {
     itl: Recorder,
     tpot: Recorder,
     unverified: u64,
-    /// Per backend: successes, and of them those answered after their fault episode ended.
-    served: BTreeMap<String, (u64, u64)>,
+    served: BTreeMap<String, ServedAcc>,
     statuses: BTreeMap<u16, u64>,
+}
+
+/// One backend's successes in a phase while the records stream past.
+#[derive(Default)]
+struct ServedAcc {
+    ok: u64,
+    /// Of `ok`, those whose first byte came after their fault episode was lifted.
+    after_lift: u64,
 }
 
 impl PhaseAcc {
@@ -269,11 +276,11 @@ impl PhaseAcc {
             self.ok += 1;
             let by = r.served_by.as_deref().unwrap_or("unknown");
             let served = self.served.entry(by.to_string()).or_default();
-            served.0 += 1;
+            served.ok += 1;
             let after_lift = lifted_at
                 .zip(r.ttfb)
                 .is_some_and(|(end, ttfb)| r.intended + ttfb >= end);
-            served.1 += u64::from(after_lift);
+            served.after_lift += u64::from(after_lift);
         }
         // A dropped request never left, so it has no latency to speak of; every sent one
         // counts, failures included, or a slow failure would hide from the percentiles.
@@ -293,19 +300,19 @@ impl PhaseAcc {
             .filter(|(o, n)| !o.is_ok() && *n > 0)
             .map(|(o, n)| (o.as_str().to_string(), n))
             .collect();
-        let mut served: Vec<(String, (u64, u64))> = self.served.into_iter().collect();
+        let mut served: Vec<(String, ServedAcc)> = self.served.into_iter().collect();
         // Most first; the BTreeMap already ordered ties by name.
-        served.sort_by_key(|s| std::cmp::Reverse(s.1 .0));
+        served.sort_by_key(|s| std::cmp::Reverse(s.1.ok));
         let served_by = served
             .into_iter()
-            .map(|(name, (ok, answered_after_lift))| {
-                let share = ok as f64 / self.ok as f64;
+            .map(|(name, s)| {
+                let share = s.ok as f64 / self.ok as f64;
                 (
                     name,
                     ServedShare {
-                        ok,
+                        ok: s.ok,
                         share,
-                        answered_after_lift,
+                        answered_after_lift: s.after_lift,
                     },
                 )
             })

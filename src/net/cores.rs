@@ -52,10 +52,15 @@ impl Cores {
         if let Some(cores) = shared.as_ref() {
             return Ok(Arc::clone(cores));
         }
-        let count = std::thread::available_parallelism().unwrap_or(NonZeroUsize::MIN);
-        let cores = Arc::new(Cores::start("faultline-core", count)?);
+        let cores = Arc::new(Cores::start("faultline-core", Cores::per_cpu())?);
         *shared = Some(Arc::clone(&cores));
         Ok(cores)
+    }
+
+    /// How many cores a set has when it has one per CPU: as many as this process may run on
+    /// (its CPU affinity and cgroup quota count), at least one.
+    pub fn per_cpu() -> NonZeroUsize {
+        std::thread::available_parallelism().unwrap_or(NonZeroUsize::MIN)
     }
 
     /// `count` threads named `{name}-{i}`, each running a current-thread runtime with I/O and
@@ -206,8 +211,7 @@ mod tests {
         let a = Cores::shared().unwrap();
         let b = Cores::shared().unwrap();
         assert!(Arc::ptr_eq(&a, &b));
-        let expected = std::thread::available_parallelism().unwrap_or(NonZeroUsize::MIN);
-        assert_eq!(a.len(), expected);
+        assert_eq!(a.len(), Cores::per_cpu());
     }
 
     #[test]
