@@ -48,9 +48,16 @@ fi
 
 cargo build --release --locked
 
+# The kernel's floor (benches/llm_streams/floor.c), built with the C compiler cargo already
+# links with: a bare C writer and reader doing one write and one read per event for scenarios 1
+# and 2, and a bare C forwarder for scenario 6.
+floor="$PWD/$tools/floor"
+cc -O2 -Wall -Wextra -Werror -pthread -o "$floor" benches/llm_streams/floor.c
+
 # 2,500 and 10,000 open streams need that many sockets in each process.
 ulimit -n 20000 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
 PYTHONDONTWRITEBYTECODE=1 FAULTLINE_BIN="$PWD/target/release/faultline" FAULTLINE_BENCH_OHA="$oha" \
+    FAULTLINE_BENCH_FLOOR="$floor" \
     FAULTLINE_BENCH_OUT="$PWD/target/bench" \
     exec "$venv/bin/python" benches/llm_streams/main.py

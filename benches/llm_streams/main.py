@@ -3,7 +3,8 @@ long token streams, each beside a peer in the same run, as one table. Run it thr
 benches/llm-streams.sh, which installs the peers and builds faultline first.
 
 Environment: FAULTLINE_BENCH_QUICK=1 for a short run; FAULTLINE_BENCH_ONLY=1,3 for some
-scenarios; FAULTLINE_BIN, FAULTLINE_BENCH_OHA, FAULTLINE_BENCH_OUT (set by the script).
+scenarios; FAULTLINE_BIN, FAULTLINE_BENCH_OHA, FAULTLINE_BENCH_FLOOR (floor.c, built) and
+FAULTLINE_BENCH_OUT (set by the script).
 Prints the table and exits 0 whatever the figures; non-zero only when the bench could not run."""
 
 import os
@@ -39,7 +40,8 @@ def main():
     from services import Env
 
     work = tempfile.mkdtemp(prefix="llm-streams-", dir=out_dir)
-    env = Env(faultline, sys.executable, os.environ.get("FAULTLINE_BENCH_OHA") or None, work)
+    env = Env(faultline, sys.executable, os.environ.get("FAULTLINE_BENCH_OHA") or None, work,
+              os.environ.get("FAULTLINE_BENCH_FLOOR") or None)
     z = sizes(quick)
     table = Table()
     started, load0 = time.time(), os.getloadavg()

@@ -6,7 +6,7 @@ import socket
 import threading
 import time
 
-from procs import BenchError, Proc
+from procs import BenchError, Proc, wait_for_line
 from records import percentile
 from services import (create_proxy, faultline_proxy, free_port, load_experiment, nginx,
                       run_faultline, simulator, wait_port)
@@ -113,19 +113,28 @@ def tcp_proxy(env, table, secs, pings):
     port = free_port()
     server = Proc("iperf3-server", ["iperf3", "-s", "-B", "127.0.0.1", "-p", str(port)],
                   env.path("iperf3-server.log"))
-    flp = None
+    flp = fwd = None
     try:
         wait_port(port)
         flp, admin = faultline_proxy(env)
         via = create_proxy(admin, "bulk", port, "tcp")
         via_echo = create_proxy(admin, "echo", echo, "tcp")
-        direct, proxied = [], []
+        if env.floor:
+            fwd = Proc("floor-forward", [env.floor, "forward", str(port)],
+                       env.path("floor-forward.log"))
+            via_floor = int(wait_for_line(fwd, "floor forwarding on 127.0.0.1:", 10)
+                            .rsplit(":", 1)[1])
+        direct, proxied, floored = [], [], []
         for _ in range(3):
             direct.append(_iperf(env, port, secs))
             proxied.append(_iperf(env, via, secs))
+            if fwd:
+                floored.append(_iperf(env, via_floor, secs))
         d, v = sorted(direct)[1], sorted(proxied)[1]
         rd, rv = _pings(echo, pings), _pings(via_echo, pings)
     finally:
+        if fwd:
+            fwd.stop()
         if flp:
             flp.stop()
         server.stop()
@@ -135,6 +144,10 @@ def tcp_proxy(env, table, secs, pings):
     table.add(scen, "TCP proxy throughput (% of direct)", share * 100, TOXIPROXY_SHARE * 100,
               "Toxiproxy (recorded)", spec="{:.0f}", target="≥ 85%; ≥ 3× Toxiproxy",
               met=share >= 0.85 and share >= 3 * TOXIPROXY_SHARE)
+    if floored:
+        # The cheapest user-space forwarder: above it, only forwarding inside the kernel helps.
+        table.add(scen, "TCP proxy beside the floor: throughput (% of direct)", share * 100,
+                  sorted(floored)[1] / d * 100, "bare C floor", spec="{:.0f}")
     added50 = percentile(rv, 0.5) - percentile(rd, 0.5)
     added99 = percentile(rv, 0.99) - percentile(rd, 0.99)
     table.add(scen, "1-byte round trip added p50 (µs)", added50, TOXIPROXY_RTT_ADDED_US,

@@ -34,10 +34,11 @@ def wait_port(port, timeout=10.0):
 class Env:
     """Paths and tools of one bench run."""
 
-    def __init__(self, faultline, python, oha, work):
+    def __init__(self, faultline, python, oha, work, floor=None):
         self.faultline = faultline
         self.python = python
         self.oha = oha
+        self.floor = floor
         self.work = work
         self.here = os.path.dirname(os.path.abspath(__file__))
         self._n = 0
@@ -212,3 +213,39 @@ def run_peer(env, name, url, rate, secs, watch, limit, idle=1.0):
         m = re.search(r"idle VmRSS (\d+) kB", f.read())
     result.idle_rss = int(m.group(1)) if m else None
     return result
+
+
+class FloorResult:
+    """What the bare C pair (floor.c) spent on the same streams: the kernel's floor."""
+
+    def __init__(self, writer_cpu, reader_cpu, summary):
+        self.summary = summary
+        self.events = summary["events"]
+        self.writer_us = writer_cpu / self.events * 1e6 if self.events else None
+        self.reader_us = reader_cpu / self.events * 1e6 if self.events else None
+
+
+def floor(env, name, ttft_ms, tps, tokens, rate, secs, limit):
+    """floor.c's server and load, each in its own process, on the same streams as a scenario;
+    None when the bench was started without it (FAULTLINE_BENCH_FLOOR unset)."""
+    if not env.floor:
+        return None
+    server = Proc(name + "-serve", [env.floor, "serve", str(ttft_ms), str(tps), str(tokens)],
+                  env.path(name + "-serve.log"))
+    try:
+        line = wait_for_line(server, "floor serving on 127.0.0.1:", 10)
+        port = int(line.rsplit(":", 1)[1])
+        before = server.cpu()
+        load = Proc(name + "-load", [env.floor, "load", str(port), str(rate), str(secs),
+                                     str(tokens)], env.path(name + "-load.log"))
+        code = load.wait(limit)
+        writer = server.cpu() - before
+    finally:
+        server.stop()
+    if code is None:
+        raise BenchError(f"the floor's load did not end within {limit} s")
+    with open(load.log_path) as f:
+        lines = [ln for ln in f.read().splitlines() if ln.startswith("{")]
+    if code != 0 or not lines:
+        raise BenchError(f"the floor's load exited {code}:\n{load.log_tail()}")
+    return FloorResult(writer, load.cpu(), json.loads(lines[-1]))

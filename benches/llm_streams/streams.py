@@ -3,9 +3,10 @@ peer against `faultline simulate` in its own process, and everything in one `fau
 
 import re
 
-from services import load_experiment, run_faultline, run_peer, simulator
+from services import floor, load_experiment, run_faultline, run_peer, simulator
 
 PEER = "aiohttp client"
+FLOOR = "bare C floor"
 
 
 class SimCost:
@@ -44,6 +45,7 @@ def streams(env, table, label, rate, secs, tps, tokens, ttft="200ms", peer=True,
         env, "faultline-" + slug, load_experiment(url, rate, secs), [sim], limit))
     pr = served("peer", lambda url, sim: run_peer(
         env, "peer-" + slug, url, rate, secs, [sim], limit)) if peer else None
+    bare = floor(env, "floor-" + slug, int(ttft.rstrip("ms")), tps, tokens, rate, secs, limit)
     scen = f"{label}: {rate}/s x {tokens} tok @ {tps} tok/s"
     f, p = fl.load, pr.load if pr else None
     pn = PEER if p else ""
@@ -78,7 +80,22 @@ def streams(env, table, label, rate, secs, tps, tokens, ttft="200ms", peer=True,
               pr and pr.per_event_us, pn, target="≤ 5", met=_le(fl.per_event_us, 5))
     table.add(scen, "simulator: RSS per open stream (KiB), serving each", fl.rss_per_stream,
               pr and pr.rss_per_stream, pn)
+    if bare:
+        _floor(table, scen, bare, f.cpu_per_event_us(), fl.per_event_us)
     _saturation(table, scen, f)
+
+
+def _floor(table, scen, bare, load_us, sim_us):
+    """faultline beside floor.c: one read and one write per event and nothing else. A floor
+    above the 5 µs target means no program that writes each event when it is due meets it on
+    this machine."""
+    table.add(scen, "load gen beside the floor (one read per event): CPU per SSE event (µs)",
+              load_us, bare.reader_us, FLOOR)
+    table.add(scen, "simulator beside the floor (one write per event): CPU per SSE event (µs)",
+              sim_us, bare.writer_us, FLOOR)
+    table.add(scen, "  floor: streams ok / planned, events",
+              f"{bare.summary['ok']:,} / {bare.summary['requests']:,}, {bare.events:,}",
+              met=bare.summary["ok"] == bare.summary["requests"])
 
 
 def all_in_one(env, table, rate, secs):
