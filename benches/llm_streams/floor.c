@@ -374,11 +374,23 @@ int main(int argc, char **argv) {
     last_len += chunk(last + last_len, DONE, sizeof DONE - 1);
     memcpy(last + last_len, "0\r\n\r\n", 5);
     last_len += 5;
-    if (argc == 5 && strcmp(argv[1], "serve") == 0)
-        return serve(atoi(argv[2]), atof(argv[3]), atoi(argv[4]));
-    if (argc == 6 && strcmp(argv[1], "load") == 0)
-        return load(atoi(argv[2]), atof(argv[3]), atof(argv[4]), atoi(argv[5]));
-    if (argc == 3 && strcmp(argv[1], "forward") == 0) return forward(atoi(argv[2]));
+    /* The bench is the only caller; a bad argument still gets a word, not a wild run. */
+    if (argc == 5 && strcmp(argv[1], "serve") == 0) {
+        int ttft = atoi(argv[2]), tokens = atoi(argv[4]);
+        double tps = atof(argv[3]);
+        if (ttft >= 0 && ttft < WHEEL / 2 && tps >= 1000.0 / (WHEEL / 2) && tokens >= 1)
+            return serve(ttft, tps, tokens);
+    }
+    if (argc == 6 && strcmp(argv[1], "load") == 0) {
+        int port = atoi(argv[2]), tokens = atoi(argv[5]);
+        double rate = atof(argv[3]), secs = atof(argv[4]);
+        if (port > 0 && port < 65536 && rate > 0 && secs > 0 && secs < 3600 && tokens >= 1)
+            return load(port, rate, secs, tokens);
+    }
+    if (argc == 3 && strcmp(argv[1], "forward") == 0) {
+        int port = atoi(argv[2]);
+        if (port > 0 && port < 65536) return forward(port);
+    }
     fprintf(stderr, "usage: floor serve TTFT_MS TOKENS_PER_SECOND TOKENS\n"
                     "       floor load PORT RATE SECONDS TOKENS\n"
                     "       floor forward UPSTREAM_PORT\n");
