@@ -51,8 +51,12 @@ cargo build --release --locked
 # The kernel's floor (benches/llm_streams/floor.c), built with the C compiler cargo already
 # links with: a bare C writer and reader doing one write and one read per event for scenarios 1
 # and 2, and a bare C forwarder for scenario 6.
+# Optional like oha: without a C compiler the rows beside the floor are left out.
 floor="$PWD/$tools/floor"
-cc -O2 -Wall -Wextra -Werror -pthread -o "$floor" benches/llm_streams/floor.c
+if ! cc -O2 -Wall -Wextra -pthread -o "$floor" benches/llm_streams/floor.c 2>"$tools/floor-build.log"; then
+    echo "warning: building benches/llm_streams/floor.c failed (log: $tools/floor-build.log); the floor's rows are left out" >&2
+    floor=""
+fi
 
 # 2,500 and 10,000 open streams need that many sockets in each process.
 ulimit -n 20000 2>/dev/null || ulimit -n "$(ulimit -Hn)"

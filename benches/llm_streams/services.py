@@ -218,20 +218,26 @@ def run_peer(env, name, url, rate, secs, watch, limit, idle=1.0):
 class FloorResult:
     """What the bare C pair (floor.c) spent on the same streams: the kernel's floor."""
 
-    def __init__(self, writer_cpu, reader_cpu, summary):
+    def __init__(self, writer_cpu, reader_cpu, summary, cut_short):
         self.summary = summary
         self.events = summary["events"]
         self.writer_us = writer_cpu / self.events * 1e6 if self.events else None
         self.reader_us = reader_cpu / self.events * 1e6 if self.events else None
+        # Every stream whole, every byte read, no write cut short: else the figures are not a
+        # floor of the same work, and the table says so.
+        self.complete = (summary["ok"] == summary["requests"]
+                         and summary["bytes"] == summary["expected_bytes"] and cut_short == 0)
+        self.cut_short = cut_short
 
 
 def floor(env, name, ttft_ms, tps, tokens, rate, secs, limit):
     """floor.c's server and load, each in its own process, on the same streams as a scenario;
-    None when the bench was started without it (FAULTLINE_BENCH_FLOOR unset)."""
+    None when the bench runs without it (FAULTLINE_BENCH_FLOOR unset: it could not be built)."""
     if not env.floor:
         return None
     server = Proc(name + "-serve", [env.floor, "serve", str(ttft_ms), str(tps), str(tokens)],
                   env.path(name + "-serve.log"))
+    load = None
     try:
         line = wait_for_line(server, "floor serving on 127.0.0.1:", 10)
         port = int(line.rsplit(":", 1)[1])
@@ -241,11 +247,16 @@ def floor(env, name, ttft_ms, tps, tokens, rate, secs, limit):
         code = load.wait(limit)
         writer = server.cpu() - before
     finally:
+        if load and load.popen.returncode is None and load.final_cpu is None:
+            load.kill()
         server.stop()
     if code is None:
         raise BenchError(f"the floor's load did not end within {limit} s")
     with open(load.log_path) as f:
         lines = [ln for ln in f.read().splitlines() if ln.startswith("{")]
-    if code != 0 or not lines:
+    # Exit 1 is a run with streams not whole: still a result, reported as incomplete.
+    if code not in (0, 1) or not lines:
         raise BenchError(f"the floor's load exited {code}:\n{load.log_tail()}")
-    return FloorResult(writer, load.cpu(), json.loads(lines[-1]))
+    with open(server.log_path) as f:
+        m = re.search(r"(\d+) writes cut short", f.read())
+    return FloorResult(writer, load.cpu(), json.loads(lines[-1]), int(m.group(1)) if m else -1)
