@@ -98,6 +98,22 @@ static size_t chunk(char *out, const char *payload, size_t n) {
     return (size_t)h + n + 2;
 }
 
+/* A listener on 127.0.0.1 at a port the kernel picks, announced on stdout for the bench. */
+static int listen_loopback(int flags, const char *doing) {
+    int ls = socket(AF_INET, SOCK_STREAM | flags, 0);
+    if (ls < 0) die("socket");
+    int one = 1;
+    setsockopt(ls, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    if (bind(ls, (struct sockaddr *)&a, sizeof a) < 0) die("bind");
+    if (listen(ls, 4096) < 0) die("listen");
+    socklen_t al = sizeof a;
+    getsockname(ls, (struct sockaddr *)&a, &al);
+    printf("floor %s on 127.0.0.1:%d\n", doing, ntohs(a.sin_port));
+    fflush(stdout);
+    return ls;
+}
+
 /* ---- serve ---------------------------------------------------------------------------- */
 
 struct stream {
@@ -173,17 +189,8 @@ static int serve(int ttft_ms, double tps, int tokens) {
     signal(SIGINT, on_term);
     signal(SIGPIPE, SIG_IGN);
     for (int i = 0; i < WHEEL; i++) wheel[i] = NONE;
-    int ls = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
-    if (ls < 0) die("socket");
+    int ls = listen_loopback(SOCK_NONBLOCK, "serving");
     int one = 1;
-    setsockopt(ls, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    if (bind(ls, (struct sockaddr *)&a, sizeof a) < 0) die("bind");
-    if (listen(ls, 4096) < 0) die("listen");
-    socklen_t al = sizeof a;
-    getsockname(ls, (struct sockaddr *)&a, &al);
-    printf("floor serving on 127.0.0.1:%d\n", ntohs(a.sin_port));
-    fflush(stdout);
     int ep = epoll_create1(0);
     struct epoll_event ev = {.events = EPOLLIN, .data.fd = ls};
     epoll_ctl(ep, EPOLL_CTL_ADD, ls, &ev);
@@ -375,16 +382,9 @@ static int start_copy(struct link *link, int from, int to) {
 
 static int forward(int upstream_port) {
     signal(SIGPIPE, SIG_IGN);
-    int ls = socket(AF_INET, SOCK_STREAM, 0);
-    if (ls < 0) die("socket");
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    if (bind(ls, (struct sockaddr *)&a, sizeof a) < 0) die("bind");
-    if (listen(ls, 128) < 0) die("listen");
-    socklen_t al = sizeof a;
-    getsockname(ls, (struct sockaddr *)&a, &al);
-    printf("floor forwarding on 127.0.0.1:%d\n", ntohs(a.sin_port));
-    fflush(stdout);
-    struct sockaddr_in up = {.sin_family = AF_INET, .sin_port = htons((unsigned short)upstream_port),
+    int ls = listen_loopback(0, "forwarding");
+    struct sockaddr_in up = {.sin_family = AF_INET,
+                             .sin_port = htons((unsigned short)upstream_port),
                              .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
     int one = 1;
     /* Until killed: the bench's forwarder lives for a few iperf3 runs. */
