@@ -51,6 +51,10 @@ def proxies(env, table, rate, secs, lat_rate, lat_secs):
                 "p50": percentile(lats, 0.5),
                 "p99": percentile(lats, 0.99),
                 "lat_ok": f"{lat.records.ok}/{lat.records.requests}",
+                # A stall of the path shows as a run of slow requests that p99 alone may hide
+                # or blame on the whole distribution.
+                "slow": sum(1 for v in lats if v > SLOW_MS),
+                "slowest": max(lats, default=None),
             }
     finally:
         for p in reversed(procs):
@@ -83,6 +87,13 @@ def proxies(env, table, rate, secs, lat_rate, lat_secs):
                   "nginx", spec="{:+.0f}", ratio=_pos_ratio(added["faultline TCP proxy"], ok[1]))
     table.add(scen, "requests ok: direct / nginx / HTTP proxy / TCP proxy",
               " / ".join(r["lat_ok"] for r in res.values()))
+    table.add(scen, f"requests over {SLOW_MS:.0f} ms (slowest, ms): direct / nginx / HTTP / TCP",
+              " / ".join(f"{r['slow']} ({_ms(r['slowest'])})" for r in res.values()))
+
+
+# A non-streamed 1-token answer takes well under a millisecond on loopback: one over this was
+# held by something (a stalled thread, a queue), not by the work.
+SLOW_MS = 5.0
 
 
 def _ms(v):
