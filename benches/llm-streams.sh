@@ -49,8 +49,8 @@ fi
 cargo build --release --locked
 
 # The kernel's floor (benches/llm_streams/floor.c), built with the C compiler cargo already
-# links with: a bare C writer and reader doing one write and one read per event for scenarios 1
-# and 2, and a bare C forwarder for scenario 6.
+# links with: a bare C writer and reader making the simulator's writes and a read per readiness
+# for scenarios 1 and 2, and a bare C forwarder for scenario 6.
 # Optional like oha: without a C compiler the rows beside the floor are left out.
 floor="$PWD/$tools/floor"
 if ! cc -O2 -Wall -Wextra -pthread -o "$floor" benches/llm_streams/floor.c 2>"$tools/floor-build.log"; then

@@ -11,10 +11,10 @@
  * kept-alive connections reused, one read(2) per readiness on one epoll set.
  *
  * Neither parses anything, allocates per event or has a second thread: what they spend per
- * event is what a program making one such syscall per event pays on this kernel for the same
- * streams, the floor the bench sets faultline's simulator and load generator beside.
- * `floor forward` is the same for the TCP proxy: a thread per direction copying through a
- * 1 MiB buffer with blocking reads and writes, the cheapest user-space forwarder (splice(2)
+ * event is what a program making the same syscalls pays on this kernel for the same streams,
+ * the floor the bench sets faultline's simulator and load generator beside.
+ * `floor forward` is a reference for the TCP proxy: a thread per direction copying through a
+ * 1 MiB buffer with blocking reads and writes, a plain user-space forwarder (splice(2)
  * measured worse here: docs/benchmarks.md). Built by benches/llm-streams.sh with the system's
  * cc; used only by the bench.
  *
@@ -25,8 +25,9 @@
  * The server prints "floor serving on 127.0.0.1:PORT" and the forwarder "floor forwarding on
  * 127.0.0.1:PORT" once they listen; both run until SIGTERM, when the server prints how many
  * writes it could not finish (0 while the readers keep up). The load prints one JSON line:
- * requests, ok, events (counted as faultline's load generator counts them: 54 per 50-token
- * stream), bytes and the bytes expected. Everything is loopback only. */
+ * requests, ok, events (54 per whole 50-token stream, what faultline's load generator counts
+ * for the simulator's; meaningful only when every stream is whole), bytes and the bytes
+ * expected. Everything is loopback only. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <netinet/in.h>
@@ -43,7 +44,8 @@
 #include <unistd.h>
 
 /* What `faultline simulate` writes for a 50-token OpenAI chat stream with usage, in the same
- * sizes (its ids, timestamps and token texts are as long as these): a role event, the token
+ * sizes (its ids, timestamps and token texts are as long as these; the usage event is sized
+ * for 50 tokens whatever TOKENS is): a role event, the token
  * events ("t12/50 " is a typical token), and the closing finish, usage and [DONE] events. */
 static const char OPENING[] =
     "data: {\"choices\":[{\"delta\":{\"content\":\"\",\"role\":\"assistant\"},\"finish_reason\":null,"
