@@ -3,6 +3,7 @@
 /proc/<pid>/status. A process with workers (nginx) is measured as its whole tree."""
 
 import os
+import re
 import signal
 import subprocess
 import threading
@@ -199,6 +200,15 @@ def wait_for_line(proc, needle, timeout):
     raise BenchError(
         f"{proc.name} did not print `{needle}` within {timeout} s; its log:\n{proc.log_tail()}"
     )
+
+
+def wait_for_port(proc, needle, timeout):
+    """Waits for the readiness line holding `needle` and returns the 127.0.0.1 port it names."""
+    line = wait_for_line(proc, needle, timeout)
+    m = re.search(r"127\.0\.0\.1:(\d+)", line)
+    if not m:
+        raise BenchError(f"{proc.name} printed `{line}`, with no 127.0.0.1 port in it")
+    return int(m.group(1))
 
 
 class BenchError(Exception):

@@ -6,7 +6,7 @@ import socket
 import threading
 import time
 
-from procs import BenchError, Proc, wait_for_line
+from procs import BenchError, Proc, wait_for_port
 from records import percentile
 from services import (create_proxy, faultline_proxy, free_port, load_experiment, nginx,
                       run_faultline, simulator, wait_port)
@@ -135,8 +135,7 @@ def tcp_proxy(env, table, secs, pings):
             fwd = Proc("floor-forward", [env.floor, "forward", str(port)],
                        env.path("floor-forward.log"))
             try:
-                via_floor = int(wait_for_line(fwd, "floor forwarding on 127.0.0.1:", 10)
-                                .rsplit(":", 1)[1])
+                via_floor = wait_for_port(fwd, "floor forwarding on 127.0.0.1:", 10)
             except BenchError as e:
                 # A reference only: the proxy's own rows still stand without it.
                 floor_failed = str(e).splitlines()[0]

@@ -8,7 +8,7 @@ import socket
 import time
 import urllib.request
 
-from procs import BenchError, Proc, Sampler, wait_for_line
+from procs import BenchError, Proc, Sampler, wait_for_line, wait_for_port
 from records import faultline_records, faultline_report, peer_records
 
 
@@ -56,8 +56,7 @@ def simulator(env, name, ttft, tps, tokens):
          "--tokens-per-second", str(tps), "--completion-tokens", str(tokens)],
         env.path(name + ".log"),
     )
-    line = wait_for_line(p, "simulated inference host on http://", 10)
-    port = int(re.search(r"127\.0\.0\.1:(\d+)", line).group(1))
+    port = wait_for_port(p, "simulated inference host on http://", 10)
     wait_port(port)
     return p, port
 
@@ -239,8 +238,7 @@ def floor(env, name, ttft_ms, tps, tokens, rate, secs, limit):
                   env.path(name + "-serve.log"))
     load = None
     try:
-        line = wait_for_line(server, "floor serving on 127.0.0.1:", 10)
-        port = int(line.rsplit(":", 1)[1])
+        port = wait_for_port(server, "floor serving on 127.0.0.1:", 10)
         before = server.cpu()
         load = Proc(name + "-load", [env.floor, "load", str(port), str(rate), str(secs),
                                      str(tokens)], env.path(name + "-load.log"))

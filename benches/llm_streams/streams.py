@@ -30,7 +30,7 @@ def streams(env, table, label, rate, secs, tps, tokens, ttft="200ms", peer=True,
     """faultline's load generator, then the peer, each at `rate` for `secs` against a simulator
     of its own."""
     slug = "s" + label.split()[0]
-    stream_s = _ms(ttft) / 1000 + (tokens - 1) / tps
+    stream_s = _duration_ms(ttft) / 1000 + (tokens - 1) / tps
     limit = 1 + secs + stream_s + 60
 
     def served(name, run):
@@ -47,7 +47,7 @@ def streams(env, table, label, rate, secs, tps, tokens, ttft="200ms", peer=True,
     pr = served("peer", lambda url, sim: run_peer(
         env, "peer-" + slug, url, rate, secs, [sim], limit)) if peer else None
     try:
-        bare = floor(env, "floor-" + slug, _ms(ttft), tps, tokens, rate, secs, limit)
+        bare = floor(env, "floor-" + slug, _duration_ms(ttft), tps, tokens, rate, secs, limit)
         floor_failed = None
     except BenchError as e:
         # The floor is a reference, like oha: without it the rest of the table still stands.
@@ -149,7 +149,7 @@ def _saturation(table, scen, result):
               f"yes, {m.group(1)} of {m.group(2)}" if m else ("yes" if said else "no"))
 
 
-def _ms(duration):
+def _duration_ms(duration):
     """Milliseconds of a duration the scenarios write as "200ms" or "1s"."""
     if duration.endswith("ms"):
         return int(duration[:-2])
