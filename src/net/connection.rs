@@ -138,6 +138,25 @@ impl Connection {
             .await;
     }
 
+    /// Serves HTTP/1.1 with faultline's own server ([`super::h1::server`]): `handler` gets each
+    /// request with its body read whole. Until the client leaves or the listener stops; a
+    /// grace period lets the answer in flight finish.
+    pub async fn serve_h1<F, Fut, B>(self, server: super::h1::server::Server, handler: F)
+    where
+        F: FnMut(hyper::Request<super::h1::server::Upload>) -> Fut,
+        Fut: Future<Output = hyper::Response<B>>,
+        B: Body<Data = bytes::Bytes>,
+    {
+        let Connection {
+            socket, draining, ..
+        } = self;
+        // A socket the runtime cannot watch closes, as after a failed accept.
+        let Ok(stream) = socket.registered() else {
+            return;
+        };
+        super::h1::server::serve(stream, server, draining, handler).await;
+    }
+
     /// [`Connection::serve_http`] on the socket as `wrap` makes it (the fault proxy's socket
     /// that can end with a RST), ending early, with the socket dropped, when `cut` resolves.
     pub async fn serve_http_with<I, W, S>(

@@ -1,5 +1,5 @@
 //! Response bodies shared by the host and the gateway: small whole bodies for JSON answers and
-//! streamed bodies that hand each frame to hyper as soon as it exists.
+//! streamed bodies that hand each frame to the server as soon as it exists.
 
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
@@ -9,12 +9,12 @@ use hyper::body::Frame;
 use hyper::header::{HeaderValue, CONTENT_TYPE};
 use hyper::{Response, StatusCode};
 
-/// Errors a body may end with; an error mid-stream makes hyper cut the client's connection,
+/// Errors a body may end with; an error mid-stream makes the server cut the client's connection,
 /// which is exactly how a broken upstream looks from the outside.
 pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// The one body type every response of this module uses. Unsync because streamed bodies hold
-/// timers and permits, and hyper only needs `Send`.
+/// timers and permits, and the servers only need `Send`.
 pub(crate) type Body = UnsyncBoxBody<Bytes, BoxError>;
 
 /// A body sent in one piece.

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode, Uri};
@@ -23,12 +23,13 @@ use super::inflight::{Guarded, Ticket};
 use super::server::Handler;
 use crate::exit::Failure;
 use crate::experiment::schema::GatewaySpec;
+use crate::net::h1::server::Upload;
 use crate::net::HttpClient;
 use crate::protocol::ending::{Dialect, Ending};
 use crate::units::human_duration;
 
 /// Request bodies are buffered so that they can be sent again; prompts are small.
-const MAX_REQUEST_BYTES: usize = 16 * 1024 * 1024;
+pub(crate) const MAX_REQUEST_BYTES: usize = 16 * 1024 * 1024;
 
 /// Idle pooled connections to upstreams are closed after this long.
 const POOL_IDLE: Duration = Duration::from_secs(30);
@@ -84,24 +85,15 @@ pub(crate) fn handler(name: &str, spec: &GatewaySpec) -> Result<Handler, Failure
 }
 
 impl Gateway {
-    async fn handle(&self, req: Request<Incoming>) -> Response<Body> {
+    async fn handle(&self, req: Request<Upload>) -> Response<Body> {
         if req.method() == Method::GET && req.uri().path() == "/health" {
             return body::json(StatusCode::OK, &serde_json::json!({ "status": "ok" }));
         }
-        let (parts, incoming) = req.into_parts();
-        let request_body = match Limited::new(incoming, MAX_REQUEST_BYTES).collect().await {
-            Ok(collected) => collected.to_bytes(),
-            Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
-                return gateway_error(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    &format!("request body is larger than {MAX_REQUEST_BYTES} bytes"),
-                )
-            }
-            Err(e) => {
-                return gateway_error(
-                    StatusCode::BAD_REQUEST,
-                    &format!("could not read the request body: {e}"),
-                )
+        let (parts, upload) = req.into_parts();
+        let request_body = match upload {
+            Ok(bytes) => bytes,
+            Err(too_large) => {
+                return gateway_error(StatusCode::PAYLOAD_TOO_LARGE, &too_large.to_string())
             }
         };
 
@@ -190,7 +182,7 @@ fn upstream_request(
 
 /// The upstream's response as the client gets it: same status and headers (`x-served-by`
 /// included), body passed through frame by frame. An upstream error mid-body becomes a body
-/// error, so hyper cuts the client's connection instead of pretending the stream ended well.
+/// error, so the server cuts the client's connection instead of pretending the stream ended well.
 /// The body holds the attempt's in-flight `ticket` until it ends or the client goes away.
 /// With `reterminate`, a cut stream is ended with a synthetic terminator instead.
 fn relay(resp: Response<Incoming>, reterminate: Option<Ending>, ticket: Ticket) -> Response<Body> {

@@ -8,8 +8,6 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, LengthLimitError, Limited};
-use hyper::body::Incoming;
 use hyper::header::{HeaderName, HeaderValue, ALLOW, CACHE_CONTROL, CONTENT_TYPE, RETRY_AFTER};
 use hyper::{Method, Request, Response, StatusCode};
 use serde_json::{json, Value};
@@ -24,9 +22,10 @@ use super::stream::{self, Pace};
 use super::{anthropic, completions, openai, responses};
 use crate::exit::Failure;
 use crate::experiment::schema::{Content, SimulateSpec};
+use crate::net::h1::server::Upload;
 
 /// Requests are prompts, not uploads; anything bigger is a mistake worth a 413.
-const MAX_REQUEST_BYTES: usize = 4 * 1024 * 1024;
+pub(crate) const MAX_REQUEST_BYTES: usize = 4 * 1024 * 1024;
 
 pub(crate) const SERVED_BY: HeaderName = HeaderName::from_static("x-served-by");
 
@@ -171,7 +170,7 @@ pub(crate) fn handler(
     ))
 }
 
-async fn route(host: &Host, req: Request<Incoming>) -> Response<Body> {
+async fn route(host: &Host, req: Request<Upload>) -> Response<Body> {
     let path = req.uri().path().to_string();
     match (req.method(), path.as_str()) {
         (&Method::POST, "/v1/chat/completions") => complete(host, Api::OpenAi, req).await,
@@ -219,8 +218,8 @@ fn models(host: &Host) -> Response<Body> {
     )
 }
 
-async fn complete(host: &Host, api: Api, req: Request<Incoming>) -> Response<Body> {
-    let bytes = match read_body(req).await {
+async fn complete(host: &Host, api: Api, req: Request<Upload>) -> Response<Body> {
+    let bytes = match read_body(req) {
         Ok(b) => b,
         Err((status, message)) => return api.error(status, &message),
     };
@@ -340,21 +339,10 @@ impl Host {
     }
 }
 
-async fn read_body(req: Request<Incoming>) -> Result<Bytes, (StatusCode, String)> {
-    match Limited::new(req.into_body(), MAX_REQUEST_BYTES)
-        .collect()
-        .await
-    {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => Err((
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!("request body is larger than {MAX_REQUEST_BYTES} bytes"),
-        )),
-        Err(e) => Err((
-            StatusCode::BAD_REQUEST,
-            format!("could not read the request body: {e}"),
-        )),
-    }
+/// The request's body, or the 413 a body too large to read gets.
+fn read_body(req: Request<Upload>) -> Result<Bytes, (StatusCode, String)> {
+    req.into_body()
+        .map_err(|too_large| (StatusCode::PAYLOAD_TOO_LARGE, too_large.to_string()))
 }
 
 /// A rough prompt size for `usage`: words of every text found in the messages, at least 1.

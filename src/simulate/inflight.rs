@@ -85,7 +85,7 @@ impl<B: Body + Unpin> Body for Guarded<B> {
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
         let this = &mut *self;
         let polled = Pin::new(&mut this.inner).poll_frame(cx);
-        // Freed as soon as the last frame is handed over, before hyper writes it: a client
+        // Freed as soon as the last frame is handed over, before the server writes it: a client
         // that reads the end of its answer and sends the next request at once must find the
         // place free already.
         let finished = match &polled {

@@ -56,7 +56,15 @@ pub async fn start_host(name: &str, spec: &SimulateSpec) -> Result<RunningServer
     let crash = server::Crash::new();
     let (handler, memory) = host::handler(name, spec, crash.clone())?;
     let owner = format!("service `{name}`");
-    let server = server::serve(spec.listen, &owner, handler, crash, server::Runs::OnCores).await?;
+    let server = server::serve(
+        spec.listen,
+        &owner,
+        handler,
+        crash,
+        server::Runs::OnCores,
+        host::MAX_REQUEST_BYTES,
+    )
+    .await?;
     Ok(server.with_memory(memory))
 }
 
@@ -72,6 +80,7 @@ pub async fn start_gateway(name: &str, spec: &GatewaySpec) -> Result<RunningServ
         handler,
         crash,
         server::Runs::WhereAccepted,
+        gateway::MAX_REQUEST_BYTES,
     )
     .await
 }

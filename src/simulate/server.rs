@@ -2,15 +2,12 @@
 //! keep-alive, one tracked task per connection, so that stopping (or crashing) really ends
 //! every connection.
 
-use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper::body::Incoming;
-use hyper::service::service_fn;
 use hyper::{Request, Response};
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
@@ -18,11 +15,12 @@ use tokio::task::JoinHandle;
 use super::body::Body;
 use super::memory::Memory;
 use crate::exit::Failure;
-use crate::net::{Connection, Http1, Listener, Serve};
+use crate::net::h1::server::{Server, Upload};
+use crate::net::{Connection, Listener, Serve};
 
 /// What a server does with one request. Boxed so the host and the gateway share one loop.
 pub(crate) type Handler = Arc<
-    dyn Fn(Request<Incoming>) -> Pin<Box<dyn Future<Output = Response<Body>> + Send>> + Send + Sync,
+    dyn Fn(Request<Upload>) -> Pin<Box<dyn Future<Output = Response<Body>> + Send>> + Send + Sync,
 >;
 
 /// Where a server is in its life. Only a simulated host with a memory model ever leaves
@@ -146,15 +144,15 @@ impl RunningServer {
     /// Stops accepting, drops open connections, waits for the tasks to end.
     pub async fn stop(self) {
         let _ = self.stop.send(());
-        // The loop never panics on its own; a JoinError here could only be a panic inside
-        // hyper, and there is nothing left to clean up in that case either.
+        // The accept loop never panics on its own (a connection's panic stays in its own task),
+        // and after a JoinError there is nothing left to clean up either.
         let _ = self.task.await;
     }
 }
 
-/// Simulated servers keep hyper's usual limit on a request head, so a stuck client cannot
-/// hold a connection for ever.
-const HTTP: Http1 = Http1::new().header_read_timeout(Duration::from_secs(30));
+/// Simulated servers keep hyper's usual limit on a request head (idle connections included),
+/// so a stuck client cannot hold a connection for ever.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Where a server's connections run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -168,12 +166,15 @@ pub(crate) enum Runs {
 }
 
 /// Binds `listen` and serves `handler` on it until stopped, or until `crash` is triggered.
+/// A request body over `max_body` bytes reaches the handler as too large (it answers 413 in
+/// its API's shape).
 pub(crate) async fn serve(
     listen: SocketAddr,
     owner: &str,
     handler: Handler,
     crash: Crash,
     runs: Runs,
+    max_body: usize,
 ) -> Result<RunningServer, Failure> {
     let mut listener = Listener::bind(listen, owner)?;
     if runs == Runs::OnCores {
@@ -183,7 +184,11 @@ pub(crate) async fn serve(
     }
     let addr = listener.local_addr();
     let (stop, stopped) = oneshot::channel();
-    let task = tokio::spawn(accept_loop(listener, handler, stopped, crash.clone()));
+    let http = Server {
+        header_read_timeout: Some(HEADER_READ_TIMEOUT),
+        max_body,
+    };
+    let task = tokio::spawn(accept_loop(listener, http, handler, stopped, crash.clone()));
     Ok(RunningServer {
         addr,
         stop,
@@ -195,6 +200,7 @@ pub(crate) async fn serve(
 
 async fn accept_loop(
     listener: Listener,
+    http: Server,
     handler: Handler,
     stopped: oneshot::Receiver<()>,
     crash: Crash,
@@ -211,7 +217,7 @@ async fn accept_loop(
     // kernel reaps a process.
     let crashed = listener
         .serve(Serve::default(), stop, |conn| {
-            serve_connection(conn, handler.clone())
+            serve_connection(conn, http, handler.clone())
         })
         .await;
     if crashed {
@@ -219,10 +225,6 @@ async fn accept_loop(
     }
 }
 
-async fn serve_connection(conn: Connection, handler: Handler) {
-    let service = service_fn(move |req| {
-        let fut = handler(req);
-        async move { Ok::<_, Infallible>(fut.await) }
-    });
-    conn.serve_http(HTTP, service).await;
+async fn serve_connection(conn: Connection, http: Server, handler: Handler) {
+    conn.serve_h1(http, |req| handler(req)).await;
 }

@@ -6,8 +6,6 @@ use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, ReadBuf};
 
-use super::io::Io;
-
 /// What each connection reads into. A token event is a few hundred bytes and thousands of
 /// streams are open at once; a whole-document answer takes a few more reads instead. A head
 /// that does not fit grows it for as long as it is read.
@@ -65,7 +63,7 @@ impl Buffer {
     /// buffer when there is no room after them. `Ok(0)`: the peer closed the connection.
     pub(super) fn poll_fill(
         &mut self,
-        io: &mut Io,
+        io: &mut (impl AsyncRead + Unpin),
         cx: &mut Context<'_>,
     ) -> Poll<io::Result<usize>> {
         if self.filled == self.bytes.len() {

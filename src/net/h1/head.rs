@@ -6,8 +6,8 @@ use std::io;
 use hyper::header::{HeaderMap, HeaderName, HeaderValue};
 use hyper::StatusCode;
 
-/// More headers than this is not an answer any inference server gives.
-const MAX_HEADERS: usize = 100;
+/// More headers than this is not a message any inference server or client sends.
+pub(super) const MAX_HEADERS: usize = 100;
 
 /// How the body after a head ends.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -84,6 +84,16 @@ fn framing(status: StatusCode, headers: &HeaderMap) -> io::Result<(Framing, bool
             (Framing::UntilClose, false)
         });
     }
+    let length = content_length(headers)?;
+    Ok(match length {
+        Some(n) => (Framing::Length(n), true),
+        None => (Framing::UntilClose, false),
+    })
+}
+
+/// The `content-length` the headers agree on, if any; a malformed or conflicting one is an
+/// error (a message whose end cannot be known).
+pub(super) fn content_length(headers: &HeaderMap) -> io::Result<Option<u64>> {
     let mut length: Option<u64> = None;
     for value in headers.get_all(hyper::header::CONTENT_LENGTH) {
         for part in value.as_bytes().split(|b| *b == b',') {
@@ -99,14 +109,11 @@ fn framing(status: StatusCode, headers: &HeaderMap) -> io::Result<(Framing, bool
             length = Some(n);
         }
     }
-    Ok(match length {
-        Some(n) => (Framing::Length(n), true),
-        None => (Framing::UntilClose, false),
-    })
+    Ok(length)
 }
 
 /// HTTP/1.1 keeps a connection unless told `close`; HTTP/1.0 only when told `keep-alive`.
-fn persistent(http11: bool, headers: &HeaderMap) -> bool {
+pub(super) fn persistent(http11: bool, headers: &HeaderMap) -> bool {
     if http11 {
         !super::request::says_close(headers)
     } else {

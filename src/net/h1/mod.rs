@@ -6,6 +6,9 @@
 //! about a fifth of its CPU per event and more than half its memory per open stream.)
 //! `httparse` reads response heads; the framing of bodies is in [`body`].
 //!
+//! The server side ([`server`]) is the same idea for the simulated hosts and the gateway: the
+//! connection's task writes each token event itself.
+//!
 //! What the load generator and the fault proxy's upstream need: one target per client, requests
 //! written in one piece, a keep-alive pool, TLS through rustls. The gateway and the REST and
 //! readiness clients keep hyper's client (`crate::net::client`).
@@ -13,8 +16,13 @@
 mod body;
 mod buffer;
 mod head;
+mod incoming;
 mod io;
 pub mod request;
+mod response;
+pub mod server;
+#[cfg(test)]
+mod server_tests;
 #[cfg(test)]
 mod tests;
 
@@ -36,7 +44,7 @@ pub use body::Body;
 use buffer::Buffer;
 use io::Io;
 
-/// A response head longer than this is refused (about hyper's limit).
+/// A request or response head longer than this is refused (about hyper's limit).
 const MAX_HEAD: usize = 400 * 1024;
 
 /// Why a request got no answer.

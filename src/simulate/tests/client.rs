@@ -205,6 +205,9 @@ pub async fn closed_port() -> SocketAddr {
     l.local_addr().unwrap()
 }
 
+/// The stubs answer without reading what they are sent; the gateway's prompts are small.
+const STUB_MAX_BODY: usize = 64 * 1024;
+
 /// A stub upstream that answers every request with `respond`, counting the requests.
 pub async fn stub<F>(respond: F) -> (RunningServer, Arc<AtomicUsize>)
 where
@@ -225,6 +228,7 @@ where
         handler,
         crash,
         server::Runs::WhereAccepted,
+        STUB_MAX_BODY,
     )
     .await
     .unwrap();
