@@ -50,6 +50,16 @@ pub(super) async fn read_head(
     // How much of the unread bytes has been searched for the blank line that ends a head.
     let mut scanned: usize = 0;
     loop {
+        // Empty lines before a request line are allowed (RFC 9112, section 2.2) and dropped
+        // here, so that none of them is taken for the blank line that ends a head.
+        let blank = conn
+            .buf
+            .unread()
+            .iter()
+            .take_while(|b| matches!(b, b'\r' | b'\n'))
+            .count();
+        conn.buf.consume(blank);
+        scanned = scanned.saturating_sub(blank);
         let unread = conn.buf.unread();
         // Parsing only once a blank line is there: parsing a long head again at every read of
         // it would cost its length squared.
@@ -58,6 +68,9 @@ pub(super) async fn read_head(
             || memchr::memmem::find(window, b"\n\n").is_some();
         if ended {
             if let Some((head, len)) = parse(unread)? {
+                if len > MAX_HEAD {
+                    return Err(Refused::Answer(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE));
+                }
                 conn.buf.consume(len);
                 return Ok(head);
             }

@@ -225,14 +225,17 @@ async fn write_response<B: Body<Data = Bytes>>(
         _ => After::Cut,
     };
     if framing == Framing::Empty {
+        // Dropped before the write, as a body with frames is (below).
+        drop(body);
         return done(conn.stream.write_all(out).await, true);
     }
     // The body is gone before its last bytes are written: what it holds (a capacity slot) is
     // free by the time the client can read the end and ask again.
     match play(conn, out, body, Encoder::new(framing)).await {
-        Ok(whole) => done(conn.stream.write_all(out).await, whole),
-        Err(Broke::Client) => After::Cut,
-        Err(Broke::Body) => {
+        Ok(true) => done(conn.stream.write_all(out).await, true),
+        Err(Broke::Client) => cut(conn, framing),
+        // Short of the length it announced: as broken as a body that failed.
+        Ok(false) | Err(Broke::Body) => {
             let _ = conn.stream.write_all(out).await;
             cut(conn, framing)
         }
@@ -257,6 +260,10 @@ async fn play<B: Body<Data = Bytes>>(
 ) -> Result<bool, Broke> {
     let mut body = pin!(body);
     loop {
+        // A length of zero, or all of it given: nothing is left to wait for.
+        if encoder.is_full() {
+            return Ok(true);
+        }
         let next = std::future::poll_fn(|cx| {
             if out.len() < WRITE_AT_ONCE {
                 if let Poll::Ready(frame) = body.as_mut().poll_frame(cx) {
@@ -276,11 +283,8 @@ async fn play<B: Body<Data = Bytes>>(
                 };
                 // More than the length it announced: the answer is broken.
                 encoder.data(out, &data).map_err(|_| Broke::Body)?;
-                // A body that has given all it announced is done, whether or not it would
-                // also say so: the next request must not wait for it.
-                if encoder.is_full() {
-                    return Ok(true);
-                }
+                // A body that has given all it announced is done (at the top of the loop),
+                // whether or not it would also say so: the next request must not wait for it.
             }
             Next::Frame(None) => return Ok(encoder.end(out)),
             // A body that fails is cut where it stands: the client sees a broken answer, not

@@ -18,8 +18,10 @@ use super::server::{serve, Server, TooLarge, Upload};
 
 const DEADLINE: Duration = Duration::from_secs(5);
 
+/// The head limit is far beyond [`DEADLINE`], so no test passes by the server timing out a
+/// connection it should have closed itself.
 const SERVER: Server = Server {
-    header_read_timeout: Some(Duration::from_secs(5)),
+    header_read_timeout: Some(Duration::from_secs(60)),
     max_body: 64,
 };
 
@@ -241,12 +243,18 @@ async fn a_body_longer_than_the_length_it_announced_is_cut() {
         .write_all(b"GET /s HTTP/1.1\r\nhost: t\r\n\r\n")
         .await
         .unwrap();
-    // The connection ends with a reset (the body broke); what came before it is read first.
+    // The connection ends with a reset (the body broke), after what came before it.
     let mut all = Vec::new();
     let mut buf = [0u8; 1024];
-    while let Ok(Ok(n @ 1..)) = tokio::time::timeout(DEADLINE, client.read(&mut buf)).await {
-        all.extend_from_slice(&buf[..n]);
-    }
+    let err = loop {
+        match tokio::time::timeout(DEADLINE, client.read(&mut buf)).await {
+            Ok(Ok(0)) => panic!("a close, not a reset"),
+            Ok(Ok(n)) => all.extend_from_slice(&buf[..n]),
+            Ok(Err(e)) => break e,
+            Err(_) => panic!("the connection was not cut"),
+        }
+    };
+    assert_eq!(err.kind(), std::io::ErrorKind::ConnectionReset, "{err}");
     let answer = String::from_utf8_lossy(&all);
     assert!(answer.contains("\r\ncontent-length: 4\r\n"), "{answer}");
     assert!(!answer.contains("def"), "{answer:?}");
@@ -340,25 +348,52 @@ async fn bad_requests_get_a_400_or_431_and_the_connection_closes() {
 
 #[tokio::test]
 async fn a_silent_or_trickling_client_is_cut_at_the_head_limit_and_a_prompt_one_is_served() {
+    let limit = Duration::from_millis(300);
     let quick = Server {
-        header_read_timeout: Some(Duration::from_millis(200)),
+        header_read_timeout: Some(limit),
         ..SERVER
     };
     let (mut silent, _d1) = connect(quick, echo).await;
     let (mut trickling, _d2) = connect(quick, echo).await;
-    trickling.write_all(b"GET / HTTP/1.1\r\n").await.unwrap();
-    assert_eq!(
-        read_to_close(&mut trickling).await,
-        "",
-        "a half head gets no answer"
+    // A byte every 50 ms: each read comes well within the limit, the whole head does not.
+    let started = std::time::Instant::now();
+    let trickle = async {
+        for byte in b"GET / HTTP/1.1\r\nhost: a-very-long-host-name\r\n".iter() {
+            if trickling.write_all(&[*byte]).await.is_err() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let mut rest = Vec::new();
+        let _ = tokio::time::timeout(DEADLINE, trickling.read_to_end(&mut rest)).await;
+        rest
+    };
+    assert_eq!(trickle.await, b"", "a half head gets no answer");
+    assert!(
+        started.elapsed() < limit * 4,
+        "cut at {:?}",
+        started.elapsed()
     );
     assert_eq!(read_to_close(&mut silent).await, "", "nor does silence");
+
     let (mut prompt, _d3) = connect(quick, echo).await;
-    for path in ["/1", "/2"] {
-        let request = format!("GET {path} HTTP/1.1\r\nhost: t\r\n\r\n");
-        prompt.write_all(request.as_bytes()).await.unwrap();
-        read_until(&mut prompt, &format!("GET {path} ")).await;
-    }
+    // The blank line that ends the first head comes in a write of its own, split in two.
+    prompt
+        .write_all(b"GET /1 HTTP/1.1\r\nhost: t\r\n\r")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    prompt.write_all(b"\n").await.unwrap();
+    read_until(&mut prompt, "GET /1 ").await;
+    prompt
+        .write_all(b"\r\nGET /2 HTTP/1.1\r\nhost: t\r\n\r\n")
+        .await
+        .unwrap();
+    read_until(&mut prompt, "GET /2 ").await;
+    // Then idle: cut at the limit, as hyper's server cut it.
+    let idle_since = std::time::Instant::now();
+    assert_eq!(read_to_close(&mut prompt).await, "");
+    assert!(idle_since.elapsed() >= limit - Duration::from_millis(50));
 }
 
 #[tokio::test]
@@ -573,14 +608,23 @@ async fn a_drain_while_the_handler_works_makes_its_answer_the_last() {
 }
 
 #[tokio::test]
-async fn a_sized_body_that_fails_ends_with_a_reset_not_a_close() {
-    let (mut client, _drain) = connect(SERVER, |_req| async {
-        let mut resp = Response::new(paced(vec![Ok("abc"), Err(())], Duration::from_millis(1)));
-        resp.headers_mut().insert(
-            "content-length",
-            hyper::header::HeaderValue::from_static("10"),
-        );
-        resp
+async fn a_sized_body_that_fails_or_ends_short_ends_with_a_reset_not_a_close() {
+    for frames in [vec![Ok("abc"), Err(())], vec![Ok("abc")]] {
+        sized_body_is_reset(frames).await;
+    }
+}
+
+async fn sized_body_is_reset(frames: Vec<Result<&'static str, ()>>) {
+    let (mut client, _drain) = connect(SERVER, move |_req| {
+        let frames = frames.clone();
+        async move {
+            let mut resp = Response::new(paced(frames, Duration::from_millis(1)));
+            resp.headers_mut().insert(
+                "content-length",
+                hyper::header::HeaderValue::from_static("10"),
+            );
+            resp
+        }
     })
     .await;
     client
@@ -593,4 +637,46 @@ async fn a_sized_body_that_fails_ends_with_a_reset_not_a_close() {
         .unwrap();
     let err = read.expect_err("a reset, so the client knows the body broke");
     assert_eq!(err.kind(), std::io::ErrorKind::ConnectionReset, "{err}");
+}
+
+#[tokio::test]
+async fn a_sized_body_is_done_once_its_length_is_written_and_frees_what_it_holds_first() {
+    // The body gives all it announced, then would wait for ever: the answer is whole, its
+    // body (and what it holds) is gone, and the next request is served.
+    let dropped = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&dropped);
+    let (mut client, _drain) = connect(SERVER, move |req: Request<Upload>| {
+        let guard = Dropped(Arc::clone(&flag));
+        async move {
+            if req.uri().path() == "/next" {
+                return echo(req).await;
+            }
+            let frames = futures_util::stream::iter([Ok(Frame::data(Bytes::from_static(b"abc")))])
+                .chain(futures_util::stream::once(async move {
+                    let _held = guard;
+                    std::future::pending::<Result<Frame<Bytes>, std::io::Error>>().await
+                }));
+            let mut resp = Response::new(StreamBody::new(frames).boxed_unsync());
+            resp.headers_mut().insert(
+                "content-length",
+                hyper::header::HeaderValue::from_static("3"),
+            );
+            resp
+        }
+    })
+    .await;
+    client
+        .write_all(b"GET /first HTTP/1.1\r\nhost: t\r\n\r\n")
+        .await
+        .unwrap();
+    read_until(&mut client, "abc").await;
+    assert!(
+        dropped.load(Ordering::SeqCst),
+        "the body outlived its last bytes"
+    );
+    client
+        .write_all(b"GET /next HTTP/1.1\r\nhost: t\r\n\r\n")
+        .await
+        .unwrap();
+    read_until(&mut client, "GET /next ").await;
 }
