@@ -7,7 +7,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use bytes::Bytes;
 use hyper::header::{HeaderName, HeaderValue, ALLOW, CACHE_CONTROL, CONTENT_TYPE, RETRY_AFTER};
 use hyper::{Method, Request, Response, StatusCode};
 use serde_json::{json, Value};
@@ -219,9 +218,9 @@ fn models(host: &Host) -> Response<Body> {
 }
 
 async fn complete(host: &Host, api: Api, req: Request<Upload>) -> Response<Body> {
-    let bytes = match read_body(req) {
+    let bytes = match req.into_body() {
         Ok(b) => b,
-        Err((status, message)) => return api.error(status, &message),
+        Err(too_large) => return api.error(StatusCode::PAYLOAD_TOO_LARGE, &too_large.to_string()),
     };
     let ask = match api.parse(&bytes) {
         Ok(ask) => ask,
@@ -337,12 +336,6 @@ impl Host {
             content: self.content,
         }
     }
-}
-
-/// The request's body, or the 413 a body too large to read gets.
-fn read_body(req: Request<Upload>) -> Result<Bytes, (StatusCode, String)> {
-    req.into_body()
-        .map_err(|too_large| (StatusCode::PAYLOAD_TOO_LARGE, too_large.to_string()))
 }
 
 /// A rough prompt size for `usage`: words of every text found in the messages, at least 1.

@@ -11,10 +11,7 @@ async fn a_body_that_fails_cuts_the_connection_without_the_last_chunk() {
         ))
     })
     .await;
-    client
-        .write_all(b"GET /s HTTP/1.1\r\nhost: t\r\n\r\n")
-        .await
-        .unwrap();
+    get(&mut client, "/s").await;
     let answer = read_to_close(&mut client).await;
     assert!(answer.ends_with("9\r\ndata: 1\n\n\r\n"), "{answer:?}");
 }
@@ -41,10 +38,7 @@ async fn reset_after(frames: Vec<Result<&'static str, ()>>, length: &'static str
         }
     })
     .await;
-    client
-        .write_all(b"GET /s HTTP/1.1\r\nhost: t\r\n\r\n")
-        .await
-        .unwrap();
+    get(&mut client, "/s").await;
     let mut all = Vec::new();
     let mut buf = [0u8; 1024];
     let err = loop {
@@ -92,10 +86,7 @@ async fn a_client_that_closes_its_side_ends_the_answer_it_was_waiting_for() {
             }
         })
         .await;
-        client
-            .write_all(b"GET /s HTTP/1.1\r\nhost: t\r\n\r\n")
-            .await
-            .unwrap();
+        get(&mut client, "/s").await;
         if streamed {
             read_until(&mut client, "\r\n\r\n").await;
         }
@@ -171,9 +162,7 @@ async fn a_drain_closes_an_idle_connection_and_lets_the_answer_in_flight_finish(
         Response::new(paced(vec![Ok("a"), Ok("b")], Duration::from_millis(50)))
     })
     .await;
-    busy.write_all(b"GET / HTTP/1.1\r\nhost: t\r\n\r\n")
-        .await
-        .unwrap();
+    get(&mut busy, "/").await;
     read_until(&mut busy, "\r\n\r\n").await;
     drain.send_replace(true);
     let rest = read_to_close(&mut busy).await;
@@ -190,21 +179,10 @@ async fn a_client_still_writing_a_body_over_the_limit_reads_its_answer() {
         "POST /big HTTP/1.1\r\nhost: t\r\ncontent-length: {}\r\n\r\n",
         body.len()
     );
-    let (mut reader, mut writer) = client.split();
-    let write = async {
-        writer.write_all(head.as_bytes()).await.unwrap();
-        // The server may stop reading once it has answered; the rest is its to drop.
-        let _ = writer.write_all(&body).await;
-        let _ = writer.shutdown().await;
-    };
-    let read = async {
-        let mut all = Vec::new();
-        reader.read_to_end(&mut all).await.map(|_| all)
-    };
-    let ((), answer) = tokio::time::timeout(DEADLINE, async { tokio::join!(write, read) })
-        .await
-        .unwrap();
-    let answer = String::from_utf8(answer.expect("the answer arrived, not a reset")).unwrap();
+    let wire = [head.as_bytes(), &body].concat();
+    let (answer, ended) = write_while_reading(&mut client, &wire).await;
+    ended.expect("the answer arrived, not a reset");
+    let answer = String::from_utf8(answer).unwrap();
     assert!(
         answer.ends_with(&format!("refused: {}", TooLarge { limit: 64 })),
         "{answer}"
@@ -225,10 +203,7 @@ async fn a_drain_while_the_handler_works_makes_its_answer_the_last() {
         }
     })
     .await;
-    client
-        .write_all(b"GET /w HTTP/1.1\r\nhost: t\r\n\r\n")
-        .await
-        .unwrap();
+    get(&mut client, "/w").await;
     tokio::time::timeout(DEADLINE, started_rx)
         .await
         .unwrap()
@@ -274,18 +249,12 @@ async fn a_sized_body_is_done_once_its_length_is_written_and_frees_what_it_holds
         }
     })
     .await;
-    client
-        .write_all(b"GET /first HTTP/1.1\r\nhost: t\r\n\r\n")
-        .await
-        .unwrap();
+    get(&mut client, "/first").await;
     read_until(&mut client, "abc").await;
     assert!(
         dropped.load(Ordering::SeqCst),
         "the body outlived its last bytes"
     );
-    client
-        .write_all(b"GET /next HTTP/1.1\r\nhost: t\r\n\r\n")
-        .await
-        .unwrap();
+    get(&mut client, "/next").await;
     read_until(&mut client, "GET /next ").await;
 }

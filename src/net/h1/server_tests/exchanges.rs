@@ -179,15 +179,9 @@ async fn a_request_sent_while_an_answer_is_being_prepared_is_answered_after_it()
         echo(req).await
     })
     .await;
-    client
-        .write_all(b"GET /slow HTTP/1.1\r\nhost: t\r\n\r\n")
-        .await
-        .unwrap();
+    get(&mut client, "/slow").await;
     tokio::time::sleep(Duration::from_millis(20)).await;
-    client
-        .write_all(b"GET /next HTTP/1.1\r\nhost: t\r\n\r\n")
-        .await
-        .unwrap();
+    get(&mut client, "/next").await;
     let both = read_until(&mut client, "GET /next ").await;
     assert!(both.contains("GET /slow "), "{both}");
 }
@@ -223,10 +217,7 @@ async fn a_handler_that_says_close_closes_and_its_framing_headers_are_replaced()
         resp
     })
     .await;
-    client
-        .write_all(b"GET / HTTP/1.1\r\nhost: t\r\n\r\n")
-        .await
-        .unwrap();
+    get(&mut client, "/").await;
     let answer = read_to_close(&mut client).await;
     assert_eq!(answer.matches("connection:").count(), 1, "{answer}");
     assert!(answer.contains("\r\nconnection: close\r\n"), "{answer}");
@@ -258,18 +249,8 @@ async fn requests_whose_end_is_ambiguous_or_whose_head_never_ends_are_refused() 
     ];
     for (request, status) in cases {
         let (mut client, _drain) = connect(SERVER, echo).await;
-        let (mut reader, mut writer) = client.split();
-        let write = async {
-            let _ = writer.write_all(request.as_bytes()).await;
-        };
-        let read = async {
-            let mut all = Vec::new();
-            let _ = reader.read_to_end(&mut all).await;
-            String::from_utf8(all).unwrap()
-        };
-        let ((), answer) = tokio::time::timeout(DEADLINE, async { tokio::join!(write, read) })
-            .await
-            .unwrap();
+        let (answer, _ended) = write_while_reading(&mut client, request.as_bytes()).await;
+        let answer = String::from_utf8(answer).unwrap();
         let shown = &request[..request.len().min(60)];
         assert!(
             answer.starts_with(&format!("HTTP/1.1 {status}\r\n")),

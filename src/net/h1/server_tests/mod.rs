@@ -93,6 +93,35 @@ async fn read_until(client: &mut TcpStream, end: &str) -> String {
     String::from_utf8(all).unwrap()
 }
 
+/// Sends `GET path`, with nothing else to say.
+async fn get(client: &mut TcpStream, path: &str) {
+    let request = format!("GET {path} HTTP/1.1\r\nhost: t\r\n\r\n");
+    client.write_all(request.as_bytes()).await.unwrap();
+}
+
+/// Writes `wire` (a server may stop reading it once it has answered: failed writes are its to
+/// drop), then the end of it, while reading the answer to the close: what arrived, and how the
+/// read ended.
+async fn write_while_reading(
+    client: &mut TcpStream,
+    wire: &[u8],
+) -> (Vec<u8>, std::io::Result<()>) {
+    let (mut reader, mut writer) = client.split();
+    let write = async {
+        let _ = writer.write_all(wire).await;
+        let _ = writer.shutdown().await;
+    };
+    let read = async {
+        let mut all = Vec::new();
+        let ended = reader.read_to_end(&mut all).await.map(|_| ());
+        (all, ended)
+    };
+    let ((), read) = tokio::time::timeout(DEADLINE, async { tokio::join!(write, read) })
+        .await
+        .expect("the server closed the connection");
+    read
+}
+
 /// Echoes the method, path and body, or says the body was too large.
 async fn echo(req: Request<Upload>) -> Response<Boxed> {
     let text = match req.body() {
