@@ -10,7 +10,6 @@ use hyper::body::{Body, Incoming};
 use hyper::server::conn::http1;
 use hyper::service::HttpService;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
@@ -134,45 +133,6 @@ impl Connection {
         S::ResBody: 'static,
         <S::ResBody as Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
-        self.serve_http_with(|s| s, http, service, std::future::pending())
-            .await;
-    }
-
-    /// Serves HTTP/1.1 with faultline's own server ([`super::h1::server`]): `handler` gets each
-    /// request with its body read whole. Until the client leaves or the listener stops; a
-    /// grace period lets the answer in flight finish.
-    pub async fn serve_h1<F, Fut, B>(self, server: super::h1::server::Server, handler: F)
-    where
-        F: FnMut(hyper::Request<super::h1::server::Upload>) -> Fut,
-        Fut: Future<Output = hyper::Response<B>>,
-        B: Body<Data = bytes::Bytes>,
-    {
-        let Connection {
-            socket, draining, ..
-        } = self;
-        // A socket the runtime cannot watch closes, as after a failed accept.
-        let Ok(stream) = socket.registered() else {
-            return;
-        };
-        super::h1::server::serve(stream, server, draining, handler).await;
-    }
-
-    /// [`Connection::serve_http`] on the socket as `wrap` makes it (the fault proxy's socket
-    /// that can end with a RST), ending early, with the socket dropped, when `cut` resolves.
-    pub async fn serve_http_with<I, W, S>(
-        self,
-        wrap: W,
-        http: Http1,
-        service: S,
-        cut: impl Future<Output = ()>,
-    ) where
-        W: FnOnce(TcpStream) -> I,
-        I: AsyncRead + AsyncWrite + Unpin,
-        S: HttpService<Incoming>,
-        S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-        S::ResBody: 'static,
-        <S::ResBody as Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-    {
         let Connection {
             socket,
             mut draining,
@@ -184,22 +144,41 @@ impl Connection {
         };
         let conn = http
             .builder()
-            .serve_connection(TokioIo::new(wrap(stream)), service);
+            .serve_connection(TokioIo::new(stream), service);
         tokio::pin!(conn);
-        tokio::pin!(cut);
         // Errors from the connection are the client going away or speaking bad HTTP; hyper has
         // already answered what could be answered, and the connection is over either way.
         tokio::select! {
             _ = conn.as_mut() => return,
-            () = &mut cut => return,
             // A closed channel means the listener is gone and this task about to be cut.
             _ = draining.wait_for(|d| *d) => {}
         }
         // Answers the request in flight, then closes; an idle keep-alive connection closes now.
         conn.as_mut().graceful_shutdown();
-        tokio::select! {
-            _ = conn => {}
-            () = cut => {}
-        }
+        let _ = conn.await;
+    }
+
+    /// Serves HTTP/1.1 with faultline's own server ([`super::h1::server`]): `handler` gets each
+    /// request with its body read whole. Until the client leaves, the listener stops (a grace
+    /// period lets the answer in flight finish) or `hangup` ends the connection (the fault
+    /// proxy's cuts).
+    pub async fn serve_h1<F, Fut, B>(
+        self,
+        server: super::h1::server::Server,
+        hangup: Option<super::h1::server::HangupSignal>,
+        handler: F,
+    ) where
+        F: FnMut(hyper::Request<super::h1::server::Upload>) -> Fut,
+        Fut: Future<Output = hyper::Response<B>>,
+        B: Body<Data = bytes::Bytes>,
+    {
+        let Connection {
+            socket, draining, ..
+        } = self;
+        // A socket the runtime cannot watch closes, as after a failed accept.
+        let Ok(stream) = socket.registered() else {
+            return;
+        };
+        super::h1::server::serve(stream, server, draining, hangup, handler).await;
     }
 }

@@ -1,13 +1,11 @@
 //! One request through the proxy: decide which faults touch it, then forward it (or not) and
 //! shape the response accordingly.
 
-use std::convert::Infallible;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
 use hyper::header::{
     HeaderMap, HeaderName, HeaderValue, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, EXPECT, HOST,
 };
@@ -21,6 +19,7 @@ use super::errors;
 use crate::fault::{
     selects, FaultSpec, HttpErrorFault, LatencyPoint, StreamErrorFault, TruncateFault,
 };
+use crate::net::h1::server::{Hangup, Upload};
 use crate::protocol::ending::{Dialect, Ending};
 
 pub(crate) type UpstreamClient = crate::net::h1::Client;
@@ -138,8 +137,8 @@ pub(crate) async fn handle(
     shared: Arc<Shared>,
     conn: Arc<ConnControl>,
     core: usize,
-    request: Request<Incoming>,
-) -> Result<Response<ProxyBody>, Infallible> {
+    request: Request<Upload>,
+) -> Response<ProxyBody> {
     let index = shared.next_index.fetch_add(1, Ordering::Relaxed);
     let faults = shared.faults.snapshot();
     let plan = Plan::decide(&faults, index, Instant::now());
@@ -162,10 +161,10 @@ pub(crate) async fn handle(
             pause(plan.first_byte).await;
             let mut response = errors::http_error(&shared.name, fault);
             mark(response.headers_mut(), &plan.acting);
-            return Ok(response);
+            return response;
         }
         Outcome::Reset => {
-            conn.close_now(true);
+            conn.hang_up(Hangup::Reset);
             return std::future::pending().await;
         }
         // Answered never: the connection task drops this when the client or the proxy leaves.
@@ -183,9 +182,9 @@ pub(crate) async fn handle(
                 "the request's body is over the {} the proxy reads before forwarding",
                 crate::units::Size(MAX_REQUEST_BODY as u64)
             );
-            return Ok(errors::too_large(&shared.name, &why));
+            return errors::too_large(&shared.name, &why);
         }
-        Err(Unsent::Bad(why)) => return Ok(errors::bad_request(&shared.name, &why)),
+        Err(Unsent::Bad(why)) => return errors::bad_request(&shared.name, &why),
     };
     let sent = crate::net::h1::Request {
         wire: &wire,
@@ -196,22 +195,15 @@ pub(crate) async fn handle(
         Ok(r) => r,
         Err(e) if transparent => return fail_like_the_upstream(&shared, &conn, &e).await,
         Err(e) => {
-            return Ok(errors::bad_gateway(
+            return errors::bad_gateway(
                 &shared.name,
                 &shared.upstream.to_string(),
                 &why(&shared, &e),
-            ))
+            )
         }
     };
     pause(plan.first_byte).await;
-    Ok(shape_response(
-        &shared.name,
-        &plan,
-        &conn,
-        dialect,
-        response,
-        transparent,
-    ))
+    shape_response(&shared.name, &plan, &conn, dialect, response)
 }
 
 /// What the client of a transparent proxy gets when the upstream failed before its headers:
@@ -226,23 +218,23 @@ async fn fail_like_the_upstream(
     shared: &Shared,
     conn: &ConnControl,
     e: &crate::net::h1::Error,
-) -> Result<Response<ProxyBody>, Infallible> {
+) -> Response<ProxyBody> {
     use crate::net::h1::Error;
     match e {
         Error::Connect(_) => {
             upstream_refused(shared, e);
-            conn.close_now(true);
+            conn.hang_up(Hangup::Reset);
         }
         Error::Lost(io) if io.kind() == std::io::ErrorKind::ConnectionReset => {
-            conn.close_now(true);
+            conn.hang_up(Hangup::Reset);
         }
-        Error::Lost(io) if closed_without_answer(io) => conn.close_now(false),
+        Error::Lost(io) if closed_without_answer(io) => conn.hang_up(Hangup::Fin),
         Error::Lost(_) => {
-            return Ok(errors::bad_gateway(
+            return errors::bad_gateway(
                 &shared.name,
                 &shared.upstream.to_string(),
                 &why(shared, e),
-            ));
+            );
         }
     }
     // The connection task drops this as it closes the connection.
@@ -309,7 +301,7 @@ async fn pause(wait: Duration) {
 /// The largest request body the proxy reads before forwarding: far above any LLM request (a
 /// long context with images is tens of MiB), and a bound on what one client can make the proxy
 /// hold (about twice this, with the copy written upstream).
-const MAX_REQUEST_BODY: usize = 256 << 20;
+pub(super) const MAX_REQUEST_BODY: usize = 256 << 20;
 
 /// Why a request was not forwarded.
 enum Unsent {
@@ -324,17 +316,12 @@ enum Unsent {
 async fn to_upstream(
     upstream: &crate::net::Upstream,
     host: Option<&HeaderValue>,
-    request: Request<Incoming>,
+    request: Request<Upload>,
 ) -> Result<Vec<u8>, Unsent> {
     let (mut parts, body) = request.into_parts();
-    let body = match http_body_util::Limited::new(body, MAX_REQUEST_BODY)
-        .collect()
-        .await
-    {
-        Ok(body) => body.to_bytes(),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => return Err(Unsent::TooLarge),
-        Err(e) => return Err(Unsent::Bad(format!("cannot read the request's body: {e}"))),
-    };
+    // The server read it whole, up to the limit; a request it could not read at all (a broken
+    // chunked body) it answered itself.
+    let body = body.map_err(|_| Unsent::TooLarge)?;
     strip_hop_by_hop(&mut parts.headers);
     // The body is here already: nothing to wait for, and the length is the proxy's to say.
     parts.headers.remove(EXPECT);
@@ -366,7 +353,6 @@ fn shape_response(
     conn: &Arc<ConnControl>,
     dialect: Option<Dialect>,
     response: crate::net::h1::Response,
-    transparent: bool,
 ) -> Response<ProxyBody> {
     let mut upstream = Response::new(response.body);
     *upstream.status_mut() = response.status;
@@ -376,21 +362,20 @@ fn shape_response(
     if let Ok(value) = HeaderValue::from_str(proxy) {
         parts.headers.insert(proxy_header(), value);
     }
-    let mut body: ProxyBody = if transparent {
-        // An upstream that resets mid-body resets the client too: hyper alone would end the
-        // client's connection with a FIN, which a client can take for a close it may retry
-        // differently. A body cut by a FIN already ends with a FIN.
-        let conn = Arc::clone(conn);
-        body.map_err(move |e| {
-            if caused_by_reset(&e) {
-                conn.close_after_flush(true);
-            }
+    // An upstream that fails mid-body fails the client the same way: a reset with a RST, a
+    // close with a FIN (left to itself the server would reset a body with a length, which a
+    // client can take for a failure of another kind).
+    let hang_up = Arc::clone(conn);
+    let mut body: ProxyBody = body
+        .map_err(move |e| {
+            hang_up.hang_up(if caused_by_reset(&e) {
+                Hangup::Reset
+            } else {
+                Hangup::Fin
+            });
             e.into()
         })
-        .boxed_unsync()
-    } else {
-        body.map_err(Into::into).boxed_unsync()
-    };
+        .boxed_unsync();
     let success = parts.status.is_success();
     // Which faults act on this answer: the latencies always, the stream faults only on a
     // success they can cut or break.
@@ -421,7 +406,7 @@ fn shape_response(
     // Applied last, so the cut comes exactly when the last allowed byte goes to the client. A
     // cut that breaks the connection keeps any announced length, so a client counting bytes
     // sees the body is short. One that ends the body cleanly (`end`, `reterminate`) cannot
-    // keep it, as the body no longer has that length: the length is removed and hyper sends
+    // keep it, as the body no longer has that length: the length is removed and the server sends
     // the body chunked (close-delimited to an HTTP/1.0 client), so the response is well formed.
     if let Some(fault) = plan.truncate.as_ref().filter(|_| success) {
         if fault.how.ends_cleanly() {
@@ -499,7 +484,7 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     {
         headers.remove(name);
     }
-    // hyper frames each hop itself (chunked or by length) from the body it is given.
+    // The server frames each hop itself (chunked or by length) from the body it is given.
     headers.remove(hyper::header::TRANSFER_ENCODING);
 }
 

@@ -17,12 +17,13 @@ use tokio::time::Sleep;
 
 use super::conn::ConnControl;
 use crate::fault::{CutPoint, CutStyle};
+use crate::net::h1::server::Hangup;
 use crate::protocol::ending::Ending;
 use crate::protocol::sse::EventScanner;
 
 pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// Every response body the proxy sends. Unsync because hyper's server never shares a body.
+/// Every response body the proxy sends. Unsync because a connection's server never shares it.
 pub(crate) type ProxyBody = UnsyncBoxBody<Bytes, BoxError>;
 
 /// Names the proxy on every response it sends, so a trace shows which hop answered.
@@ -151,8 +152,8 @@ impl Truncate {
     fn cut(&mut self) {
         self.inner = None;
         match self.how {
-            CutStyle::Close => self.conn.close_after_flush(false),
-            CutStyle::Reset => self.conn.close_after_flush(true),
+            CutStyle::Close => self.conn.hang_up(Hangup::Fin),
+            CutStyle::Reset => self.conn.hang_up(Hangup::Reset),
             CutStyle::Stall => {}
             CutStyle::End | CutStyle::Reterminate => {
                 let ending = self.ending.as_ref().map(Ending::ending);

@@ -6,16 +6,19 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper::service::service_fn;
 use tokio::sync::oneshot;
 
 use super::apply::{self, Shared};
-use super::conn::{ConnControl, FaultIo};
-use crate::net::{Connection, HostPort, Http1, Listener, Serve};
+use super::conn::ConnControl;
+use crate::net::h1::server::Server;
+use crate::net::{Connection, HostPort, Listener, Serve};
 
 /// No header read limit: a client the proxy serves is the system under test, and how slowly it
 /// writes is its own business, not a fault the proxy should add.
-const HTTP: Http1 = Http1::new();
+const HTTP: Server = Server {
+    header_read_timeout: None,
+    max_body: apply::MAX_REQUEST_BODY,
+};
 
 /// How often a closed proxy tries the upstream: quickly at first, so a restarted upstream is
 /// reachable through the proxy soon after it listens, then at most this far apart.
@@ -86,17 +89,12 @@ async fn reopen_when_upstream_accepts(upstream: HostPort, shared: Arc<Shared>) {
 
 async fn serve_connection(conn: Connection, shared: Arc<Shared>) {
     let control = Arc::new(ConnControl::default());
-    let per_request = Arc::clone(&control);
     let core = conn.core();
-    let service = service_fn(move |request| {
-        apply::handle(Arc::clone(&shared), Arc::clone(&per_request), core, request)
-    });
     // A client that leaves, a protocol error or a fault all end the connection the same way:
     // it is dropped, and the socket closes (with a RST if a fault asked for one).
-    let wrap = {
-        let control = Arc::clone(&control);
-        move |stream| FaultIo::new(stream, control)
-    };
-    conn.serve_http_with(wrap, HTTP, service, control.closing())
-        .await;
+    let hangup = Arc::clone(&control).signal();
+    conn.serve_h1(HTTP, Some(hangup), move |request| {
+        apply::handle(Arc::clone(&shared), Arc::clone(&control), core, request)
+    })
+    .await;
 }

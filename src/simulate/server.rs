@@ -226,5 +226,5 @@ async fn accept_loop(
 }
 
 async fn serve_connection(conn: Connection, http: Server, handler: Handler) {
-    conn.serve_h1(http, |req| handler(req)).await;
+    conn.serve_h1(http, None, |req| handler(req)).await;
 }

@@ -5,6 +5,9 @@
 //! reused buffer, and one `write`, without hyper's dispatcher and write queue between the
 //! body and the socket (docs/benchmarks.md measures what that saved).
 //!
+//! The fault proxy serves its clients with it too, and ends a connection on purpose through a
+//! [`Hangup`] (a FIN or a RST once what it handed over is written).
+//!
 //! What hyper's server did that these servers rely on, kept: keep-alive and pipelining,
 //! `Expect: 100-continue`, chunked request bodies, HTTP/1.0 clients, a limit on how long a
 //! request head may take, answering `HEAD` without a body, a response body that fails cutting
@@ -12,7 +15,7 @@
 //! the answer it was waiting for (what the answer held, a capacity slot, is freed at once).
 
 use std::future::Future;
-use std::pin::pin;
+use std::pin::{pin, Pin};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -65,10 +68,49 @@ pub struct Server {
     pub max_body: usize,
 }
 
+/// How a connection is ended when its owner asks for it: the fault proxy's `reset` and
+/// `truncate_stream` faults, and a transparent proxy repeating how its upstream ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Hangup {
+    /// A plain close: the client reads the end of the stream.
+    Fin,
+    /// SO_LINGER 0: the kernel sends a RST, and the client reads a reset.
+    Reset,
+}
+
+/// Resolves when the connection is to end. The server acts on it only once every byte the
+/// handler and its body handed over is written, so a cut falls exactly after the last byte the
+/// owner allowed.
+pub type HangupSignal = Pin<Box<dyn Future<Output = Hangup> + Send>>;
+
 /// One connection's socket and what has been read from it.
 pub(super) struct Conn {
     pub stream: TcpStream,
     pub buf: Buffer,
+    /// `None`: nobody ends this connection but the client, the server and a failing body.
+    pub hangup: Option<HangupSignal>,
+}
+
+impl Conn {
+    fn poll_hangup(&mut self, cx: &mut Context<'_>) -> Poll<Hangup> {
+        match self.hangup.as_mut() {
+            Some(signal) => signal.as_mut().poll(cx),
+            None => Poll::Pending,
+        }
+    }
+
+    /// Ends the connection as asked; it is dropped right after.
+    fn hang_up(&mut self, how: Hangup) -> After {
+        if how == Hangup::Reset {
+            reset_on_close(&self.stream);
+        }
+        After::Cut
+    }
+}
+
+/// Makes the socket's close a RST. If this fails the socket still closes, only with a FIN.
+fn reset_on_close(stream: &TcpStream) {
+    let _ = socket2::SockRef::from(stream).set_linger(Some(Duration::ZERO));
 }
 
 /// How an exchange left the connection.
@@ -82,11 +124,13 @@ enum After {
 }
 
 /// Serves requests on `stream` with `handler` until the client leaves, the connection may not
-/// be kept, or `draining` turns true (an answer being written is finished first).
+/// be kept, `draining` turns true (an answer being written is finished first), or `hangup`
+/// resolves.
 pub async fn serve<F, Fut, B>(
     stream: TcpStream,
     server: Server,
     mut draining: watch::Receiver<bool>,
+    hangup: Option<HangupSignal>,
     mut handler: F,
 ) where
     F: FnMut(Request<Upload>) -> Fut,
@@ -96,6 +140,7 @@ pub async fn serve<F, Fut, B>(
     let mut conn = Conn {
         stream,
         buf: Buffer::new(),
+        hangup,
     };
     let mut out = Vec::with_capacity(1024);
     loop {
@@ -152,8 +197,10 @@ where
     *request.uri_mut() = head.uri;
     *request.version_mut() = head.version;
     *request.headers_mut() = head.headers;
-    let Some(answer) = until_gone(conn, handler(request)).await else {
-        return After::Cut;
+    let answer = match until_gone(conn, handler(request)).await {
+        Ok(answer) => answer,
+        Err(Ended::Gone) => return After::Cut,
+        Err(Ended::Hangup(how)) => return conn.hang_up(how),
     };
     // A drain that began while the handler worked: the client is told this answer is the last.
     let keep = keep && !*draining.borrow();
@@ -164,17 +211,33 @@ where
     }
 }
 
-/// Runs `work` while watching the client: `None` if it closed its side or the connection
-/// failed first (then `work` is dropped, and what it held is freed).
-async fn until_gone<T>(conn: &mut Conn, work: impl Future<Output = T>) -> Option<T> {
+/// Why a connection ended while the server waited on the handler or the body.
+enum Ended {
+    /// The client closed its side, or the connection failed.
+    Gone,
+    /// The connection's owner asked for the end.
+    Hangup(Hangup),
+}
+
+/// Runs `work` while watching the client and the hangup signal; if either ends the connection
+/// first, `work` is dropped, and what it held is freed.
+async fn until_gone<T>(conn: &mut Conn, work: impl Future<Output = T>) -> Result<T, Ended> {
     let mut work = pin!(work);
     std::future::poll_fn(|cx| {
         if let Poll::Ready(done) = work.as_mut().poll(cx) {
-            return Poll::Ready(Some(done));
+            return Poll::Ready(Ok(done));
         }
-        poll_gone(conn, cx).map(|()| None)
+        poll_ended(conn, cx).map(Err)
     })
     .await
+}
+
+/// [`poll_gone`], or the hangup signal: polled only with nothing left to write.
+fn poll_ended(conn: &mut Conn, cx: &mut Context<'_>) -> Poll<Ended> {
+    if let Poll::Ready(how) = conn.poll_hangup(cx) {
+        return Poll::Ready(Ended::Hangup(how));
+    }
+    poll_gone(conn, cx).map(|()| Ended::Gone)
 }
 
 /// Ready once the client has closed its side or the connection failed. Polled beside the
@@ -200,7 +263,8 @@ enum Next<D, E> {
     Frame(Option<Result<Frame<D>, E>>),
     /// No frame is ready: write what has been framed.
     Write,
-    Gone,
+    /// Everything framed is written, and the connection ended.
+    Ended(Ended),
 }
 
 /// Writes `answer` to a request of `version`; the connection is kept when `keep` allows it
@@ -234,10 +298,17 @@ async fn write_response<B: Body<Data = Bytes>>(
     match play(conn, out, body, Encoder::new(framing)).await {
         Ok(true) => done(conn.stream.write_all(out).await, true),
         Err(Broke::Client) => cut(conn, framing),
+        Err(Broke::Hangup(how)) => conn.hang_up(how),
         // Short of the length it announced: as broken as a body that failed.
         Ok(false) | Err(Broke::Body) => {
             let _ = conn.stream.write_all(out).await;
-            cut(conn, framing)
+            // A body that failed may have asked for its own end as it did (a proxy repeating
+            // how its upstream ended).
+            let asked = std::future::poll_fn(|cx| Poll::Ready(conn.poll_hangup(cx))).await;
+            match asked {
+                Poll::Ready(how) => conn.hang_up(how),
+                Poll::Pending => cut(conn, framing),
+            }
         }
     }
 }
@@ -246,6 +317,8 @@ async fn write_response<B: Body<Data = Bytes>>(
 enum Broke {
     /// The client left, or a write failed.
     Client,
+    /// The connection's owner ended it, after everything framed was written.
+    Hangup(Hangup),
     /// The body failed, or gave more than its length: `out` holds what came before.
     Body,
 }
@@ -273,7 +346,7 @@ async fn play<B: Body<Data = Bytes>>(
             if !out.is_empty() {
                 return Poll::Ready(Next::Write);
             }
-            poll_gone(conn, cx).map(|()| Next::Gone)
+            poll_ended(conn, cx).map(Next::Ended)
         })
         .await;
         match next {
@@ -297,7 +370,8 @@ async fn play<B: Body<Data = Bytes>>(
                     .map_err(|_| Broke::Client)?;
                 out.clear();
             }
-            Next::Gone => return Err(Broke::Client),
+            Next::Ended(Ended::Gone) => return Err(Broke::Client),
+            Next::Ended(Ended::Hangup(how)) => return Err(Broke::Hangup(how)),
         }
     }
 }
@@ -307,7 +381,7 @@ async fn play<B: Body<Data = Bytes>>(
 /// short one could be taken for the client's own read error, so those end with a RST.
 fn cut(conn: &mut Conn, framing: Framing) -> After {
     if framing != Framing::Chunked {
-        let _ = socket2::SockRef::from(&conn.stream).set_linger(Some(Duration::ZERO));
+        reset_on_close(&conn.stream);
     }
     After::Cut
 }

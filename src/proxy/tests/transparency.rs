@@ -132,8 +132,9 @@ async fn a_fault_injected_while_closed_opens_the_proxy_so_that_it_acts() {
     proxy.stop().await;
 }
 
-/// An upstream that sends headers and part of a 100-byte body, then resets the connection.
-async fn resetting_upstream() -> SocketAddr {
+/// An upstream that sends headers and part of a 100-byte body, then ends the connection: with
+/// a RST when `reset`, else with a FIN.
+async fn cutting_upstream(reset: bool) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
@@ -151,29 +152,57 @@ async fn resetting_upstream() -> SocketAddr {
                     .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nhello")
                     .await;
                 tokio::time::sleep(Duration::from_millis(100)).await;
-                let _ = socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO));
+                if reset {
+                    let _ = socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO));
+                }
             });
         }
     });
     addr
 }
 
+/// Reads one answer from `addr`: a 200 whose body breaks after `hello`. Returns whether the
+/// break was a reset.
+async fn broken_body_is_a_reset(what: &str, addr: SocketAddr) -> bool {
+    let response = tokio::time::timeout(DEADLINE, get(addr, "/"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(response.status(), 200, "{what}");
+    let body = read_all(response).await;
+    assert_eq!(body.bytes(), b"hello", "{what}");
+    match body.end {
+        End::Error(e) => is_reset(&e),
+        other => panic!("{what}: the body ended {other:?}"),
+    }
+}
+
 #[tokio::test]
 async fn an_upstream_reset_mid_body_resets_the_client_as_it_would_directly() {
-    let up = resetting_upstream().await;
+    let up = cutting_upstream(true).await;
     let proxy = start("p", &spec(up), 1).await.unwrap();
     for (what, addr) in [("directly", up), ("through the proxy", proxy.addr())] {
-        let response = tokio::time::timeout(DEADLINE, get(addr, "/"))
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(response.status(), 200, "{what}");
-        let body = read_all(response).await;
-        match body.end {
-            End::Error(e) => assert!(is_reset(&e), "{what}: not a reset: {e:?}"),
-            other => panic!("{what}: the body ended {other:?}"),
-        }
+        assert!(
+            broken_body_is_a_reset(what, addr).await,
+            "{what}: not a reset"
+        );
     }
+    proxy.stop().await;
+}
+
+/// A close short of the length stays a close, with a fault in force too: the proxy's server
+/// would otherwise reset a sized body that broke, and a client can tell the two apart.
+#[tokio::test]
+async fn an_upstream_closing_mid_body_closes_the_client_as_it_would_directly() {
+    let up = cutting_upstream(false).await;
+    let proxy = start("p", &spec(up), 1).await.unwrap();
+    assert!(!broken_body_is_a_reset("directly", up).await);
+    assert!(!broken_body_is_a_reset("through the proxy", proxy.addr()).await);
+    proxy.faults().inject(
+        "slow",
+        fault(serde_json::json!({"latency": {"delay": "1ms"}})),
+    );
+    assert!(!broken_body_is_a_reset("through the proxy, a fault in force", proxy.addr()).await);
     proxy.stop().await;
 }
 

@@ -258,3 +258,50 @@ async fn a_sized_body_is_done_once_its_length_is_written_and_frees_what_it_holds
     get(&mut client, "/next").await;
     read_until(&mut client, "GET /next ").await;
 }
+
+#[tokio::test]
+async fn a_hangup_asked_by_a_body_comes_after_the_frame_it_returned_then() {
+    let (ask, asked) = tokio::sync::oneshot::channel::<()>();
+    let signal: HangupSignal = Box::pin(async move {
+        let _ = asked.await;
+        Hangup::Fin
+    });
+    // The body asks for the end as it returns its second frame, then has nothing more.
+    let mut ask = Some(ask);
+    let frames = futures_util::stream::iter(["a", "b"])
+        .map(move |text| {
+            if text == "b" {
+                if let Some(ask) = ask.take() {
+                    let _ = ask.send(());
+                }
+            }
+            Ok::<_, std::io::Error>(Frame::data(Bytes::from_static(text.as_bytes())))
+        })
+        .chain(futures_util::stream::pending());
+    let mut body = Some(StreamBody::new(frames).boxed_unsync());
+    let (mut client, _drain) = connect_hanging_up(SERVER, Some(signal), move |_req| {
+        let body = body.take().unwrap_or_else(|| full("again"));
+        async move { Response::new(body) }
+    })
+    .await;
+    get(&mut client, "/").await;
+    let got = read_to_close(&mut client).await;
+    assert!(got.ends_with("\r\n1\r\na\r\n1\r\nb\r\n"), "{got:?}");
+}
+
+#[tokio::test]
+async fn a_hangup_while_the_handler_works_resets_without_an_answer() {
+    let signal: HangupSignal = Box::pin(async { Hangup::Reset });
+    let (mut client, _drain) = connect_hanging_up(SERVER, Some(signal), |_req| async {
+        std::future::pending::<Response<Boxed>>().await
+    })
+    .await;
+    get(&mut client, "/").await;
+    let mut all = Vec::new();
+    let ended = tokio::time::timeout(DEADLINE, client.read_to_end(&mut all))
+        .await
+        .expect("the server did not end the connection");
+    let kind = ended.map_err(|e| e.kind());
+    assert_eq!(kind, Err(std::io::ErrorKind::ConnectionReset), "{all:?}");
+    assert!(all.is_empty(), "{all:?}");
+}

@@ -15,7 +15,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
-use super::server::{serve, Server, TooLarge, Upload};
+use super::server::{serve, Hangup, HangupSignal, Server, TooLarge, Upload};
 
 mod ends;
 mod exchanges;
@@ -54,12 +54,25 @@ where
     F: FnMut(Request<Upload>) -> Fut + Send + 'static,
     Fut: std::future::Future<Output = Response<Boxed>> + Send,
 {
+    connect_hanging_up(server, None, handler).await
+}
+
+/// [`connect`], with `hangup` as the connection's hangup signal.
+async fn connect_hanging_up<F, Fut>(
+    server: Server,
+    hangup: Option<HangupSignal>,
+    handler: F,
+) -> (TcpStream, watch::Sender<bool>)
+where
+    F: FnMut(Request<Upload>) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Response<Boxed>> + Send,
+{
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (drain, draining) = watch::channel(false);
     tokio::spawn(async move {
         let (stream, _) = listener.accept().await.unwrap();
-        serve(stream, server, draining, handler).await;
+        serve(stream, server, draining, hangup, handler).await;
     });
     (TcpStream::connect(addr).await.unwrap(), drain)
 }
