@@ -268,19 +268,21 @@ fn why(shared: &Shared, e: &crate::net::h1::Error) -> String {
         .unwrap_or_else(|| crate::rest::error_chain(e))
 }
 
-/// Whether a TCP reset is among the causes of `e`.
-fn caused_by_reset(e: &(dyn std::error::Error + 'static)) -> bool {
+/// How the upstream's connection ended, when that is among the causes of `e`: a reset, or a
+/// close before the end of the body.
+fn how_the_upstream_ended(e: &(dyn std::error::Error + 'static)) -> Option<Hangup> {
     let mut cause = Some(e);
     while let Some(err) = cause {
-        if err
-            .downcast_ref::<std::io::Error>()
-            .is_some_and(|io| io.kind() == std::io::ErrorKind::ConnectionReset)
-        {
-            return true;
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            match io.kind() {
+                std::io::ErrorKind::ConnectionReset => return Some(Hangup::Reset),
+                std::io::ErrorKind::UnexpectedEof => return Some(Hangup::Fin),
+                _ => {}
+            }
         }
         cause = err.source();
     }
-    false
+    None
 }
 
 /// Whether the upstream closed the connection before a whole answer, without a reset: before
@@ -363,16 +365,15 @@ fn shape_response(
         parts.headers.insert(proxy_header(), value);
     }
     // An upstream that fails mid-body fails the client the same way: a reset with a RST, a
-    // close with a FIN (left to itself the server would reset a body with a length, which a
-    // client can take for a failure of another kind).
+    // close short of the end with a FIN (left to itself the server would reset a body with a
+    // length, which a client can tell from a close). Anything else (broken framing) the
+    // server cuts as a broken body.
     let hang_up = Arc::clone(conn);
     let mut body: ProxyBody = body
         .map_err(move |e| {
-            hang_up.hang_up(if caused_by_reset(&e) {
-                Hangup::Reset
-            } else {
-                Hangup::Fin
-            });
+            if let Some(how) = how_the_upstream_ended(&e) {
+                hang_up.hang_up(how);
+            }
             e.into()
         })
         .boxed_unsync();

@@ -1,13 +1,14 @@
 //! The built-in HTTP fault proxy: sits between the system under test and one backend, forwards
 //! requests and streams responses frame by frame, and applies the faults in force to each
-//! request as it arrives. Faults come and go while traffic flows (`FaultControl`); the same seed
-//! and file give the same decisions for the k-th request through a proxy.
+//! request once it has arrived whole (its body too). Faults come and go while traffic flows
+//! (`FaultControl`); the same seed and file give the same decisions for the k-th request
+//! through a proxy.
 //!
 //! What each fault does on the wire:
 //! - `latency`: waits before forwarding, after the upstream's headers (and before an injected
 //!   error's), or before each forwarded body frame. Several latency faults add up.
-//! - `http_error`: answers at once with the status, headers and a provider-shaped JSON body; the
-//!   upstream never sees the request.
+//! - `http_error`: answers at once (once the request's body is read) with the status, headers
+//!   and a provider-shaped JSON body; the upstream never sees the request.
 //! - `truncate_stream` (2xx only): passes exactly the allowed bytes or SSE events, then `close`
 //!   ends the connection with a FIN once those bytes are written: a chunked body lacks its
 //!   terminating chunk and a sized body is short of its `content-length`, so every HTTP client

@@ -90,8 +90,9 @@ async fn reopen_when_upstream_accepts(upstream: HostPort, shared: Arc<Shared>) {
 async fn serve_connection(conn: Connection, shared: Arc<Shared>) {
     let control = Arc::new(ConnControl::default());
     let core = conn.core();
-    // A client that leaves, a protocol error or a fault all end the connection the same way:
-    // it is dropped, and the socket closes (with a RST if a fault asked for one).
+    // A client that leaves or a fault ends the connection by dropping it: the socket closes,
+    // with a RST if the fault asked for one. A request the server cannot read it answers
+    // itself (400, 431) and closes.
     let hangup = Arc::clone(&control).signal();
     conn.serve_h1(HTTP, Some(hangup), move |request| {
         apply::handle(Arc::clone(&shared), Arc::clone(&control), core, request)

@@ -238,8 +238,7 @@ impl Body {
                     _ => continue,
                 }
             }
-            conn.buf.clear();
-            if ready!(conn.buf.poll_fill(&mut conn.io, cx))? == 0 {
+            if ready!(conn.buf.poll_refill(&mut conn.io, cx))? == 0 {
                 if self.decoder != Decoder::UntilClose {
                     return Poll::Ready(Err(io::Error::new(
                         io::ErrorKind::UnexpectedEof,

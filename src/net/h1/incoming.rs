@@ -201,8 +201,7 @@ pub(super) async fn read_body(
     let mut framing = 0;
     while !decoder.is_done() {
         if conn.buf.is_empty() {
-            conn.buf.clear();
-            let read = std::future::poll_fn(|cx| conn.buf.poll_fill(&mut conn.stream, cx));
+            let read = std::future::poll_fn(|cx| conn.buf.poll_refill(&mut conn.stream, cx));
             match read.await {
                 Ok(0) | Err(_) => return Err(Refused::Quietly),
                 Ok(_) => {}

@@ -1,4 +1,5 @@
-//! The server side of HTTP/1.1, for the simulated hosts and the reference gateway: the task of
+//! The server side of HTTP/1.1, for the simulated hosts, the reference gateway and the HTTP
+//! fault proxy: the task of
 //! a connection reads each request whole (they are prompts, not uploads; [`super::incoming`]),
 //! runs the handler, and writes the answer's frames itself, one write for whatever frames are
 //! ready at once. A token event then costs one timer wake-up, the event's bytes framed into a
