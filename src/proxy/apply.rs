@@ -225,17 +225,16 @@ async fn fail_like_the_upstream(
             upstream_refused(shared, e);
             conn.hang_up(Hangup::Reset);
         }
-        Error::Lost(io) if io.kind() == std::io::ErrorKind::ConnectionReset => {
-            conn.hang_up(Hangup::Reset);
-        }
-        Error::Lost(io) if closed_without_answer(io) => conn.hang_up(Hangup::Fin),
-        Error::Lost(_) => {
-            return errors::bad_gateway(
-                &shared.name,
-                &shared.upstream.to_string(),
-                &why(shared, e),
-            );
-        }
+        Error::Lost(io) => match how_it_ended(io) {
+            Some(how) => conn.hang_up(how),
+            None => {
+                return errors::bad_gateway(
+                    &shared.name,
+                    &shared.upstream.to_string(),
+                    &why(shared, e),
+                )
+            }
+        },
     }
     // The connection task drops this as it closes the connection.
     std::future::pending().await
@@ -268,30 +267,27 @@ fn why(shared: &Shared, e: &crate::net::h1::Error) -> String {
         .unwrap_or_else(|| crate::rest::error_chain(e))
 }
 
-/// How the upstream's connection ended, when that is among the causes of `e`: a reset, or a
-/// close before the end of the body.
+/// How the upstream's connection ended, when that is among the causes of `e`.
 fn how_the_upstream_ended(e: &(dyn std::error::Error + 'static)) -> Option<Hangup> {
     let mut cause = Some(e);
     while let Some(err) = cause {
-        if let Some(io) = err.downcast_ref::<std::io::Error>() {
-            match io.kind() {
-                std::io::ErrorKind::ConnectionReset => return Some(Hangup::Reset),
-                std::io::ErrorKind::UnexpectedEof => return Some(Hangup::Fin),
-                _ => {}
-            }
+        if let Some(how) = err.downcast_ref::<std::io::Error>().and_then(how_it_ended) {
+            return Some(how);
         }
         cause = err.source();
     }
     None
 }
 
-/// Whether the upstream closed the connection before a whole answer, without a reset: before
-/// the request was written or before the head of its answer.
-fn closed_without_answer(e: &std::io::Error) -> bool {
-    matches!(
-        e.kind(),
-        std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::BrokenPipe
-    )
+/// The end the client gets for an upstream connection that failed with `e`: a reset for a
+/// reset; a close for a close before a whole answer (before the request was written, before
+/// the head, or short of the body's end); `None` for anything else.
+fn how_it_ended(e: &std::io::Error) -> Option<Hangup> {
+    match e.kind() {
+        std::io::ErrorKind::ConnectionReset => Some(Hangup::Reset),
+        std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::BrokenPipe => Some(Hangup::Fin),
+        _ => None,
+    }
 }
 
 async fn pause(wait: Duration) {

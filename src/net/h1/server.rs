@@ -1,13 +1,10 @@
 //! The server side of HTTP/1.1, for the simulated hosts, the reference gateway and the HTTP
-//! fault proxy: the task of
-//! a connection reads each request whole (they are prompts, not uploads; [`super::incoming`]),
-//! runs the handler, and writes the answer's frames itself, one write for whatever frames are
-//! ready at once. A token event then costs one timer wake-up, the event's bytes framed into a
-//! reused buffer, and one `write`, without hyper's dispatcher and write queue between the
-//! body and the socket (docs/benchmarks.md measures what that saved).
-//!
-//! The fault proxy serves its clients with it too, and ends a connection on purpose through a
-//! [`Hangup`] (a FIN or a RST once what it handed over is written).
+//! fault proxy: the task of a connection reads each request whole (they are prompts, not
+//! uploads; [`super::incoming`]), runs the handler, and writes the answer's frames itself, one
+//! write for whatever frames are ready at once. A token event then costs one timer wake-up,
+//! the event's bytes framed into a reused buffer, and one `write`, without hyper's dispatcher
+//! and write queue between the body and the socket (docs/benchmarks.md measures what that
+//! saved). The proxy's faults end a connection on purpose through a [`Hangup`].
 //!
 //! What hyper's server did that these servers rely on, kept: keep-alive and pipelining,
 //! `Expect: 100-continue`, chunked request bodies, HTTP/1.0 clients, a limit on how long a

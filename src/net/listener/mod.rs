@@ -2,8 +2,9 @@
 //! fault proxies, simulated hosts, the gateway, the agent, the proxy admin API), in the spirit
 //! of mini-redis: bind with an error that names the address and the owner, accept until told
 //! to stop, one tracked task per connection, and one connection type every server speaks
-//! HTTP/1 on (faultline's own server, or hyper's for the small APIs). Stopping really ends every connection: a fault proxy holding a blackholed request,
-//! or a simulated host that "crashed", must not leave sockets open behind it.
+//! HTTP/1 on (faultline's own server, or hyper's for the small APIs). Stopping really ends
+//! every connection: a fault proxy holding a blackholed request, or a simulated host that
+//! "crashed", must not leave sockets open behind it.
 
 use std::future::Future;
 use std::io;

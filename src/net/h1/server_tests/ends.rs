@@ -39,6 +39,11 @@ async fn reset_after(frames: Vec<Result<&'static str, ()>>, length: &'static str
     })
     .await;
     get(&mut client, "/s").await;
+    read_to_reset(&mut client).await
+}
+
+/// What a client reads before the connection is reset; a close or no end fails the test.
+async fn read_to_reset(client: &mut TcpStream) -> String {
     let mut all = Vec::new();
     let mut buf = [0u8; 1024];
     let err = loop {
@@ -297,11 +302,6 @@ async fn a_hangup_while_the_handler_works_resets_without_an_answer() {
     })
     .await;
     get(&mut client, "/").await;
-    let mut all = Vec::new();
-    let ended = tokio::time::timeout(DEADLINE, client.read_to_end(&mut all))
-        .await
-        .expect("the server did not end the connection");
-    let kind = ended.map_err(|e| e.kind());
-    assert_eq!(kind, Err(std::io::ErrorKind::ConnectionReset), "{all:?}");
-    assert!(all.is_empty(), "{all:?}");
+    let before = read_to_reset(&mut client).await;
+    assert!(before.is_empty(), "{before:?}");
 }
