@@ -14,9 +14,13 @@ use crate::net::h1::server::Server;
 use crate::net::{Connection, HostPort, Listener, Serve};
 
 /// No header read limit: a client the proxy serves is the system under test, and how slowly it
-/// writes is its own business, not a fault the proxy should add.
+/// writes is its own business, not a fault the proxy should add. A body is another matter: the
+/// proxy reads it whole before the upstream sees any of it, so the upstream can never time out
+/// an upload that stalls; the proxy does, as nginx does by default (`client_body_timeout`,
+/// 60 s between two reads, then `408`).
 const HTTP: Server = Server {
     header_read_timeout: None,
+    body_read_timeout: Some(Duration::from_secs(60)),
     max_body: apply::MAX_REQUEST_BODY,
 };
 

@@ -153,6 +153,9 @@ impl RunningServer {
 /// Simulated servers keep hyper's usual limit on a request head (idle connections included),
 /// so a stuck client cannot hold a connection for ever.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// And the same on a pause in a request body: a client that stalls halfway through its
+/// prompt is answered `408`.
+const BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Where a server's connections run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -186,6 +189,7 @@ pub(crate) async fn serve(
     let (stop, stopped) = oneshot::channel();
     let http = Server {
         header_read_timeout: Some(HEADER_READ_TIMEOUT),
+        body_read_timeout: Some(BODY_READ_TIMEOUT),
         max_body,
     };
     let task = tokio::spawn(accept_loop(listener, http, handler, stopped, crash.clone()));

@@ -106,6 +106,10 @@ impl Decoder {
 }
 
 /// One step of the chunked coding over `input`: bytes used, payload reached, body ended.
+/// Every line of the framing must end in CRLF. Header lines may end in a bare LF (RFC 9112,
+/// section 2.2), but chunk lines may not (section 7.1); two readers that disagree on where a
+/// body ends are how requests are smuggled past a proxy, so a bare LF is an error (hyper's
+/// decoder refuses it too).
 fn chunked(state: &mut Chunk, input: &[u8]) -> io::Result<(usize, Payload, bool)> {
     for (i, &byte) in input.iter().enumerate() {
         *state = match *state {
@@ -133,12 +137,11 @@ fn chunked(state: &mut Chunk, input: &[u8]) -> io::Result<(usize, Payload, bool)
                 _ if !digits => return Err(malformed("chunk size expected")),
                 b';' | b' ' | b'\t' => Chunk::Extension { size },
                 b'\r' => Chunk::SizeLf { size },
-                b'\n' => after_size(size),
                 _ => return Err(malformed("invalid chunk size")),
             },
             Chunk::Extension { size } => match byte {
                 b'\r' => Chunk::SizeLf { size },
-                b'\n' => after_size(size),
+                b'\n' => return Err(malformed("bare LF in a chunk extension")),
                 _ => Chunk::Extension { size },
             },
             Chunk::SizeLf { size } => match byte {
@@ -147,10 +150,6 @@ fn chunked(state: &mut Chunk, input: &[u8]) -> io::Result<(usize, Payload, bool)
             },
             Chunk::DataCr => match byte {
                 b'\r' => Chunk::DataLf,
-                b'\n' => Chunk::Size {
-                    size: 0,
-                    digits: false,
-                },
                 _ => return Err(malformed("CRLF expected after the chunk data")),
             },
             Chunk::DataLf => match byte {
@@ -162,8 +161,7 @@ fn chunked(state: &mut Chunk, input: &[u8]) -> io::Result<(usize, Payload, bool)
             },
             Chunk::Trailer { empty } => match byte {
                 b'\r' => Chunk::TrailerLf { empty },
-                b'\n' if empty => return Ok((i + 1, None, true)),
-                b'\n' => Chunk::Trailer { empty: true },
+                b'\n' => return Err(malformed("bare LF in the trailer")),
                 _ => Chunk::Trailer { empty: false },
             },
             Chunk::TrailerLf { empty } => match byte {

@@ -12,7 +12,7 @@ use tokio::time::Instant;
 
 use super::body::Decoder;
 use super::head::{self, Framing, MAX_HEADERS};
-use super::server::{Conn, TooLarge, Upload};
+use super::server::{Conn, Server, TooLarge, Upload};
 use super::MAX_HEAD;
 
 /// Bytes of chunked framing (sizes, extensions, trailers) a body may carry beyond its data:
@@ -172,12 +172,14 @@ fn framing(http11: bool, headers: &HeaderMap) -> Option<Framing> {
 }
 
 /// Reads the request's body whole, or finds it too large (then the rest is left unread and
-/// the connection closes after the answer).
+/// the connection closes after the answer). A body that pauses longer than the server's
+/// `body_read_timeout` between two reads is a `408`.
 pub(super) async fn read_body(
     conn: &mut Conn,
     head: &Head,
-    limit: usize,
+    server: Server,
 ) -> Result<Upload, Refused> {
+    let limit = server.max_body;
     let too_large = TooLarge { limit };
     match head.framing {
         Framing::Empty => return Ok(Ok(Bytes::new())),
@@ -202,7 +204,13 @@ pub(super) async fn read_body(
     while !decoder.is_done() {
         if conn.buf.is_empty() {
             let read = std::future::poll_fn(|cx| conn.buf.poll_refill(&mut conn.stream, cx));
-            match read.await {
+            let read = match server.body_read_timeout {
+                Some(pause) => tokio::time::timeout(pause, read)
+                    .await
+                    .map_err(|_| Refused::Answer(StatusCode::REQUEST_TIMEOUT))?,
+                None => read.await,
+            };
+            match read {
                 Ok(0) | Err(_) => return Err(Refused::Quietly),
                 Ok(_) => {}
             }

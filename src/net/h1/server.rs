@@ -62,6 +62,11 @@ pub struct Server {
     /// connection too, as hyper's server counted it), must be whole within this, so a silent or
     /// trickling client cannot hold a connection for ever. `None`: no limit.
     pub header_read_timeout: Option<Duration>,
+    /// The longest a request body may pause between two reads (as nginx's
+    /// `client_body_timeout`): a client that stops halfway through its upload is answered
+    /// `408` and the connection closes, so a stalled upload cannot hold a connection (and the
+    /// task and buffer behind it) until the server stops. `None`: no limit.
+    pub body_read_timeout: Option<Duration>,
     /// The largest request body read; a larger one reaches the handler as [`TooLarge`].
     pub max_body: usize,
 }
@@ -171,7 +176,7 @@ where
 {
     let read = async {
         let head = incoming::read_head(conn, server.header_read_timeout, draining).await?;
-        let upload = incoming::read_body(conn, &head, server.max_body).await?;
+        let upload = incoming::read_body(conn, &head, server).await?;
         Ok::<_, Refused>((head, upload))
     };
     let (head, upload) = match read.await {

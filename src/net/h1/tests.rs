@@ -60,6 +60,13 @@ fn broken_chunked_framing_is_an_error() {
         b"3\r\nabcX",
         b"3\rX",
         b"11111111111111111\r\n",
+        // A bare LF ends no line of the framing: after a size, in an extension, after the
+        // data, in the trailer.
+        b"3\nabc\r\n",
+        b"3;x\nabc\r\n",
+        b"3\r\nabc\n0\r\n\r\n",
+        b"0\r\nx-trailer: 1\n\r\n",
+        b"0\r\n\n",
     ] {
         let mut decoder = Decoder::new(Framing::Chunked);
         let mut at = 0;

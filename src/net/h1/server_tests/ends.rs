@@ -158,6 +158,45 @@ async fn a_silent_or_trickling_client_is_cut_at_the_head_limit_and_a_prompt_one_
 }
 
 #[tokio::test]
+async fn an_upload_that_stalls_is_answered_408_and_a_slow_steady_one_is_served() {
+    let pause = Duration::from_millis(300);
+    let quick = Server {
+        body_read_timeout: Some(pause),
+        ..SERVER
+    };
+    // Half the body, then nothing: the handler never sees it.
+    let (mut stalled, _d1) = connect(quick, echo).await;
+    let started = std::time::Instant::now();
+    stalled
+        .write_all(b"POST /up HTTP/1.1\r\nhost: t\r\ncontent-length: 10\r\n\r\nabc")
+        .await
+        .unwrap();
+    let answer = read_to_close(&mut stalled).await;
+    assert!(answer.starts_with("HTTP/1.1 408 "), "{answer:?}");
+    assert!(!answer.contains("POST /up"), "{answer:?}");
+    assert!(started.elapsed() >= pause, "cut at {:?}", started.elapsed());
+
+    // A chunked body whose pieces come 100 ms apart: each pause is within the limit, the
+    // whole body takes longer than it, and it is read whole.
+    let (mut steady, _d2) = connect(quick, echo).await;
+    steady
+        .write_all(b"POST /up HTTP/1.1\r\nhost: t\r\ntransfer-encoding: chunked\r\n\r\n")
+        .await
+        .unwrap();
+    for piece in [
+        "2\r\nab\r\n",
+        "2\r\ncd\r\n",
+        "2\r\nef\r\n",
+        "2\r\ngh\r\n",
+        "0\r\n\r\n",
+    ] {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        steady.write_all(piece.as_bytes()).await.unwrap();
+    }
+    read_until(&mut steady, "POST /up abcdefgh").await;
+}
+
+#[tokio::test]
 async fn a_drain_closes_an_idle_connection_and_lets_the_answer_in_flight_finish() {
     let (mut idle, drain) = connect(SERVER, echo).await;
     drain.send_replace(true);

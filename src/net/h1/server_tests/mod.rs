@@ -26,6 +26,7 @@ const DEADLINE: Duration = Duration::from_secs(5);
 /// connection it should have closed itself.
 const SERVER: Server = Server {
     header_read_timeout: Some(Duration::from_secs(60)),
+    body_read_timeout: Some(Duration::from_secs(60)),
     max_body: 64,
 };
 
