@@ -29,8 +29,12 @@ use super::head::Framing;
 use super::incoming::{self, Refused};
 use super::response::{self, Encoder};
 
-/// Frames that are ready at once are written together, up to about this much.
-const WRITE_AT_ONCE: usize = 64 * 1024;
+/// Frames that are ready at once are written together, up to about this much: as much as a
+/// body's read takes in at most (`buffer::BODY_READ_MAX`), so a large body through the proxy is
+/// written in as few writes as it was read in (each write on loopback wakes the reader; at
+/// 64 KiB the proxy reached 0.65x a bare copy loop's rate, at 256 KiB 0.78x). Token events are
+/// far smaller, and nothing waits to be coalesced: only frames ready at once are.
+const WRITE_AT_ONCE: usize = 256 * 1024;
 /// A write buffer a large answer grew is given back after it, down to this.
 const KEEP_WRITE_BUFFER: usize = 16 * 1024;
 /// After the server's last answer on a connection it closes, it reads and drops what the
