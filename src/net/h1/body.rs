@@ -30,6 +30,10 @@ pub(super) enum Chunk {
         size: u64,
         digits: bool,
     },
+    /// Spaces or tabs after the size.
+    SizeLws {
+        size: u64,
+    },
     /// A chunk extension, skipped.
     Extension {
         size: u64,
@@ -109,7 +113,8 @@ impl Decoder {
 /// Every line of the framing must end in CRLF. Header lines may end in a bare LF (RFC 9112,
 /// section 2.2), but chunk lines may not (section 7.1); two readers that disagree on where a
 /// body ends are how requests are smuggled past a proxy, so a bare LF is an error (hyper's
-/// decoder refuses it too).
+/// decoder refuses it in size lines, extensions and after the data too; here trailer lines
+/// also). Only spaces or tabs may follow a size before its extension or line end.
 fn chunked(state: &mut Chunk, input: &[u8]) -> io::Result<(usize, Payload, bool)> {
     for (i, &byte) in input.iter().enumerate() {
         *state = match *state {
@@ -135,7 +140,14 @@ fn chunked(state: &mut Chunk, input: &[u8]) -> io::Result<(usize, Payload, bool)
                     Chunk::Size { size, digits: true }
                 }
                 _ if !digits => return Err(malformed("chunk size expected")),
-                b';' | b' ' | b'\t' => Chunk::Extension { size },
+                b' ' | b'\t' => Chunk::SizeLws { size },
+                b';' => Chunk::Extension { size },
+                b'\r' => Chunk::SizeLf { size },
+                _ => return Err(malformed("invalid chunk size")),
+            },
+            Chunk::SizeLws { size } => match byte {
+                b' ' | b'\t' => Chunk::SizeLws { size },
+                b';' => Chunk::Extension { size },
                 b'\r' => Chunk::SizeLf { size },
                 _ => return Err(malformed("invalid chunk size")),
             },

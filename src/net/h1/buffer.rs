@@ -11,7 +11,7 @@ use tokio::io::{AsyncRead, ReadBuf};
 /// that does not fit grows it for as long as it is read.
 pub(super) const READ_BUFFER: usize = 2048;
 /// The most a body's read grows the buffer to (see [`Buffer::poll_refill`]).
-const BODY_READ_MAX: usize = 256 * 1024;
+pub(super) const BODY_READ_MAX: usize = 256 * 1024;
 
 /// `bytes[pos..filled]` is read and not yet used. The bytes are zeroed once when the buffer is
 /// made, so reads go straight into them without `unsafe`.

@@ -24,17 +24,17 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
-use super::buffer::Buffer;
+use super::buffer::{Buffer, BODY_READ_MAX};
 use super::head::Framing;
 use super::incoming::{self, Refused};
 use super::response::{self, Encoder};
 
 /// Frames that are ready at once are written together, up to about this much: as much as a
-/// body's read takes in at most (`buffer::BODY_READ_MAX`), so a large body through the proxy is
-/// written in as few writes as it was read in (each write on loopback wakes the reader; at
-/// 64 KiB the proxy reached 0.65x a bare copy loop's rate, at 256 KiB 0.78x). Token events are
-/// far smaller, and nothing waits to be coalesced: only frames ready at once are.
-const WRITE_AT_ONCE: usize = 256 * 1024;
+/// body's read takes in at most, so a large body through the proxy is written in as few writes
+/// as it was read in (each write on loopback wakes the reader; at 64 KiB the proxy reached
+/// 0.65x a bare copy loop's rate, at 256 KiB 0.78x). Token events are far smaller, and nothing
+/// waits to be coalesced: only frames ready at once are.
+const WRITE_AT_ONCE: usize = BODY_READ_MAX;
 /// A write buffer a large answer grew is given back after it, down to this.
 const KEEP_WRITE_BUFFER: usize = 16 * 1024;
 /// After the server's last answer on a connection it closes, it reads and drops what the
@@ -375,7 +375,14 @@ async fn play<B: Body<Data = Bytes>>(
                     .write_all(out)
                     .await
                     .map_err(|_| Broke::Client)?;
-                out.clear();
+                // A backlog of events (a slow client behind a fast upstream) grows the buffer
+                // to its limit; the next small write gives the space back, so a long stream
+                // does not hold it for the rest of its life.
+                if out.len() <= KEEP_WRITE_BUFFER && out.capacity() > KEEP_WRITE_BUFFER {
+                    *out = Vec::with_capacity(1024);
+                } else {
+                    out.clear();
+                }
             }
             Next::Ended(Ended::Gone) => return Err(Broke::Client),
             Next::Ended(Ended::Hangup(how)) => return Err(Broke::Hangup(how)),

@@ -34,7 +34,7 @@ fn decode_in_steps(mut decoder: Decoder, wire: &[u8], step: usize) -> (Vec<u8>, 
 
 #[test]
 fn chunked_bodies_decode_whatever_the_reads_cut() {
-    let wire = b"5\r\nhello\r\n7;name=value\r\n, world\r\n1A\r\nabcdefghijklmnopqrstuvwxyz\r\n0\r\nx-trailer: 1\r\n\r\n";
+    let wire = b"5\r\nhello\r\n7 \t;name=value\r\n, world\r\n1A \r\nabcdefghijklmnopqrstuvwxyz\r\n0\r\nx-trailer: 1\r\n\r\n";
     for step in 1..=wire.len() {
         let (out, done) = decode_in_steps(Decoder::new(Framing::Chunked), wire, step);
         assert_eq!(
@@ -67,6 +67,9 @@ fn broken_chunked_framing_is_an_error() {
         b"3\r\nabc\n0\r\n\r\n",
         b"0\r\nx-trailer: 1\n\r\n",
         b"0\r\n\n",
+        // Only spaces or tabs between a size and its extension.
+        b"3 zz\r\n",
+        b"3 4\r\n",
     ] {
         let mut decoder = Decoder::new(Framing::Chunked);
         let mut at = 0;

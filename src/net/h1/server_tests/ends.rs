@@ -159,7 +159,7 @@ async fn a_silent_or_trickling_client_is_cut_at_the_head_limit_and_a_prompt_one_
 
 #[tokio::test]
 async fn an_upload_that_stalls_is_answered_408_and_a_slow_steady_one_is_served() {
-    let pause = Duration::from_millis(300);
+    let pause = Duration::from_secs(1);
     let quick = Server {
         body_read_timeout: Some(pause),
         ..SERVER
@@ -176,8 +176,9 @@ async fn an_upload_that_stalls_is_answered_408_and_a_slow_steady_one_is_served()
     assert!(!answer.contains("POST /up"), "{answer:?}");
     assert!(started.elapsed() >= pause, "cut at {:?}", started.elapsed());
 
-    // A chunked body whose pieces come 100 ms apart: each pause is within the limit, the
-    // whole body takes longer than it, and it is read whole.
+    // A chunked body whose pieces come 250 ms apart: each pause is well within the limit (a
+    // busy machine may stretch one), the whole body takes longer than it, and it is read
+    // whole.
     let (mut steady, _d2) = connect(quick, echo).await;
     steady
         .write_all(b"POST /up HTTP/1.1\r\nhost: t\r\ntransfer-encoding: chunked\r\n\r\n")
@@ -190,7 +191,7 @@ async fn an_upload_that_stalls_is_answered_408_and_a_slow_steady_one_is_served()
         "2\r\ngh\r\n",
         "0\r\n\r\n",
     ] {
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(Duration::from_millis(250)).await;
         steady.write_all(piece.as_bytes()).await.unwrap();
     }
     read_until(&mut steady, "POST /up abcdefgh").await;
