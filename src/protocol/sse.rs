@@ -20,8 +20,6 @@
 //! Not handled: a byte-order mark at the very start of a stream (no inference server sends one;
 //! it would make the first line's field name unrecognised).
 
-use std::fmt::Write as _;
-
 const DATA: &[u8] = b"data";
 const EVENT: &[u8] = b"event";
 
@@ -380,14 +378,21 @@ pub fn write_event(out: &mut String, name: Option<&str>, data: &str) {
 }
 
 /// One event whose data is `value` as compact JSON, named or not. Compact JSON escapes every
-/// line break inside strings, so it is always a single `data:` line, written without a copy.
-pub fn json_event(name: Option<&str>, value: &serde_json::Value) -> String {
+/// line break inside strings, so it is always a single `data:` line. A typed value renders the
+/// bytes its `serde_json::Value` would (fields in the same order) without building that tree.
+pub fn json_event(name: Option<&str>, value: &impl serde::Serialize) -> String {
     let mut out = String::new();
     if let Some(name) = name {
         write_event_name(&mut out, name);
     }
-    // Writing to a String cannot fail.
-    let _ = write!(out, "data: {value}\n\n");
+    out.push_str("data: ");
+    // Only a map with keys that are not strings can fail, and no event has one; should one,
+    // the event says `null` rather than breaking the stream's framing.
+    match serde_json::to_string(value) {
+        Ok(json) => out.push_str(&json),
+        Err(_) => out.push_str("null"),
+    }
+    out.push_str("\n\n");
     out
 }
 

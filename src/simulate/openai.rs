@@ -2,7 +2,7 @@
 //! `chat.completion` answer, and the `chat.completion.chunk` stream ending in `[DONE]`.
 
 use hyper::StatusCode;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use super::body::{self, Body};
@@ -104,77 +104,192 @@ impl Chunks {
     }
 }
 
-fn chunk(reply: &Reply, choices: Value) -> Value {
-    let mut chunk = json!({
-        "id": reply.id,
-        "object": "chat.completion.chunk",
-        "created": reply.created,
-        "model": reply.model,
-        "choices": choices,
-    });
-    // As OpenAI and vLLM do: asked for usage, every chunk has the field, null until the last
-    // one.
-    if reply.include_usage {
-        chunk["usage"] = Value::Null;
+/// A `chat.completion.chunk`, typed so that each event is rendered without building a JSON
+/// tree (that was most of a request's cost in the simulator, `docs/benchmarks.md`). The fields
+/// are in the order a `serde_json::Value` prints its keys (sorted), so the bytes are the ones
+/// the tree gave.
+#[derive(Serialize)]
+struct Chunk<'a> {
+    choices: &'a [StreamChoice<'a>],
+    created: u64,
+    id: &'a str,
+    model: &'a str,
+    object: &'static str,
+    /// As OpenAI and vLLM do: asked for usage, every chunk has the field, null until the last
+    /// one; not asked, no chunk has it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    usage: Option<Option<Usage>>,
+}
+
+#[derive(Serialize)]
+struct StreamChoice<'a> {
+    delta: Delta<'a>,
+    finish_reason: Option<&'static str>,
+    index: u32,
+    /// Always null.
+    logprobs: (),
+}
+
+#[derive(Serialize)]
+struct Delta<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    content: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    role: Option<&'static str>,
+}
+
+/// The `usage` block, typed (keys sorted, as in [`usage`]).
+#[derive(Serialize)]
+struct Usage {
+    completion_tokens: u32,
+    prompt_tokens: u32,
+    total_tokens: u32,
+}
+
+impl Usage {
+    fn of(reply: &Reply) -> Usage {
+        Usage {
+            completion_tokens: reply.total,
+            prompt_tokens: reply.prompt_tokens,
+            total_tokens: reply.prompt_tokens.saturating_add(reply.total),
+        }
     }
-    chunk
+}
+
+/// The chunk event with `choices` (a null `usage` when the client asked for usage).
+fn chunk_event(reply: &Reply, choices: &[StreamChoice<'_>]) -> String {
+    sse::json_event(
+        None,
+        &Chunk {
+            choices,
+            created: reply.created,
+            id: &reply.id,
+            model: &reply.model,
+            object: "chat.completion.chunk",
+            usage: reply.include_usage.then_some(None),
+        },
+    )
+}
+
+fn choice<'a>(delta: Delta<'a>, finish_reason: Option<&'static str>) -> StreamChoice<'a> {
+    StreamChoice {
+        delta,
+        finish_reason,
+        index: 0,
+        logprobs: (),
+    }
 }
 
 impl Script for Chunks {
     fn opening(&mut self) -> String {
-        sse::json_event(
-            None,
-            &chunk(
-                &self.reply,
-                json!([{
-                    "index": 0,
-                    "delta": { "role": "assistant", "content": "" },
-                    "logprobs": null,
-                    "finish_reason": null,
-                }]),
-            ),
-        )
+        let delta = Delta {
+            content: Some(""),
+            role: Some("assistant"),
+        };
+        chunk_event(&self.reply, &[choice(delta, None)])
     }
 
     fn token(&mut self, index: u32) -> String {
         let text = self.reply.token(index);
         let reply = &self.reply;
         self.token.event(&text, 0, |text, _| {
-            sse::json_event(
-                None,
-                &chunk(
-                    reply,
-                    json!([{
-                        "index": 0,
-                        "delta": { "content": text },
-                        "logprobs": null,
-                        "finish_reason": null,
-                    }]),
-                ),
-            )
+            let delta = Delta {
+                content: Some(text),
+                role: None,
+            };
+            chunk_event(reply, &[choice(delta, None)])
         })
     }
 
     fn closing(&mut self) -> String {
-        let mut out = sse::json_event(
-            None,
-            &chunk(
-                &self.reply,
-                json!([{
-                    "index": 0,
-                    "delta": {},
-                    "logprobs": null,
-                    "finish_reason": self.reply.finish.openai(),
-                }]),
-            ),
-        );
+        let reply = &self.reply;
+        let delta = Delta {
+            content: None,
+            role: None,
+        };
+        let mut out = chunk_event(reply, &[choice(delta, Some(reply.finish.openai()))]);
         // The usage chunk, last before [DONE], has no choices (vLLM and OpenAI alike).
-        if self.reply.include_usage {
-            let mut last = chunk(&self.reply, json!([]));
-            last["usage"] = usage(&self.reply);
-            out.push_str(&sse::json_event(None, &last));
+        if reply.include_usage {
+            out.push_str(&sse::json_event(
+                None,
+                &Chunk {
+                    choices: &[],
+                    created: reply.created,
+                    id: &reply.id,
+                    model: &reply.model,
+                    object: "chat.completion.chunk",
+                    usage: Some(Some(Usage::of(reply))),
+                },
+            ));
         }
         out.push_str(&sse::done_event());
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::experiment::schema::Content;
+    use crate::simulate::completion::Finish;
+
+    /// The chunk as a JSON tree, as the stream rendered it before its events were typed.
+    fn tree(reply: &Reply, choices: Value, usage: Option<Value>) -> String {
+        let mut chunk = json!({
+            "id": reply.id,
+            "object": "chat.completion.chunk",
+            "created": reply.created,
+            "model": reply.model,
+            "choices": choices,
+        });
+        if reply.include_usage {
+            chunk["usage"] = usage.unwrap_or(Value::Null);
+        }
+        sse::json_event(None, &chunk)
+    }
+
+    #[test]
+    fn typed_chunks_are_the_bytes_of_the_json_tree() {
+        for (include_usage, finish) in [(false, Finish::Stop), (true, Finish::Length)] {
+            let make = || Reply {
+                id: "chatcmpl-\"sim\"\n1".into(),
+                model: "m/ünï".into(),
+                created: 1_764_000_000,
+                total: 3,
+                prompt_tokens: 7,
+                include_usage,
+                finish,
+                content: Content::Verifiable,
+            };
+            let reply = make();
+            let mut chunks = Chunks::new(make());
+            let opening = tree(
+                &reply,
+                json!([{ "index": 0, "delta": { "role": "assistant", "content": "" },
+                         "logprobs": null, "finish_reason": null }]),
+                None,
+            );
+            assert_eq!(chunks.opening(), opening);
+            for i in 0..reply.total {
+                let token = tree(
+                    &reply,
+                    json!([{ "index": 0, "delta": { "content": reply.token(i) },
+                             "logprobs": null, "finish_reason": null }]),
+                    None,
+                );
+                assert_eq!(chunks.token(i), token, "token {i}");
+            }
+            let mut closing = tree(
+                &reply,
+                json!([{ "index": 0, "delta": {}, "logprobs": null,
+                         "finish_reason": finish.openai() }]),
+                None,
+            );
+            if include_usage {
+                closing.push_str(&tree(&reply, json!([]), Some(usage(&reply))));
+            }
+            closing.push_str(&sse::done_event());
+            assert_eq!(chunks.closing(), closing);
+        }
     }
 }
