@@ -63,13 +63,20 @@ pub(crate) fn error(status: StatusCode, message: &str) -> hyper::Response<Body> 
     body::openai_error(status, kind, message)
 }
 
-/// The `usage` block of every OpenAI-style answer.
-pub(crate) fn usage(reply: &Reply) -> Value {
-    json!({
-        "prompt_tokens": reply.prompt_tokens,
-        "completion_tokens": reply.total,
-        "total_tokens": reply.prompt_tokens.saturating_add(reply.total),
-    })
+/// The `usage` block of every OpenAI-style answer (keys sorted, as a JSON tree prints them).
+#[derive(Serialize)]
+pub(crate) struct Usage {
+    completion_tokens: u32,
+    prompt_tokens: u32,
+    total_tokens: u32,
+}
+
+pub(crate) fn usage(reply: &Reply) -> Usage {
+    Usage {
+        completion_tokens: reply.total,
+        prompt_tokens: reply.prompt_tokens,
+        total_tokens: reply.prompt_tokens.saturating_add(reply.total),
+    }
 }
 
 pub(crate) fn whole(reply: &Reply) -> Value {
@@ -138,26 +145,9 @@ struct Delta<'a> {
     role: Option<&'static str>,
 }
 
-/// The `usage` block, typed (keys sorted, as in [`usage`]).
-#[derive(Serialize)]
-struct Usage {
-    completion_tokens: u32,
-    prompt_tokens: u32,
-    total_tokens: u32,
-}
-
-impl Usage {
-    fn of(reply: &Reply) -> Usage {
-        Usage {
-            completion_tokens: reply.total,
-            prompt_tokens: reply.prompt_tokens,
-            total_tokens: reply.prompt_tokens.saturating_add(reply.total),
-        }
-    }
-}
-
-/// The chunk event with `choices` (a null `usage` when the client asked for usage).
-fn chunk_event(reply: &Reply, choices: &[StreamChoice<'_>]) -> String {
+/// The chunk event with `choices`; its `usage` is `last_usage` when given, else null when the
+/// client asked for usage.
+fn chunk_event(reply: &Reply, choices: &[StreamChoice<'_>], last_usage: Option<Usage>) -> String {
     sse::json_event(
         None,
         &Chunk {
@@ -166,7 +156,7 @@ fn chunk_event(reply: &Reply, choices: &[StreamChoice<'_>]) -> String {
             id: &reply.id,
             model: &reply.model,
             object: "chat.completion.chunk",
-            usage: reply.include_usage.then_some(None),
+            usage: reply.include_usage.then_some(last_usage),
         },
     )
 }
@@ -186,7 +176,7 @@ impl Script for Chunks {
             content: Some(""),
             role: Some("assistant"),
         };
-        chunk_event(&self.reply, &[choice(delta, None)])
+        chunk_event(&self.reply, &[choice(delta, None)], None)
     }
 
     fn token(&mut self, index: u32) -> String {
@@ -197,7 +187,7 @@ impl Script for Chunks {
                 content: Some(text),
                 role: None,
             };
-            chunk_event(reply, &[choice(delta, None)])
+            chunk_event(reply, &[choice(delta, None)], None)
         })
     }
 
@@ -207,20 +197,11 @@ impl Script for Chunks {
             content: None,
             role: None,
         };
-        let mut out = chunk_event(reply, &[choice(delta, Some(reply.finish.openai()))]);
+        let finish = [choice(delta, Some(reply.finish.openai()))];
+        let mut out = chunk_event(reply, &finish, None);
         // The usage chunk, last before [DONE], has no choices (vLLM and OpenAI alike).
         if reply.include_usage {
-            out.push_str(&sse::json_event(
-                None,
-                &Chunk {
-                    choices: &[],
-                    created: reply.created,
-                    id: &reply.id,
-                    model: &reply.model,
-                    object: "chat.completion.chunk",
-                    usage: Some(Some(Usage::of(reply))),
-                },
-            ));
+            out.push_str(&chunk_event(reply, &[], Some(usage(reply))));
         }
         out.push_str(&sse::done_event());
         out
@@ -286,7 +267,11 @@ mod tests {
                 None,
             );
             if include_usage {
-                closing.push_str(&tree(&reply, json!([]), Some(usage(&reply))));
+                closing.push_str(&tree(
+                    &reply,
+                    json!([]),
+                    Some(json!({ "prompt_tokens": 7, "completion_tokens": 3, "total_tokens": 10 })),
+                ));
             }
             closing.push_str(&sse::done_event());
             assert_eq!(chunks.closing(), closing);
